@@ -1,0 +1,3 @@
+//! lwm2m-gw: an LwM2M server and edge gateway for single-board computers.
+
+pub mod coap;
