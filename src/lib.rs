@@ -1,4 +1,9 @@
 //! lwm2m-gw: an LwM2M server and edge gateway for single-board computers.
 
 pub mod coap;
+pub mod config;
+pub mod control;
 pub mod lwm2m;
+pub mod runtime;
+pub mod server;
+pub mod store;

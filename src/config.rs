@@ -1,0 +1,333 @@
+//! Gateway configuration: embedded defaults, a TOML file, command-line overrides.
+
+use crate::coap;
+use crate::server::ServerConfig;
+use crate::store::StoreConfig;
+use serde::Deserialize;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration. Every field has a default, so an empty file
+/// (or none) is a working gateway.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// CoAP transport.
+    pub coap: CoapSection,
+    /// Registration interface.
+    pub registration: RegistrationSection,
+    /// Persistent state.
+    pub store: StoreSection,
+    /// Object models.
+    pub models: ModelsSection,
+}
+
+/// `[coap]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoapSection {
+    /// Address to bind; `::` is dual-stack IPv6 and IPv4.
+    pub bind: IpAddr,
+    /// UDP port for plain CoAP.
+    pub port: u16,
+    /// ACK_TIMEOUT in milliseconds.
+    pub ack_timeout_ms: u64,
+    /// ACK_RANDOM_FACTOR.
+    pub ack_random_factor: f64,
+    /// MAX_RETRANSMIT.
+    pub max_retransmit: u32,
+    /// NSTART per device.
+    pub nstart: usize,
+    /// EXCHANGE_LIFETIME in seconds (message-ID memory).
+    pub exchange_lifetime_s: u64,
+    /// NON_LIFETIME in seconds.
+    pub non_lifetime_s: u64,
+    /// Time before an empty ACK is sent and the answer goes out separately.
+    pub piggyback_ms: u64,
+    /// How long a request to a device waits for a separate response.
+    pub response_timeout_s: u64,
+    /// Preferred block size (16 to 1024, power of two).
+    pub block_size: usize,
+    /// Largest body assembled from blocks.
+    pub max_body_bytes: usize,
+    /// Remembered message IDs.
+    pub max_dedup: usize,
+    /// Requests from devices being processed at once.
+    pub max_incoming: usize,
+    /// Requests to devices in flight or queued, all devices together.
+    pub max_exchanges: usize,
+    /// Requests queued behind NSTART per device.
+    pub max_queue_per_peer: usize,
+    /// Devices with message-ID state.
+    pub max_peers: usize,
+    /// Block-wise transfers in progress.
+    pub max_block_transfers: usize,
+    /// Largest datagram accepted.
+    pub max_datagram: usize,
+}
+
+/// `[registration]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationSection {
+    /// Most registrations kept; new endpoints beyond it get 5.03.
+    pub max_registrations: usize,
+    /// Seconds past a lifetime before a registration is dropped.
+    pub expiry_grace_s: u64,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// State directory; default `$STATE_DIRECTORY` or `./data`.
+    pub data_dir: Option<PathBuf>,
+    /// sled page cache in MiB.
+    pub cache_mb: u64,
+    /// sled background flush interval in milliseconds.
+    pub flush_every_ms: u64,
+}
+
+/// `[models]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsSection {
+    /// Directory of system models, read on top of the built-in ones.
+    pub dir: PathBuf,
+}
+
+impl Default for CoapSection {
+    fn default() -> Self {
+        let c = coap::Config::default();
+        CoapSection {
+            bind: IpAddr::from([0u16; 8]),
+            port: 5685,
+            ack_timeout_ms: c.ack_timeout.as_millis() as u64,
+            ack_random_factor: c.ack_random_factor,
+            max_retransmit: c.max_retransmit,
+            nstart: c.nstart,
+            exchange_lifetime_s: c.exchange_lifetime.as_secs(),
+            non_lifetime_s: c.non_lifetime.as_secs(),
+            piggyback_ms: c.piggyback_window.as_millis() as u64,
+            response_timeout_s: c.response_timeout.as_secs(),
+            block_size: c.block_size,
+            max_body_bytes: c.max_body_size,
+            max_dedup: c.max_dedup,
+            max_incoming: c.max_incoming,
+            max_exchanges: c.max_exchanges,
+            max_queue_per_peer: c.max_queue_per_peer,
+            max_peers: c.max_peers,
+            max_block_transfers: c.max_block_states,
+            max_datagram: 1500,
+        }
+    }
+}
+
+impl Default for RegistrationSection {
+    fn default() -> Self {
+        RegistrationSection {
+            max_registrations: 100_000,
+            expiry_grace_s: 30,
+        }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            data_dir: None,
+            cache_mb: 16,
+            flush_every_ms: 500,
+        }
+    }
+}
+
+impl Default for ModelsSection {
+    fn default() -> Self {
+        ModelsSection {
+            dir: PathBuf::from("./models"),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors so typos do not pass silently.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        Config::from_toml(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Parses TOML text and validates it.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim_end().to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.coap;
+        let bad = |m: String| Err(ConfigError(m));
+        if !(16..=1024).contains(&c.block_size) || !c.block_size.is_power_of_two() {
+            return bad(format!(
+                "coap.block_size = {}: must be a power of two from 16 to 1024",
+                c.block_size
+            ));
+        }
+        if !(c.ack_random_factor >= 1.0 && c.ack_random_factor <= 10.0) {
+            return bad(format!(
+                "coap.ack_random_factor = {}: must be from 1.0 to 10.0",
+                c.ack_random_factor
+            ));
+        }
+        if c.ack_timeout_ms == 0 || c.max_retransmit > 20 {
+            return bad(
+                "coap.ack_timeout_ms must be above 0 and coap.max_retransmit at most 20".into(),
+            );
+        }
+        for (name, v) in [
+            ("coap.nstart", c.nstart),
+            ("coap.max_dedup", c.max_dedup),
+            ("coap.max_incoming", c.max_incoming),
+            ("coap.max_exchanges", c.max_exchanges),
+            ("coap.max_peers", c.max_peers),
+            ("coap.max_block_transfers", c.max_block_transfers),
+            (
+                "registration.max_registrations",
+                self.registration.max_registrations,
+            ),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be at least 1"));
+            }
+        }
+        if !(64..=65_507).contains(&c.max_datagram) {
+            return bad(format!(
+                "coap.max_datagram = {}: must be from 64 to 65507",
+                c.max_datagram
+            ));
+        }
+        if c.max_body_bytes < c.block_size {
+            return bad("coap.max_body_bytes must be at least coap.block_size".into());
+        }
+        if self.store.cache_mb == 0 {
+            return bad("store.cache_mb must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The state directory: the configured one, else `$STATE_DIRECTORY`
+    /// (its first entry, as systemd may list several), else `./data`.
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(d) = &self.store.data_dir {
+            return d.clone();
+        }
+        match std::env::var("STATE_DIRECTORY") {
+            Ok(s) if !s.is_empty() => PathBuf::from(s.split(':').next().unwrap_or(&s)),
+            _ => PathBuf::from("./data"),
+        }
+    }
+
+    /// Where `model import` keeps site models.
+    pub fn site_models_dir(&self) -> PathBuf {
+        self.data_dir().join("models")
+    }
+
+    /// The CoAP listening address.
+    pub fn coap_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.coap.bind, self.coap.port)
+    }
+
+    /// Engine and registry settings.
+    pub fn server(&self) -> ServerConfig {
+        let c = &self.coap;
+        ServerConfig {
+            coap: coap::Config {
+                ack_timeout: Duration::from_millis(c.ack_timeout_ms),
+                ack_random_factor: c.ack_random_factor,
+                max_retransmit: c.max_retransmit,
+                nstart: c.nstart,
+                exchange_lifetime: Duration::from_secs(c.exchange_lifetime_s),
+                non_lifetime: Duration::from_secs(c.non_lifetime_s),
+                piggyback_window: Duration::from_millis(c.piggyback_ms),
+                response_timeout: Duration::from_secs(c.response_timeout_s),
+                block_size: c.block_size,
+                max_body_size: c.max_body_bytes,
+                max_dedup: c.max_dedup,
+                max_incoming: c.max_incoming,
+                max_exchanges: c.max_exchanges,
+                max_queue_per_peer: c.max_queue_per_peer,
+                max_peers: c.max_peers,
+                max_block_states: c.max_block_transfers,
+            },
+            max_registrations: self.registration.max_registrations,
+            expiry_grace: Duration::from_secs(self.registration.expiry_grace_s),
+        }
+    }
+
+    /// Store settings.
+    pub fn store(&self) -> StoreConfig {
+        StoreConfig {
+            dir: self.data_dir(),
+            cache_bytes: self.store.cache_mb << 20,
+            flush_every_ms: self.store.flush_every_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_embedded_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.coap_addr().port(), 5685);
+        assert!(c.coap.bind.is_unspecified());
+    }
+
+    #[test]
+    fn file_values_are_applied() {
+        let c = Config::from_toml(
+            "[coap]\nport = 6000\nbind = \"127.0.0.1\"\nmax_retransmit = 2\n[registration]\nexpiry_grace_s = 1\n[store]\ndata_dir = \"/var/lib/x\"\ncache_mb = 4\n[models]\ndir = \"/usr/share/m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.coap_addr(), "127.0.0.1:6000".parse().unwrap());
+        assert_eq!(c.server().coap.max_retransmit, 2);
+        assert_eq!(c.store().cache_bytes, 4 << 20);
+        assert_eq!(c.data_dir(), PathBuf::from("/var/lib/x"));
+        assert_eq!(c.site_models_dir(), PathBuf::from("/var/lib/x/models"));
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_clear_errors() {
+        let e = Config::from_toml("[coap]\nprot = 1\n").unwrap_err();
+        assert!(e.0.contains("prot"), "{e}");
+        let e = Config::from_toml("[coap]\nport = \"x\"\n").unwrap_err();
+        assert!(e.0.contains("port"), "{e}");
+        let e = Config::from_toml("[coap]\nblock_size = 100\n").unwrap_err();
+        assert!(e.0.contains("block_size"), "{e}");
+        assert!(Config::from_toml("[coap]\nack_random_factor = 0.5\n").is_err());
+        assert!(Config::from_toml("[registration]\nmax_registrations = 0\n").is_err());
+        assert!(Config::from_toml("not toml [").is_err());
+        let e = Config::from_file(Path::new("/nonexistent.toml")).unwrap_err();
+        assert!(e.0.starts_with("/nonexistent.toml"));
+    }
+}

@@ -1,0 +1,3 @@
+//! Local administration: the `lwm2m-gw` command line.
+
+pub mod cli;

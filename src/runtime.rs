@@ -1,0 +1,365 @@
+//! The I/O shell: binds the UDP socket, drives the sans-IO server with real
+//! time, persists registry events with grouped flushes, fans events out.
+
+use crate::config::Config;
+use crate::lwm2m::ModelLibrary;
+use crate::server::{Server, ServerEvent};
+use crate::store::{Store, StoreError};
+use smol::channel::{Receiver, Sender, TrySendError};
+use smol::Async;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Datagrams read per wake-up before state is flushed and answers go out.
+const BATCH: usize = 256;
+
+/// Why the gateway could not start or stopped.
+#[derive(Debug)]
+pub enum RunError {
+    /// The store failed.
+    Store(StoreError),
+    /// A socket failed.
+    Io(String, io::Error),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Store(e) => write!(f, "{e}"),
+            RunError::Io(what, e) => write!(f, "{what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<StoreError> for RunError {
+    fn from(e: StoreError) -> Self {
+        RunError::Store(e)
+    }
+}
+
+/// A started gateway: store open, models loaded, socket bound.
+pub struct Gateway {
+    cfg: Config,
+    server: Server,
+    store: Store,
+    socket: Async<UdpSocket>,
+    dual_stack: bool,
+    models: ModelLibrary,
+    subscribers: Vec<(Sender<ServerEvent>, u64)>,
+}
+
+impl Gateway {
+    /// Opens the store, loads the models, restores registrations and binds.
+    pub fn start(cfg: Config) -> Result<Gateway, RunError> {
+        let (store, _report) = Store::open(&cfg.store())?;
+        let models = load_models(&cfg);
+        let mut server = Server::new(cfg.server(), random_seed());
+        let (now, unix) = (Instant::now(), unix_ms());
+        let (mut kept, mut dropped) = (0, 0);
+        for reg in store.registrations()? {
+            let ep = reg.endpoint.clone();
+            if server.restore(now, unix, reg) {
+                kept += 1;
+            } else {
+                dropped += 1;
+                store.remove_registration(&ep)?;
+            }
+        }
+        if dropped > 0 {
+            store.flush()?;
+        }
+        let (socket, dual_stack) = bind_udp(cfg.coap_addr())
+            .map_err(|e| RunError::Io(format!("bind udp {}", cfg.coap_addr()), e))?;
+        let socket = Async::new(socket).map_err(|e| RunError::Io("udp socket".into(), e))?;
+        let addr = socket
+            .get_ref()
+            .local_addr()
+            .map_err(|e| RunError::Io("udp socket".into(), e))?;
+        log::info!(
+            "lwm2m-gw {} listening on CoAP udp {addr}{}; data {}; {} object models; {kept} registrations restored ({dropped} expired while stopped)",
+            env!("CARGO_PKG_VERSION"),
+            if dual_stack { " (IPv4 and IPv6)" } else { "" },
+            cfg.data_dir().display(),
+            models.len(),
+        );
+        Ok(Gateway {
+            cfg,
+            server,
+            store,
+            socket,
+            dual_stack,
+            models,
+            subscribers: Vec::new(),
+        })
+    }
+
+    /// The bound CoAP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.socket
+            .get_ref()
+            .local_addr()
+            .expect("bound socket has an address")
+    }
+
+    /// A bounded stream of registry events. A subscriber that falls behind
+    /// loses events (counted and logged), it never stalls the gateway.
+    pub fn subscribe(&mut self, capacity: usize) -> Receiver<ServerEvent> {
+        let (tx, rx) = smol::channel::bounded(capacity.max(1));
+        self.subscribers.push((tx, 0));
+        rx
+    }
+
+    /// The model library in force.
+    pub fn models(&self) -> &ModelLibrary {
+        &self.models
+    }
+
+    /// Serves until a socket error.
+    pub async fn run(mut self) -> Result<(), RunError> {
+        let max = self.cfg.coap.max_datagram;
+        let mut buf = vec![0u8; max + 1];
+        loop {
+            match self.server.poll_timeout() {
+                Some(deadline) => {
+                    smol::future::or(
+                        async {
+                            let _ = self.socket.readable().await;
+                        },
+                        async {
+                            smol::Timer::at(deadline).await;
+                        },
+                    )
+                    .await
+                }
+                None => self
+                    .socket
+                    .readable()
+                    .await
+                    .map_err(|e| RunError::Io("udp socket".into(), e))?,
+            }
+            let (now, unix) = (Instant::now(), unix_ms());
+            for _ in 0..BATCH {
+                match self.socket.get_ref().recv_from(&mut buf) {
+                    Ok((n, peer)) if n > max => {
+                        log::debug!("peer={} datagram over {max} bytes dropped", canonical(peer));
+                    }
+                    Ok((n, peer)) => {
+                        self.server
+                            .handle_datagram(now, unix, canonical(peer), &buf[..n])
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        log::warn!("udp receive: {e}");
+                        break;
+                    }
+                }
+            }
+            self.server.handle_timeout(now);
+            self.persist_and_publish().await;
+            self.send_all().await;
+        }
+    }
+
+    /// Writes registry changes, flushes once for the whole batch (so an
+    /// answer never goes out for state a power cut could lose), then
+    /// hands the events to subscribers.
+    async fn persist_and_publish(&mut self) {
+        let mut events = Vec::new();
+        while let Some(ev) = self.server.poll_event() {
+            let result = match &ev {
+                ServerEvent::Registered { reg, .. } | ServerEvent::Updated(reg) => {
+                    self.store.put_registration(reg)
+                }
+                ServerEvent::Deregistered(reg) | ServerEvent::Expired(reg) => {
+                    self.store.remove_registration(&reg.endpoint)
+                }
+            };
+            if let Err(e) = result {
+                log::error!(
+                    "ep={} could not store registration change: {e}",
+                    ev.registration().endpoint
+                );
+            }
+            if let ServerEvent::Registered { reg, .. } = &ev {
+                let unknown: Vec<u16> = reg
+                    .objects
+                    .iter()
+                    .map(|o| o.object)
+                    .filter(|id| self.models.get(*id, None).is_none())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                if !unknown.is_empty() {
+                    log::info!(
+                        "ep={} announces objects with no model in the library: {unknown:?}",
+                        reg.endpoint
+                    );
+                }
+            }
+            events.push(ev);
+        }
+        if events.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        if let Err(e) = smol::unblock(move || store.flush()).await {
+            log::error!("store flush failed: {e}");
+        }
+        for ev in events {
+            for (tx, dropped) in &mut self.subscribers {
+                if let Err(TrySendError::Full(_)) = tx.try_send(ev.clone()) {
+                    *dropped += 1;
+                    if dropped.is_power_of_two() {
+                        log::warn!("event subscriber is behind: {dropped} events dropped so far");
+                    }
+                }
+            }
+        }
+        self.subscribers.retain(|(tx, _)| !tx.is_closed());
+    }
+
+    async fn send_all(&mut self) {
+        while let Some(t) = self.server.poll_transmit() {
+            let to = if self.dual_stack {
+                mapped(t.peer)
+            } else {
+                t.peer
+            };
+            loop {
+                match self.socket.get_ref().send_to(&t.bytes, to) {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if self.socket.writable().await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        log::debug!("peer={} send failed: {e}", t.peer);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn load_models(cfg: &Config) -> ModelLibrary {
+    let mut lib = ModelLibrary::embedded();
+    for e in lib.load_system_dir(&cfg.models.dir) {
+        log::warn!("model skipped: {e}");
+    }
+    for e in lib.load_site_dir(&cfg.site_models_dir()) {
+        log::warn!("site model skipped: {e}");
+    }
+    lib
+}
+
+/// Binds UDP. For the IPv6 wildcard the socket is made dual-stack whatever
+/// the host's `net.ipv6.bindv6only`; where IPv6 is unavailable it falls back
+/// to IPv4.
+fn bind_udp(addr: SocketAddr) -> io::Result<(UdpSocket, bool)> {
+    if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        match bind_dual_stack(addr.port()) {
+            Ok(s) => return Ok((s, true)),
+            Err(e) => {
+                log::warn!("IPv6 unavailable ({e}); listening on IPv4 only");
+                return UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], addr.port())))
+                    .map(|s| (s, false));
+            }
+        }
+    }
+    UdpSocket::bind(addr).map(|s| (s, false))
+}
+
+fn bind_dual_stack(port: u16) -> io::Result<UdpSocket> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor we own; it is closed on every error path.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let sock = UdpSocket::from_raw_fd(fd);
+        let off: libc::c_int = 0;
+        if libc::setsockopt(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            &off as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+        sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        sa.sin6_port = port.to_be();
+        if libc::bind(
+            fd,
+            &sa as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sock)
+    }
+}
+
+/// IPv4 peers on a dual-stack socket appear as `::ffff:a.b.c.d`; the rest
+/// of the gateway sees them as plain IPv4.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        v4 => v4,
+    }
+}
+
+fn mapped(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+        v6 => v6,
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A seed from the OS random source, falling back to time and pid.
+fn random_seed() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_ne_bytes(b),
+        Err(_) => unix_ms() ^ ((std::process::id() as u64) << 32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_ipv4_peers_are_seen_as_ipv4_and_mapped_back() {
+        let v4: SocketAddr = "192.0.2.1:5683".parse().unwrap();
+        let m = mapped(v4);
+        assert_eq!(m.to_string(), "[::ffff:192.0.2.1]:5683");
+        assert_eq!(canonical(m), v4);
+        let v6: SocketAddr = "[2001:db8::1]:5683".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
+        assert_eq!(mapped(v6), v6);
+    }
+}

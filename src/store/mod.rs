@@ -1,0 +1,343 @@
+//! Durable state in sled: typed trees, postcard values, versioned keys.
+//!
+//! Every key starts with a schema byte and every value with a format byte,
+//! so a newer binary can read an older store and skip what it does not know.
+//! sled writes in the background every `flush_every_ms`; callers that
+//! promise durability call `flush` (the server groups one flush per batch).
+
+use crate::server::Registration;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+const KEY_V1: u8 = 1;
+const VALUE_V1: u8 = 1;
+const REGISTRATIONS: &str = "registrations";
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Directory holding the sled database (`<dir>/db`).
+    pub dir: PathBuf,
+    /// sled page cache in bytes.
+    pub cache_bytes: u64,
+    /// Background flush interval.
+    pub flush_every_ms: u64,
+}
+
+/// Store errors.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Another process holds the database.
+    Locked(PathBuf),
+    /// The directory cannot be created or read.
+    Io(PathBuf, std::io::Error),
+    /// sled failed.
+    Sled(sled::Error),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Locked(p) => write!(
+                f,
+                "{} is in use by another process (is another lwm2m-gw running?)",
+                p.display()
+            ),
+            StoreError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            StoreError::Sled(e) => write!(f, "store: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Sled(e)
+    }
+}
+
+/// What happened when the store was opened.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// Where a corrupt database was moved before starting clean.
+    pub moved_aside: Option<PathBuf>,
+}
+
+/// The gateway's store.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    regs: sled::Tree,
+}
+
+impl Store {
+    /// Opens or creates the store. A database that sled reports as corrupt
+    /// (or that makes it panic) is moved aside and a clean one is created.
+    pub fn open(cfg: &StoreConfig) -> Result<(Store, OpenReport), StoreError> {
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::Io(cfg.dir.clone(), e))?;
+        let path = cfg.dir.join("db");
+        let mut report = OpenReport::default();
+        let db = match open_db(cfg, &path) {
+            Ok(db) => db,
+            Err(Failure::Locked) => return Err(StoreError::Locked(path)),
+            Err(Failure::Other(e)) => return Err(e),
+            Err(Failure::Corrupt(why)) => {
+                let aside = cfg.dir.join(format!("db.corrupt-{}", unix_secs()));
+                std::fs::rename(&path, &aside).map_err(|e| StoreError::Io(path.clone(), e))?;
+                log::error!(
+                    "STORE CORRUPT: {} could not be opened ({why}); moved it to {} and started with an empty store. \
+                     Registrations are rebuilt as devices re-register; keep the moved copy for recovery.",
+                    path.display(),
+                    aside.display()
+                );
+                report.moved_aside = Some(aside);
+                match open_db(cfg, &path) {
+                    Ok(db) => db,
+                    Err(Failure::Other(e)) => return Err(e),
+                    Err(Failure::Locked) => return Err(StoreError::Locked(path)),
+                    Err(Failure::Corrupt(why)) => {
+                        return Err(StoreError::Sled(sled::Error::Unsupported(why)))
+                    }
+                }
+            }
+        };
+        let regs = db.open_tree(REGISTRATIONS)?;
+        Ok((Store { db, regs }, report))
+    }
+
+    /// Writes a registration (durable after the next flush).
+    pub fn put_registration(&self, reg: &Registration) -> Result<(), StoreError> {
+        let mut value = vec![VALUE_V1];
+        value.extend(
+            postcard::to_stdvec(reg)
+                .map_err(|e| StoreError::Sled(sled::Error::Unsupported(e.to_string())))?,
+        );
+        self.regs.insert(reg_key(&reg.endpoint), value)?;
+        Ok(())
+    }
+
+    /// Removes an endpoint's registration.
+    pub fn remove_registration(&self, endpoint: &str) -> Result<(), StoreError> {
+        self.regs.remove(reg_key(endpoint))?;
+        Ok(())
+    }
+
+    /// Every stored registration. Entries this binary cannot decode are
+    /// logged and left in place (a newer binary may have written them).
+    pub fn registrations(&self) -> Result<Vec<Registration>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.regs.scan_prefix([KEY_V1]) {
+            let (k, v) = item?;
+            let ep = String::from_utf8_lossy(&k[1..]).into_owned();
+            match v.split_first() {
+                Some((&VALUE_V1, body)) => match postcard::from_bytes::<Registration>(body) {
+                    Ok(r) => out.push(r),
+                    Err(e) => {
+                        log::warn!("ep={ep} stored registration does not decode ({e}); skipped")
+                    }
+                },
+                _ => log::warn!("ep={ep} stored registration has an unknown format; skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<usize, StoreError> {
+        Ok(self.db.flush()?)
+    }
+
+    /// Size of the database on disk, in bytes.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+fn reg_key(endpoint: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + endpoint.len());
+    k.push(KEY_V1);
+    k.extend_from_slice(endpoint.as_bytes());
+    k
+}
+
+enum Failure {
+    Locked,
+    Corrupt(String),
+    Other(StoreError),
+}
+
+fn open_db(cfg: &StoreConfig, path: &Path) -> Result<sled::Db, Failure> {
+    let conf = sled::Config::new()
+        .path(path)
+        .cache_capacity(cfg.cache_bytes)
+        .flush_every_ms(Some(cfg.flush_every_ms.max(1)));
+    // sled 0.34 can panic on some damaged files instead of returning an error.
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conf.open()));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(sled::Error::Io(e)))
+            if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
+        {
+            Err(Failure::Locked)
+        }
+        Ok(Err(
+            e @ (sled::Error::Corruption { .. }
+            | sled::Error::ReportableBug(_)
+            | sled::Error::Unsupported(_)),
+        )) => Err(Failure::Corrupt(e.to_string())),
+        Ok(Err(sled::Error::Io(e)))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            Err(Failure::Corrupt(e.to_string()))
+        }
+        Ok(Err(e)) => Err(Failure::Other(StoreError::Sled(e))),
+        Err(_) => Err(Failure::Corrupt("sled panicked while opening".into())),
+    }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lwm2m::Version;
+
+    fn cfg(name: &str) -> StoreConfig {
+        let dir =
+            std::env::temp_dir().join(format!("lwm2m-gw-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        StoreConfig {
+            dir,
+            cache_bytes: 1 << 20,
+            flush_every_ms: 500,
+        }
+    }
+
+    fn reg(ep: &str) -> Registration {
+        Registration {
+            id: "abc".into(),
+            endpoint: ep.into(),
+            lifetime: 60,
+            lwm2m_version: Version::new(1, 1),
+            binding: "U".into(),
+            queue_mode: false,
+            sms: None,
+            endpoint_type: None,
+            root_path: "/".into(),
+            objects: vec![],
+            content_formats: vec![11542],
+            peer: "127.0.0.1:1".parse().unwrap(),
+            registered_at_ms: 1,
+            updated_at_ms: 2,
+        }
+    }
+
+    #[test]
+    fn registrations_survive_reopen() {
+        let c = cfg("reopen");
+        {
+            let (s, rep) = Store::open(&c).unwrap();
+            assert!(rep.moved_aside.is_none());
+            s.put_registration(&reg("a")).unwrap();
+            s.put_registration(&reg("b")).unwrap();
+            s.remove_registration("a").unwrap();
+            s.flush().unwrap();
+        }
+        let (s, _) = Store::open(&c).unwrap();
+        assert_eq!(s.registrations().unwrap(), vec![reg("b")]);
+    }
+
+    #[test]
+    fn second_open_while_in_use_is_refused_clearly() {
+        let c = cfg("locked");
+        let (_s, _) = Store::open(&c).unwrap();
+        // sled locks the database file per process; a second handle in the
+        // same process may succeed, so only check the error text when it fails.
+        if let Err(e) = Store::open(&c) {
+            assert!(e.to_string().contains("in use"), "{e}");
+        }
+    }
+
+    #[test]
+    fn undecodable_entries_are_skipped_not_deleted() {
+        let c = cfg("garbage");
+        let (s, _) = Store::open(&c).unwrap();
+        s.put_registration(&reg("ok")).unwrap();
+        s.regs.insert(reg_key("future"), vec![99, 1, 2]).unwrap();
+        s.regs
+            .insert(reg_key("broken"), vec![VALUE_V1, 0xff])
+            .unwrap();
+        assert_eq!(s.registrations().unwrap(), vec![reg("ok")]);
+        assert!(s.regs.get(reg_key("future")).unwrap().is_some());
+    }
+
+    fn damaged_store(name: &str, damage: impl Fn(&Path)) {
+        let c = cfg(name);
+        {
+            let (s, _) = Store::open(&c).unwrap();
+            for i in 0..200 {
+                s.put_registration(&reg(&format!("ep{i}"))).unwrap();
+            }
+            s.flush().unwrap();
+        }
+        damage(&c.dir.join("db"));
+        let (s, rep) = Store::open(&c).unwrap();
+        if let Some(aside) = rep.moved_aside {
+            assert!(aside.exists());
+            assert!(s.registrations().unwrap().is_empty());
+        } else {
+            // sled recovered by itself: whatever it kept must still decode.
+            assert!(s.registrations().unwrap().len() <= 200);
+        }
+        s.put_registration(&reg("new")).unwrap();
+        s.flush().unwrap();
+    }
+
+    #[test]
+    fn garbage_database_is_moved_aside_and_store_starts_clean() {
+        let c = cfg("garbage-all");
+        {
+            let (s, _) = Store::open(&c).unwrap();
+            s.put_registration(&reg("a")).unwrap();
+            s.flush().unwrap();
+        }
+        for e in std::fs::read_dir(c.dir.join("db")).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                std::fs::write(&p, vec![0xa5u8; 4096]).unwrap();
+            }
+        }
+        let (s, rep) = Store::open(&c).unwrap();
+        assert!(rep.moved_aside.expect("moved aside").exists());
+        assert!(s.registrations().unwrap().is_empty());
+    }
+
+    #[test]
+    fn truncated_or_scribbled_data_file_never_stops_the_start() {
+        damaged_store("truncated", |db| {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(db.join("db"))
+                .unwrap();
+            let len = f.metadata().unwrap().len();
+            f.set_len(len / 3).unwrap();
+        });
+        damaged_store("scribbled", |db| {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(db.join("db"))
+                .unwrap();
+            f.seek(SeekFrom::Start(100)).unwrap();
+            f.write_all(&[0x5a; 2000]).unwrap();
+        });
+    }
+}
