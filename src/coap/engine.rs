@@ -504,7 +504,12 @@ impl Engine {
                 break;
             }
             self.piggyback_order.pop_front();
-            self.send_empty_ack_for(now, id);
+            if self.incoming.contains_key(&id) {
+                self.send_empty_ack_for(now, id);
+                let expiry = now + self.cfg.exchange_lifetime;
+                self.timers
+                    .push(Reverse((expiry, Timer::IncomingExpire(id))));
+            }
         }
         while let Some(&(t, key)) = self.block_order.front() {
             if t > now {
@@ -647,14 +652,11 @@ impl Engine {
         }
         let id = self.next_incoming;
         self.next_incoming += 1;
-        if inc.mtype == MsgType::Con {
-            self.piggyback_order
-                .push_back((now + self.cfg.piggyback_window, id));
-        }
-        self.timers.push(Reverse((
-            now + self.cfg.exchange_lifetime,
-            Timer::IncomingExpire(id),
-        )));
+        // Every request gets the same short window; only those still unanswered
+        // at its end take an expiry timer, so the timer heap does not grow
+        // with the request rate.
+        self.piggyback_order
+            .push_back((now + self.cfg.piggyback_window, id));
         self.incoming.insert(id, inc);
         self.events.push_back(Event::Request {
             id: IncomingId(id),
@@ -1039,7 +1041,7 @@ impl Engine {
         let Some(inc) = self.incoming.get_mut(&id) else {
             return;
         };
-        if inc.acked {
+        if inc.acked || inc.mtype != MsgType::Con {
             return;
         }
         inc.acked = true;

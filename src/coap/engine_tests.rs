@@ -598,3 +598,26 @@ fn tokens_are_eight_random_bytes_and_distinct() {
         assert!(seen.insert(m.token));
     }
 }
+
+#[test]
+fn answered_requests_leave_no_timers_behind() {
+    let (mut e, t0) = engine(Config::default());
+    for mid in 0..1000u16 {
+        e.handle_datagram(t0, peer(), &con(Code::GET, mid, b"", "x").encode());
+        let (id, _) = only_request(&mut e);
+        e.respond(t0, id, content(b""));
+    }
+    assert_eq!(drain(&mut e).len(), 1000);
+    assert!(e.timers.is_empty());
+    e.handle_timeout(t0 + Config::default().piggyback_window);
+    assert!(e.piggyback_order.is_empty() && e.timers.is_empty());
+    // An unanswered NON request is still forgotten after EXCHANGE_LIFETIME.
+    let mut non = con(Code::GET, 5000, b"", "x");
+    non.mtype = MsgType::Non;
+    e.handle_datagram(t0, peer(), &non.encode());
+    assert_eq!(events(&mut e).len(), 1);
+    e.handle_timeout(t0 + Duration::from_secs(2));
+    assert!(drain(&mut e).is_empty(), "no empty ACK for NON");
+    e.handle_timeout(t0 + Duration::from_secs(300));
+    assert!(e.incoming.is_empty());
+}

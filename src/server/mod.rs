@@ -7,7 +7,7 @@
 pub mod registry;
 
 use crate::coap::{self, opt, Code, Engine, Event, IncomingId, Message, MsgType, Token, Transmit};
-pub use registry::{ObjectLink, RegError, Registration, Registry};
+pub use registry::{Binding, ObjectLink, RegError, RegId, Registration, Registry};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -222,7 +222,7 @@ impl Server {
                 );
                 let mut resp = Message::new(MsgType::Ack, Code::CREATED, 0, Token::EMPTY);
                 resp.add_option(opt::LOCATION_PATH, b"rd".to_vec());
-                resp.add_option(opt::LOCATION_PATH, reg.id.as_bytes().to_vec());
+                resp.add_option(opt::LOCATION_PATH, reg.id.to_string().into_bytes());
                 self.events.push_back(ServerEvent::Registered {
                     reg,
                     replaced: replaced.map(Box::new),

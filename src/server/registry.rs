@@ -22,27 +22,105 @@ pub struct ObjectLink {
     pub version: Option<Version>,
 }
 
-/// One registered client.
+/// Registration id: 10 base-36 characters on the wire (`/rd/<id>`), a u64 inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RegId(pub u64);
+
+impl RegId {
+    const LEN: usize = 10;
+    const ALPHABET: &'static [u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    /// Number of distinct ids (36^10).
+    pub const SPACE: u64 = 3_656_158_440_062_976;
+
+    /// Parses the wire form; anything else is no registration.
+    pub fn parse(s: &str) -> Option<RegId> {
+        if s.len() != Self::LEN {
+            return None;
+        }
+        s.bytes()
+            .try_fold(0u64, |acc, c| {
+                let d = Self::ALPHABET.iter().position(|a| *a == c)? as u64;
+                Some(acc * 36 + d)
+            })
+            .map(RegId)
+    }
+}
+
+impl fmt::Display for RegId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [b'0'; Self::LEN];
+        let mut v = self.0;
+        for b in buf.iter_mut().rev() {
+            *b = Self::ALPHABET[(v % 36) as usize];
+            v /= 36;
+        }
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// Binding letters (`U`, `M`, `H`, `T`, `S`, `N`, `Q`) as a set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Binding(u8);
+
+impl Binding {
+    const LETTERS: &'static str = "UMHTSNQ";
+
+    /// Parses binding letters; `None` for an empty string or another letter.
+    pub fn parse(s: &str) -> Option<Binding> {
+        if s.is_empty() {
+            return None;
+        }
+        s.chars()
+            .try_fold(0u8, |acc, c| Some(acc | 1 << Self::LETTERS.find(c)?))
+            .map(Binding)
+    }
+
+    /// True when the letter is in the set.
+    pub fn has(self, letter: char) -> bool {
+        Self::LETTERS
+            .find(letter)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+}
+
+impl Default for Binding {
+    fn default() -> Self {
+        Binding(1) // U
+    }
+}
+
+impl fmt::Display for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, c) in Self::LETTERS.chars().enumerate() {
+            if self.0 & (1 << i) != 0 {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One registered client. Kept compact: a gateway holds many thousands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
     /// Registration id, the `<id>` of `/rd/<id>`.
-    pub id: String,
+    pub id: RegId,
     /// Endpoint client name.
     pub endpoint: String,
     /// Lifetime in seconds.
     pub lifetime: u32,
     /// LwM2M version the client speaks.
     pub lwm2m_version: Version,
-    /// Binding letters as sent (`U`, `UQ`, `T`, ...).
-    pub binding: String,
+    /// Binding letters.
+    pub binding: Binding,
     /// Queue mode (`Q` parameter or `Q` in the binding).
     pub queue_mode: bool,
     /// MSISDN for the SMS binding.
-    pub sms: Option<String>,
+    pub sms: Option<Box<str>>,
     /// Endpoint type (`et=`), when given.
-    pub endpoint_type: Option<String>,
-    /// Alternate root path (`/` unless the client set one with `rt="oma.lwm2m"`).
-    pub root_path: String,
+    pub endpoint_type: Option<Box<str>>,
+    /// Alternate root path set with `rt="oma.lwm2m"`; `None` is `/`.
+    pub alternate_root: Option<Box<str>>,
     /// Announced objects and instances.
     pub objects: Vec<ObjectLink>,
     /// Content formats the client announced with `ct=` on the root link.
@@ -53,6 +131,13 @@ pub struct Registration {
     pub registered_at_ms: u64,
     /// Wall-clock time of the last Register or Update.
     pub updated_at_ms: u64,
+}
+
+impl Registration {
+    /// The root path objects live under (`/` unless the client set another).
+    pub fn root_path(&self) -> &str {
+        self.alternate_root.as_deref().unwrap_or("/")
+    }
 }
 
 /// Why a registration request was refused; maps to a CoAP code.
@@ -113,7 +198,7 @@ pub struct Params {
     /// `lwm2m`.
     pub version: Option<Version>,
     /// `b`.
-    pub binding: Option<String>,
+    pub binding: Option<Binding>,
     /// `sms`.
     pub sms: Option<String>,
     /// `Q` present.
@@ -168,10 +253,10 @@ pub fn parse_params(query: &[String]) -> Result<Params, RegError> {
             }
             "b" => {
                 let b = need(v)?;
-                if b.is_empty() || !b.chars().all(|c| "UMHTSNQ".contains(c)) {
-                    return Err(RegError::BadRequest(format!("invalid binding {b:?}")));
-                }
-                p.binding = Some(b);
+                p.binding = Some(
+                    Binding::parse(&b)
+                        .ok_or_else(|| RegError::BadRequest(format!("invalid binding {b:?}")))?,
+                );
             }
             "sms" => p.sms = Some(need(v)?),
             "Q" => p.queue = true,
@@ -185,8 +270,8 @@ pub fn parse_params(query: &[String]) -> Result<Params, RegError> {
 /// What the object-list payload of Register or Update says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectList {
-    /// Alternate root path.
-    pub root_path: String,
+    /// Alternate root path (`None` is `/`).
+    pub alternate_root: Option<Box<str>>,
     /// Announced objects and instances.
     pub objects: Vec<ObjectLink>,
     /// `ct=` of the root link.
@@ -198,17 +283,10 @@ pub fn parse_object_list(payload: &[u8]) -> Result<ObjectList, RegError> {
     let text = std::str::from_utf8(payload)
         .map_err(|_| RegError::BadRequest("payload is not UTF-8".into()))?;
     let links = link::parse(text).map_err(|e| RegError::BadRequest(e.to_string()))?;
-    let mut out = ObjectList {
-        root_path: "/".into(),
-        ..Default::default()
-    };
+    let mut out = ObjectList::default();
     if let Some(root) = links.iter().find(|l| l.attr("rt") == Some("oma.lwm2m")) {
         let t = root.target.trim_end_matches('/');
-        out.root_path = if t.is_empty() {
-            "/".into()
-        } else {
-            t.to_string()
-        };
+        out.alternate_root = (!t.is_empty()).then(|| t.into());
         if let Some(ct) = root.attr("ct") {
             for c in ct.split_whitespace() {
                 let n = c
@@ -218,11 +296,7 @@ pub fn parse_object_list(payload: &[u8]) -> Result<ObjectList, RegError> {
             }
         }
     }
-    let prefix = if out.root_path == "/" {
-        ""
-    } else {
-        out.root_path.as_str()
-    };
+    let prefix = out.alternate_root.as_deref().unwrap_or("");
     for l in &links {
         if l.attr("rt") == Some("oma.lwm2m") {
             continue;
@@ -254,7 +328,23 @@ pub fn parse_object_list(payload: &[u8]) -> Result<ObjectList, RegError> {
             version,
         });
     }
+    out.objects.shrink_to_fit();
+    out.content_formats.shrink_to_fit();
     Ok(out)
+}
+
+/// All registrations: a slab of boxed entries with small indexes by
+/// endpoint, by id and by expiry (the endpoint name is stored once more,
+/// as the index key; nothing else is duplicated).
+pub struct Registry {
+    slots: Vec<Option<Box<Entry>>>,
+    free: Vec<u32>,
+    by_ep: HashMap<Box<str>, u32>,
+    by_id: HashMap<RegId, u32>,
+    expiry: BTreeSet<(Instant, u32)>,
+    max: usize,
+    grace: Duration,
+    rng: fastrand::Rng,
 }
 
 struct Entry {
@@ -262,21 +352,13 @@ struct Entry {
     expires: Instant,
 }
 
-/// All registrations, indexed by endpoint and by id, with their expiry.
-pub struct Registry {
-    by_ep: HashMap<String, Entry>,
-    by_id: HashMap<String, String>,
-    expiry: BTreeSet<(Instant, String)>,
-    max: usize,
-    grace: Duration,
-    rng: fastrand::Rng,
-}
-
 impl Registry {
     /// An empty registry holding at most `max` registrations; a client
     /// expires `grace` after its lifetime runs out.
     pub fn new(max: usize, grace: Duration, seed: u64) -> Registry {
         Registry {
+            slots: Vec::new(),
+            free: Vec::new(),
             by_ep: HashMap::new(),
             by_id: HashMap::new(),
             expiry: BTreeSet::new(),
@@ -296,19 +378,30 @@ impl Registry {
         self.by_ep.is_empty()
     }
 
-    /// A registration by endpoint name.
-    pub fn get(&self, endpoint: &str) -> Option<&Registration> {
-        self.by_ep.get(endpoint).map(|e| &e.reg)
+    fn entry(&self, slot: u32) -> Option<&Entry> {
+        self.slots.get(slot as usize).and_then(|e| e.as_deref())
     }
 
-    /// A registration by registration id.
+    /// A registration by endpoint name.
+    pub fn get(&self, endpoint: &str) -> Option<&Registration> {
+        self.by_ep
+            .get(endpoint)
+            .and_then(|s| self.entry(*s))
+            .map(|e| &e.reg)
+    }
+
+    /// A registration by registration id (wire form).
     pub fn get_by_id(&self, id: &str) -> Option<&Registration> {
-        self.by_id.get(id).and_then(|ep| self.get(ep))
+        let id = RegId::parse(id)?;
+        self.by_id
+            .get(&id)
+            .and_then(|s| self.entry(*s))
+            .map(|e| &e.reg)
     }
 
     /// Every registration, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Registration> {
-        self.by_ep.values().map(|e| &e.reg)
+        self.slots.iter().flatten().map(|e| &e.reg)
     }
 
     /// Register: a new registration, or one replacing the endpoint's old one
@@ -324,19 +417,19 @@ impl Registry {
         let endpoint = params
             .endpoint
             .ok_or_else(|| RegError::BadRequest("missing ep".into()))?;
-        if !self.by_ep.contains_key(&endpoint) && self.by_ep.len() >= self.max {
+        if !self.by_ep.contains_key(endpoint.as_str()) && self.by_ep.len() >= self.max {
             return Err(RegError::Full);
         }
-        let binding = params.binding.unwrap_or_else(|| "U".into());
+        let binding = params.binding.unwrap_or_default();
         let reg = Registration {
             id: self.new_id(),
             lifetime: params.lifetime.unwrap_or(86_400),
             lwm2m_version: params.version.unwrap_or(Version::V1_0),
-            queue_mode: params.queue || binding.contains('Q'),
+            queue_mode: params.queue || binding.has('Q'),
             binding,
-            sms: params.sms,
-            endpoint_type: params.endpoint_type,
-            root_path: objects.root_path,
+            sms: params.sms.map(Into::into),
+            endpoint_type: params.endpoint_type.map(Into::into),
+            alternate_root: objects.alternate_root,
             objects: objects.objects,
             content_formats: objects.content_formats,
             peer,
@@ -345,7 +438,8 @@ impl Registry {
             endpoint,
         };
         let old = self.remove(&reg.endpoint);
-        self.insert(now, reg.clone());
+        let expires = now + Duration::from_secs(reg.lifetime as u64) + self.grace;
+        self.insert(reg.clone(), expires);
         Ok((reg, old))
     }
 
@@ -360,23 +454,32 @@ impl Registry {
         params: Params,
         objects: Option<ObjectList>,
     ) -> Result<Registration, RegError> {
-        let ep = self.by_id.get(id).cloned().ok_or(RegError::NotFound)?;
-        let Entry { mut reg, expires } = self.by_ep.remove(&ep).ok_or(RegError::NotFound)?;
-        self.expiry.remove(&(expires, ep));
+        let id = RegId::parse(id).ok_or(RegError::NotFound)?;
+        let slot = *self.by_id.get(&id).ok_or(RegError::NotFound)?;
+        let grace = self.grace;
+        let Some(e) = self
+            .slots
+            .get_mut(slot as usize)
+            .and_then(|e| e.as_deref_mut())
+        else {
+            return Err(RegError::NotFound);
+        };
+        self.expiry.remove(&(e.expires, slot));
+        let reg = &mut e.reg;
         if let Some(lt) = params.lifetime {
             reg.lifetime = lt;
         }
         if let Some(b) = params.binding {
-            reg.queue_mode = params.queue || b.contains('Q');
+            reg.queue_mode = params.queue || b.has('Q');
             reg.binding = b;
         } else if params.queue {
             reg.queue_mode = true;
         }
-        if params.sms.is_some() {
-            reg.sms = params.sms;
+        if let Some(sms) = params.sms {
+            reg.sms = Some(sms.into());
         }
         if let Some(o) = objects {
-            reg.root_path = o.root_path;
+            reg.alternate_root = o.alternate_root;
             reg.objects = o.objects;
             if !o.content_formats.is_empty() {
                 reg.content_formats = o.content_formats;
@@ -384,13 +487,15 @@ impl Registry {
         }
         reg.peer = peer;
         reg.updated_at_ms = unix_ms;
-        self.insert(now, reg.clone());
-        Ok(reg)
+        e.expires = now + Duration::from_secs(reg.lifetime as u64) + grace;
+        self.expiry.insert((e.expires, slot));
+        Ok(e.reg.clone())
     }
 
-    /// De-register by id.
+    /// De-register by id (wire form).
     pub fn deregister(&mut self, id: &str) -> Option<Registration> {
-        let ep = self.by_id.get(id)?.clone();
+        let slot = *self.by_id.get(&RegId::parse(id)?)?;
+        let ep = self.entry(slot)?.reg.endpoint.clone();
         self.remove(&ep)
     }
 
@@ -401,15 +506,11 @@ impl Registry {
         // A wall clock behind the stored time (a board without RTC before NTP)
         // says nothing about elapsed time: give the full lifetime.
         let elapsed = Duration::from_millis(unix_ms.saturating_sub(reg.updated_at_ms));
-        if elapsed >= budget || self.by_ep.len() >= self.max {
+        if elapsed >= budget || self.by_ep.len() >= self.max || self.by_id.contains_key(&reg.id) {
             return false;
         }
-        let expires = now + (budget - elapsed);
         self.remove(&reg.endpoint);
-        self.expiry.insert((expires, reg.endpoint.clone()));
-        self.by_id.insert(reg.id.clone(), reg.endpoint.clone());
-        self.by_ep
-            .insert(reg.endpoint.clone(), Entry { reg, expires });
+        self.insert(reg, now + (budget - elapsed));
         true
     }
 
@@ -421,38 +522,44 @@ impl Registry {
     /// Removes and returns every registration whose lifetime (plus grace) ran out.
     pub fn expire(&mut self, now: Instant) -> Vec<Registration> {
         let mut out = Vec::new();
-        while let Some((t, ep)) = self.expiry.first().cloned() {
+        while let Some(&(t, slot)) = self.expiry.first() {
             if t > now {
                 break;
             }
-            if let Some(r) = self.remove(&ep) {
-                out.push(r);
+            self.expiry.pop_first();
+            if let Some(ep) = self.entry(slot).map(|e| e.reg.endpoint.clone()) {
+                out.extend(self.remove(&ep));
             }
         }
         out
     }
 
-    fn insert(&mut self, now: Instant, reg: Registration) {
-        let expires = now + Duration::from_secs(reg.lifetime as u64) + self.grace;
-        self.expiry.insert((expires, reg.endpoint.clone()));
-        self.by_id.insert(reg.id.clone(), reg.endpoint.clone());
-        self.by_ep
-            .insert(reg.endpoint.clone(), Entry { reg, expires });
+    fn insert(&mut self, reg: Registration, expires: Instant) {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.expiry.insert((expires, slot));
+        self.by_id.insert(reg.id, slot);
+        self.by_ep.insert(reg.endpoint.as_str().into(), slot);
+        self.slots[slot as usize] = Some(Box::new(Entry { reg, expires }));
     }
 
     fn remove(&mut self, ep: &str) -> Option<Registration> {
-        let e = self.by_ep.remove(ep)?;
-        self.expiry.remove(&(e.expires, ep.to_string()));
+        let slot = self.by_ep.remove(ep)?;
+        let e = self.slots.get_mut(slot as usize)?.take()?;
+        self.expiry.remove(&(e.expires, slot));
         self.by_id.remove(&e.reg.id);
+        self.free.push(slot);
         Some(e.reg)
     }
 
-    fn new_id(&mut self) -> String {
-        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    fn new_id(&mut self) -> RegId {
         loop {
-            let id: String = (0..10)
-                .map(|_| ALPHABET[self.rng.usize(..ALPHABET.len())] as char)
-                .collect();
+            let id = RegId(self.rng.u64(..RegId::SPACE));
             if !self.by_id.contains_key(&id) {
                 return id;
             }
@@ -523,7 +630,7 @@ mod tests {
     #[test]
     fn object_list_with_alternate_root_and_formats() {
         let o = parse_object_list(b"</lwm2m>;rt=\"oma.lwm2m\";ct=\"60 110 11543\",</lwm2m/1/0>,</lwm2m/3>;ver=1.1,</lwm2m/3/0>,</other/x>").unwrap();
-        assert_eq!(o.root_path, "/lwm2m");
+        assert_eq!(o.alternate_root.as_deref(), Some("/lwm2m"));
         assert_eq!(o.content_formats, vec![60, 110, 11543]);
         assert_eq!(o.objects.len(), 3);
         assert_eq!(
@@ -547,6 +654,45 @@ mod tests {
                 Code::BAD_REQUEST
             );
         }
+    }
+
+    #[test]
+    fn ids_and_bindings_round_trip_their_wire_forms() {
+        for v in [0, 1, 35, 36, RegId::SPACE - 1] {
+            let id = RegId(v);
+            assert_eq!(id.to_string().len(), 10);
+            assert_eq!(RegId::parse(&id.to_string()), Some(id));
+        }
+        assert_eq!(RegId(35).to_string(), "000000000z");
+        for bad in ["", "00000000000", "000000000A", "00000000-0"] {
+            assert!(RegId::parse(bad).is_none(), "{bad}");
+        }
+        let b = Binding::parse("UQ").unwrap();
+        assert!(b.has('U') && b.has('Q') && !b.has('S'));
+        assert_eq!(b.to_string(), "UQ");
+        assert_eq!(Binding::default().to_string(), "U");
+        assert!(Binding::parse("").is_none() && Binding::parse("UX").is_none());
+    }
+
+    #[test]
+    fn slots_are_reused_and_indexes_stay_consistent() {
+        let mut r = Registry::new(100, Duration::ZERO, 3);
+        let t = Instant::now();
+        for round in 0..3 {
+            let regs: Vec<Registration> = (0..50)
+                .map(|i| reg(&mut r, t, &format!("e{i}"), "10"))
+                .collect();
+            for g in regs.iter().step_by(2) {
+                r.deregister(&g.id.to_string()).unwrap();
+            }
+            assert_eq!(r.len(), 25, "round {round}");
+            for g in regs.iter().skip(1).step_by(2) {
+                assert_eq!(r.get_by_id(&g.id.to_string()).unwrap().endpoint, g.endpoint);
+            }
+        }
+        assert!(r.slots.len() <= 75);
+        assert_eq!(r.expire(t + Duration::from_secs(11)).len(), 25);
+        assert!(r.is_empty() && r.expiry.is_empty() && r.by_id.is_empty());
     }
 
     #[test]
@@ -575,7 +721,7 @@ mod tests {
             .unwrap();
         assert_eq!(old.unwrap().id, a.id);
         assert_ne!(a.id, b.id);
-        assert!(r.get_by_id(&a.id).is_none());
+        assert!(r.get_by_id(&a.id.to_string()).is_none());
         assert_eq!(r.len(), 1);
         assert_eq!(r.get("dev").unwrap().lifetime, 86_400);
     }
@@ -594,7 +740,7 @@ mod tests {
                 t2,
                 9_000,
                 other,
-                &a.id,
+                &a.id.to_string(),
                 p,
                 Some(parse_object_list(b"</3/0>,</3303/0>").unwrap()),
             )
@@ -630,8 +776,8 @@ mod tests {
     fn deregister_removes_by_id() {
         let mut r = Registry::new(10, Duration::ZERO, 1);
         let a = reg(&mut r, Instant::now(), "a", "10");
-        assert_eq!(r.deregister(&a.id).unwrap().endpoint, "a");
-        assert!(r.deregister(&a.id).is_none());
+        assert_eq!(r.deregister(&a.id.to_string()).unwrap().endpoint, "a");
+        assert!(r.deregister(&a.id.to_string()).is_none());
         assert!(r.is_empty() && r.next_expiry().is_none());
     }
 
@@ -659,7 +805,7 @@ mod tests {
         let mut fresh = Registry::new(10, Duration::from_secs(5), 2);
         assert!(fresh.restore(t, 1_000_000 + 40_000, a.clone()));
         assert_eq!(fresh.next_expiry(), Some(t + Duration::from_secs(65)));
-        assert_eq!(fresh.get_by_id(&a.id).unwrap().endpoint, "a");
+        assert_eq!(fresh.get_by_id(&a.id.to_string()).unwrap().endpoint, "a");
         let mut stale = Registry::new(10, Duration::from_secs(5), 2);
         assert!(!stale.restore(t, 1_000_000 + 106_000, a.clone()));
         // Clock behind the stored time: full lifetime.

@@ -223,15 +223,15 @@ mod tests {
 
     fn reg(ep: &str) -> Registration {
         Registration {
-            id: "abc".into(),
+            id: crate::server::RegId(7),
             endpoint: ep.into(),
             lifetime: 60,
             lwm2m_version: Version::new(1, 1),
-            binding: "U".into(),
+            binding: Default::default(),
             queue_mode: false,
             sms: None,
             endpoint_type: None,
-            root_path: "/".into(),
+            alternate_root: None,
             objects: vec![],
             content_formats: vec![11542],
             peer: "127.0.0.1:1".parse().unwrap(),
