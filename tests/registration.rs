@@ -65,7 +65,7 @@ fn update_after_kill9_and_restart_answers_changed() {
     assert!(
         gw.log_contains("1 registrations restored"),
         "{:?}",
-        gw.log.lock().unwrap()
+        common::log_lines(&gw)
     );
     let mut c = Client::new(gw.addr);
     assert_eq!(c.request(Code::POST, &loc, &[], b"").code, Code::CHANGED);
@@ -115,7 +115,7 @@ fn registration_that_expires_while_stopped_is_not_restored() {
     assert!(
         gw.log_contains("(1 expired while stopped)"),
         "{:?}",
-        gw.log.lock().unwrap()
+        common::log_lines(&gw)
     );
     assert_eq!(
         Client::new(gw.addr)
@@ -163,10 +163,7 @@ fn duplicate_register_datagram_gets_the_same_answer_once() {
         "the retransmission is answered from the cache"
     );
     std::thread::sleep(Duration::from_millis(200));
-    let registered = gw
-        .log
-        .lock()
-        .unwrap()
+    let registered = common::log_lines(&gw)
         .iter()
         .filter(|l| l.contains("ep=twice registered"))
         .count();

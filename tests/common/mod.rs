@@ -60,18 +60,23 @@ impl Gateway {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on CoAP udp ").nth(1) {
-                    let addr = rest.split([' ', ';']).next().unwrap_or("").to_string();
+                // Record the line before signalling, so a test that checks the
+                // log right after start sees the start-up line.
+                let addr = line
+                    .split("listening on CoAP udp ")
+                    .nth(1)
+                    .map(|rest| rest.split([' ', ';']).next().unwrap_or("").to_string());
+                lock(&sink).push(line);
+                if let Some(addr) = addr {
                     let _ = tx.send(addr);
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         let bound: SocketAddr = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(a) => a.parse().expect("listening address"),
             Err(_) => {
                 let _ = child.kill();
-                panic!("gateway did not start: {:?}", log.lock().unwrap());
+                panic!("gateway did not start: {:?}", lock(&log));
             }
         };
         Gateway {
@@ -88,7 +93,7 @@ impl Gateway {
     }
 
     pub fn log_contains(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        lock(&self.log).iter().any(|l| l.contains(needle))
     }
 
     /// Waits up to `limit` for a log line containing `needle`.
@@ -109,6 +114,16 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Locks the log even after a failed assertion poisoned it.
+pub fn lock(log: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
+    log.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The log lines so far.
+pub fn log_lines(gw: &Gateway) -> Vec<String> {
+    lock(&gw.log).clone()
 }
 
 /// Loopback config for tests; `extra` is appended.

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing lwm2m-gw needs on Debian/Ubuntu.
+# Idempotent: what is already there is left alone.
+#   scripts/setup.sh          build tools only (enough to run the gateway)
+#   scripts/setup.sh --test   also the test peers: libcoap's coap-client, aiocoap in .venv
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+        echo "setup: not root and no sudo; install the packages listed below by hand" >&2
+    fi
+fi
+
+apt_updated=0
+apt_install() {
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "setup: no apt-get; please install: $*" >&2
+        return 1
+    fi
+    if [ "$apt_updated" -eq 0 ]; then
+        $SUDO apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# A C toolchain: rustc links through cc.
+command -v cc >/dev/null 2>&1 || apt_install gcc libc6-dev
+
+# Rust: the gateway needs 1.85 or newer. Debian 12's plain rustc is older;
+# its rustc-web/cargo-web packages are recent enough.
+if ! command -v cargo >/dev/null 2>&1; then
+    if apt-cache show cargo-web >/dev/null 2>&1; then
+        apt_install rustc-web cargo-web
+    else
+        apt_install rustc cargo
+    fi
+fi
+rust_minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
+if [ "${rust_minor:-0}" -lt 85 ]; then
+    echo "setup: $(rustc --version) is too old; lwm2m-gw needs Rust 1.85 or newer (rustup installs it)" >&2
+    exit 1
+fi
+
+if [ "$want_test" -eq 1 ]; then
+    command -v coap-client-notls >/dev/null 2>&1 || apt_install libcoap3-bin
+    if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+        apt_install python3-venv python3-pip
+    fi
+    if [ ! -x .venv/bin/python ]; then
+        python3 -m venv .venv
+    fi
+    if ! .venv/bin/python -c 'import aiocoap' >/dev/null 2>&1; then
+        .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/peers/requirements.txt
+    fi
+fi
+echo "setup: ready ($(rustc --version))"

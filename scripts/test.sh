@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the test peers, checks that the benchmarks
+# still build, runs every test, and ends with one summary line.
+# CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh --test
+cargo bench --locked --no-run
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked --lib --bins --tests 2>&1 | tee "$log"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
