@@ -516,11 +516,23 @@ impl Engine {
                 break;
             }
             self.block_order.pop_front();
-            if self.assemblies.get(&key).is_some_and(|a| a.expires == t) {
-                self.assemblies.remove(&key);
+            let mut renew = None;
+            if let Some(a) = self.assemblies.get(&key) {
+                if a.expires <= t {
+                    self.assemblies.remove(&key);
+                } else {
+                    renew = Some(a.expires);
+                }
             }
-            if self.bodies.get(&key).is_some_and(|b| b.expires == t) {
-                self.bodies.remove(&key);
+            if let Some(b) = self.bodies.get(&key) {
+                if b.expires <= t {
+                    self.bodies.remove(&key);
+                } else {
+                    renew = renew.max(Some(b.expires));
+                }
+            }
+            if let Some(at) = renew {
+                self.push_block_expiry(at, key);
             }
         }
         while let Some(Reverse((t, timer))) = self.timers.peek().copied() {
@@ -655,9 +667,16 @@ impl Engine {
         // Every request gets the same short window; only those still unanswered
         // at its end take an expiry timer, so the timer heap does not grow
         // with the request rate.
+        self.incoming.insert(id, inc);
         self.piggyback_order
             .push_back((now + self.cfg.piggyback_window, id));
-        self.incoming.insert(id, inc);
+        if self.piggyback_order.len() > 2 * self.cfg.max_incoming + 64 {
+            // Entries of answered requests wait for their time; a flood of
+            // quickly answered requests must not grow the queue past its table.
+            let incoming = &self.incoming;
+            self.piggyback_order
+                .retain(|(_, i)| incoming.contains_key(i));
+        }
         self.events.push_back(Event::Request {
             id: IncomingId(id),
             peer,
@@ -705,13 +724,15 @@ impl Engine {
                 r.set_uint_option(opt::MAX_AGE, 5);
                 return Err(r);
             }
+            let expires = now + self.cfg.exchange_lifetime;
             self.assemblies.insert(
                 key,
                 Assembly {
                     buf: Vec::new(),
-                    expires: now,
+                    expires,
                 },
             );
+            self.push_block_expiry(expires, key);
         }
         let Some(asm) = self.assemblies.get_mut(&key) else {
             return Err(error_response(
@@ -734,9 +755,8 @@ impl Engine {
         if !b1.more {
             return Ok(self.assemblies.remove(&key).map(|a| a.buf));
         }
-        let expires = now + self.cfg.exchange_lifetime;
-        asm.expires = expires;
-        self.block_order.push_back((expires, key));
+        // The upload's one expiry entry is renewed lazily when it comes due.
+        asm.expires = now + self.cfg.exchange_lifetime;
         Ok(None)
     }
 
@@ -999,7 +1019,7 @@ impl Engine {
                             expires,
                         },
                     );
-                    self.block_order.push_back((expires, key));
+                    self.push_block_expiry(expires, key);
                 }
                 resp = out;
             }
@@ -1186,6 +1206,27 @@ impl Engine {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Queues an expiry check for a block-wise state, keeping the queue
+    /// sorted and no longer than a small multiple of the state table.
+    fn push_block_expiry(&mut self, at: Instant, key: BlockKey) {
+        let at = self.block_order.back().map_or(at, |b| at.max(b.0));
+        self.block_order.push_back((at, key));
+        if self.block_order.len() > 2 * self.cfg.max_block_states + 64 {
+            let (asm, bodies) = (&self.assemblies, &self.bodies);
+            let mut seen = std::collections::HashSet::new();
+            // Keep the last entry per live key: it carries the latest time.
+            let mut kept: VecDeque<(Instant, BlockKey)> = self
+                .block_order
+                .iter()
+                .rev()
+                .filter(|(_, k)| (asm.contains_key(k) || bodies.contains_key(k)) && seen.insert(*k))
+                .copied()
+                .collect();
+            kept.make_contiguous().reverse();
+            self.block_order = kept;
         }
     }
 

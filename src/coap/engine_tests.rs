@@ -621,3 +621,84 @@ fn answered_requests_leave_no_timers_behind() {
     e.handle_timeout(t0 + Duration::from_secs(300));
     assert!(e.incoming.is_empty());
 }
+
+#[test]
+fn expiry_queues_stay_bounded_under_long_uploads_and_request_floods() {
+    let cfg = Config {
+        max_block_states: 4,
+        max_incoming: 8,
+        max_body_size: 1 << 30,
+        ..Default::default()
+    };
+    let (mut e, t0) = engine(cfg);
+    // One long upload of 20 000 16-byte blocks on one key.
+    for num in 0..20_000u32 {
+        e.handle_datagram(
+            t0,
+            peer(),
+            &block1_req((num % 60_000) as u16, num, true, &[0; 16]),
+        );
+        drain(&mut e);
+    }
+    assert!(e.block_order.len() <= 2 * 4 + 65, "{}", e.block_order.len());
+    // Many uploads on distinct URIs that complete at once.
+    for i in 0..5_000u16 {
+        let mut m = con(Code::POST, 30_000 + i, b"u", &format!("up/{i}"));
+        m.set_option(
+            opt::BLOCK1,
+            BlockOpt {
+                num: 0,
+                more: true,
+                szx: 0,
+            }
+            .encode(),
+        );
+        m.payload = vec![0; 16];
+        e.handle_datagram(t0, peer(), &m.encode());
+        drain(&mut e);
+    }
+    assert!(e.block_order.len() <= 2 * 4 + 65, "{}", e.block_order.len());
+    // Requests answered at once leave no piggyback entries behind past the bound.
+    for mid in 0..5_000u16 {
+        e.handle_datagram(t0, peer(), &con(Code::GET, 40_000 + mid, b"", "x").encode());
+        let (id, _) = only_request(&mut e);
+        e.respond(t0, id, content(b""));
+        drain(&mut e);
+    }
+    assert!(
+        e.piggyback_order.len() <= 2 * 8 + 65,
+        "{}",
+        e.piggyback_order.len()
+    );
+    // The long upload is still alive and completes.
+    e.handle_timeout(t0 + Duration::from_secs(1));
+    e.handle_datagram(t0, peer(), &block1_req(59_999, 20_000, false, b"end"));
+    let (_, msg) = only_request(&mut e);
+    assert_eq!(msg.payload.len(), 20_000 * 16 + 3);
+}
+
+#[test]
+fn slow_request_arriving_during_compaction_still_gets_its_empty_ack() {
+    let cfg = Config {
+        max_incoming: 2,
+        ..Default::default()
+    };
+    let (mut e, t0) = engine(cfg);
+    // 68 answered requests fill the queue to its bound (2 * 2 + 64), so the
+    // slow request's own entry is the push that triggers the compaction.
+    for mid in 0..68u16 {
+        e.handle_datagram(t0, peer(), &con(Code::GET, mid, b"", "x").encode());
+        let (id, _) = only_request(&mut e);
+        e.respond(t0, id, content(b""));
+    }
+    drain(&mut e);
+    e.handle_datagram(t0, peer(), &con(Code::GET, 999, b"", "slow").encode());
+    only_request(&mut e);
+    e.handle_timeout(t0 + Config::default().piggyback_window);
+    let out = drain(&mut e);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].mtype, out[0].code, out[0].mid),
+        (MsgType::Ack, Code::EMPTY, 999)
+    );
+}
