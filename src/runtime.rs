@@ -47,6 +47,7 @@ pub struct Gateway {
     server: Server,
     store: Store,
     socket: Async<UdpSocket>,
+    local_addr: SocketAddr,
     dual_stack: bool,
     models: ModelLibrary,
     subscribers: Vec<(Sender<ServerEvent>, u64)>,
@@ -91,6 +92,7 @@ impl Gateway {
             server,
             store,
             socket,
+            local_addr: addr,
             dual_stack,
             models,
             subscribers: Vec::new(),
@@ -99,10 +101,7 @@ impl Gateway {
 
     /// The bound CoAP address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.socket
-            .get_ref()
-            .local_addr()
-            .expect("bound socket has an address")
+        self.local_addr
     }
 
     /// A bounded stream of registry events. A subscriber that falls behind

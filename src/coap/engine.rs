@@ -989,7 +989,7 @@ impl Engine {
             let num = inc.block2.map_or(0, |b| b.num);
             let body = std::mem::take(&mut resp.payload);
             let offset = num as usize * size;
-            if offset >= body.len() && !body.is_empty() {
+            if num > 0 && offset >= body.len() {
                 resp = error_response(Code::BAD_OPTION, "block number out of range");
             } else {
                 if resp.option(opt::ETAG).is_none() {

@@ -196,6 +196,20 @@ mod tests {
     }
 
     #[test]
+    fn random_input_never_panics_even_with_multibyte_characters() {
+        let alphabet: Vec<char> = "<>;=\",/ 0a1.é€".chars().collect();
+        let mut rng = fastrand::Rng::with_seed(5);
+        for _ in 0..50_000 {
+            let s: String = (0..rng.usize(..24))
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect();
+            if let Ok(links) = parse(&s) {
+                assert_eq!(parse(&format(&links)).ok(), Some(links), "{s:?}");
+            }
+        }
+    }
+
+    #[test]
     fn format_round_trips() {
         let s = "</>;rt=\"oma.lwm2m\";ct=11543,</3/0>;ver=1.1;obs";
         assert_eq!(format(&parse(s).unwrap()), s);
