@@ -78,32 +78,27 @@ impl Store {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::Io(cfg.dir.clone(), e))?;
         let path = cfg.dir.join("db");
         let mut report = OpenReport::default();
-        let db = match open_db(cfg, &path) {
-            Ok(db) => db,
+        let why = match open_and_check(cfg, &path) {
+            Ok(store) => return Ok((store, report)),
             Err(Failure::Locked) => return Err(StoreError::Locked(path)),
             Err(Failure::Other(e)) => return Err(e),
-            Err(Failure::Corrupt(why)) => {
-                let aside = cfg.dir.join(format!("db.corrupt-{}", unix_secs()));
-                std::fs::rename(&path, &aside).map_err(|e| StoreError::Io(path.clone(), e))?;
-                log::error!(
-                    "STORE CORRUPT: {} could not be opened ({why}); moved it to {} and started with an empty store. \
-                     Registrations are rebuilt as devices re-register; keep the moved copy for recovery.",
-                    path.display(),
-                    aside.display()
-                );
-                report.moved_aside = Some(aside);
-                match open_db(cfg, &path) {
-                    Ok(db) => db,
-                    Err(Failure::Other(e)) => return Err(e),
-                    Err(Failure::Locked) => return Err(StoreError::Locked(path)),
-                    Err(Failure::Corrupt(why)) => {
-                        return Err(StoreError::Sled(sled::Error::Unsupported(why)))
-                    }
-                }
-            }
+            Err(Failure::Corrupt(why)) => why,
         };
-        let regs = db.open_tree(REGISTRATIONS)?;
-        Ok((Store { db, regs }, report))
+        let aside = cfg.dir.join(format!("db.corrupt-{}", unix_secs()));
+        std::fs::rename(&path, &aside).map_err(|e| StoreError::Io(path.clone(), e))?;
+        log::error!(
+            "STORE CORRUPT: {} could not be read ({why}); moved it to {} and started with an empty store. \
+             Registrations are rebuilt as devices re-register; keep the moved copy for recovery.",
+            path.display(),
+            aside.display()
+        );
+        report.moved_aside = Some(aside);
+        match open_and_check(cfg, &path) {
+            Ok(store) => Ok((store, report)),
+            Err(Failure::Other(e)) => Err(e),
+            Err(Failure::Locked) => Err(StoreError::Locked(path)),
+            Err(Failure::Corrupt(why)) => Err(StoreError::Sled(sled::Error::Unsupported(why))),
+        }
     }
 
     /// Writes a registration (durable after the next flush).
@@ -159,6 +154,31 @@ fn reg_key(endpoint: &str) -> Vec<u8> {
     k.push(KEY_V1);
     k.extend_from_slice(endpoint.as_bytes());
     k
+}
+
+/// Opens the database and reads every entry once: sled may open a damaged
+/// file without complaint and fail (or panic) only when a page is read.
+fn open_and_check(cfg: &StoreConfig, path: &Path) -> Result<Store, Failure> {
+    let db = open_db(cfg, path)?;
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+        || -> Result<Store, sled::Error> {
+            let regs = db.open_tree(REGISTRATIONS)?;
+            for name in db.tree_names() {
+                for item in db.open_tree(name)?.iter() {
+                    item?;
+                }
+            }
+            Ok(Store {
+                db: db.clone(),
+                regs,
+            })
+        },
+    ));
+    match checked {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(e)) => Err(Failure::Corrupt(format!("reading it failed: {e}"))),
+        Err(_) => Err(Failure::Corrupt("sled panicked while reading it".into())),
+    }
 }
 
 enum Failure {
@@ -288,6 +308,8 @@ mod tests {
             }
             s.flush().unwrap();
         }
+        // sled's background threads finish with the files shortly after the last handle goes.
+        std::thread::sleep(std::time::Duration::from_millis(300));
         damage(&c.dir.join("db"));
         let (s, rep) = Store::open(&c).unwrap();
         if let Some(aside) = rep.moved_aside {
