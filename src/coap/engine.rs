@@ -561,15 +561,24 @@ impl Engine {
 
     // ----- receiving -----
 
+    /// A message ID seen before: sends the cached answer again, if there is
+    /// one, and tells the caller to stop.
+    fn replay_duplicate(&mut self, peer: SocketAddr, mid: u16) -> bool {
+        let Some(entry) = self.dedup.get(&(peer, mid)) else {
+            return false;
+        };
+        self.stats.duplicates += 1;
+        if let Dedup::Reply(bytes) = &entry.state {
+            self.transmits.push_back(Transmit {
+                peer,
+                bytes: bytes.clone(),
+            });
+        }
+        true
+    }
+
     fn handle_request(&mut self, now: Instant, peer: SocketAddr, mut msg: Message) {
-        if let Some(entry) = self.dedup.get(&(peer, msg.mid)) {
-            self.stats.duplicates += 1;
-            if let Dedup::Reply(bytes) = &entry.state {
-                self.transmits.push_back(Transmit {
-                    peer,
-                    bytes: bytes.clone(),
-                });
-            }
+        if self.replay_duplicate(peer, msg.mid) {
             return;
         }
         let fingerprint = fingerprint(&msg);
@@ -799,14 +808,7 @@ impl Engine {
     }
 
     fn handle_separate_response(&mut self, now: Instant, peer: SocketAddr, msg: Message) {
-        if let Some(entry) = self.dedup.get(&(peer, msg.mid)) {
-            self.stats.duplicates += 1;
-            if let Dedup::Reply(bytes) = &entry.state {
-                self.transmits.push_back(Transmit {
-                    peer,
-                    bytes: bytes.clone(),
-                });
-            }
+        if self.replay_duplicate(peer, msg.mid) {
             return;
         }
         let Some(&id) = self.by_token.get(&(peer, msg.token)) else {
@@ -880,11 +882,7 @@ impl Engine {
                     .block2_acc
                     .get_or_insert_with(|| (Vec::new(), msg.clone()));
                 acc.0.extend_from_slice(&msg.payload);
-                x.next_block2 = Some(BlockOpt {
-                    num: b2.num + 1,
-                    more: false,
-                    szx: b2.szx,
-                });
+                x.next_block2 = Some(BlockOpt::new(b2.num + 1, false, b2.szx));
                 return self.transmit_exchange(now, id);
             }
         }
@@ -950,12 +948,7 @@ impl Engine {
         } else if block_size < 1024 && m.code == Code::GET && m.block2().is_none() {
             m.set_option(
                 opt::BLOCK2,
-                BlockOpt {
-                    num: 0,
-                    more: false,
-                    szx: BlockOpt::szx_for(block_size),
-                }
-                .encode(),
+                BlockOpt::new(0, false, BlockOpt::szx_for(block_size)).encode(),
             );
         }
         let mid = self.next_mid(now, peer);
@@ -1288,13 +1281,6 @@ impl Engine {
             ps.active += 1;
             self.transmit_exchange(now, next);
         }
-    }
-}
-
-impl BlockOpt {
-    /// Block size for a size exponent.
-    pub fn szx_size(szx: u8) -> usize {
-        1usize << (szx as usize + 4)
     }
 }
 

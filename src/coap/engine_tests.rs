@@ -298,14 +298,7 @@ fn block1_upload_is_reassembled_and_acknowledged_with_continue() {
     e.handle_datagram(t0, peer(), &block1_req(1, 0, true, &[b'a'; 16]));
     let c = drain(&mut e);
     assert_eq!(c[0].code, Code::CONTINUE);
-    assert_eq!(
-        c[0].block1(),
-        Some(Ok(BlockOpt {
-            num: 0,
-            more: true,
-            szx: 0
-        }))
-    );
+    assert_eq!(c[0].block1(), Some(Ok(BlockOpt::new(0, true, 0))));
     e.handle_datagram(t0, peer(), &block1_req(2, 1, true, &[b'b'; 16]));
     assert_eq!(drain(&mut e)[0].code, Code::CONTINUE);
     assert!(events(&mut e).is_empty());
@@ -321,14 +314,7 @@ fn block1_upload_is_reassembled_and_acknowledged_with_continue() {
     );
     let fin = drain(&mut e);
     assert_eq!(fin[0].code, Code::CHANGED);
-    assert_eq!(
-        fin[0].block1(),
-        Some(Ok(BlockOpt {
-            num: 2,
-            more: false,
-            szx: 0
-        }))
-    );
+    assert_eq!(fin[0].block1(), Some(Ok(BlockOpt::new(2, false, 0))));
 }
 
 #[test]
@@ -363,14 +349,7 @@ fn large_response_is_served_block_wise_from_cache() {
     let (id, _) = only_request(&mut e);
     e.respond(t0, id, content(&body));
     let b0 = drain(&mut e).remove(0);
-    assert_eq!(
-        b0.block2(),
-        Some(Ok(BlockOpt {
-            num: 0,
-            more: true,
-            szx: 6
-        }))
-    );
+    assert_eq!(b0.block2(), Some(Ok(BlockOpt::new(0, true, 6))));
     assert_eq!(b0.uint_option(opt::SIZE2), Some(2500));
     let mut got = b0.payload.clone();
     for (mid, num) in [(2u16, 1u32), (3, 2)] {
@@ -398,28 +377,13 @@ fn large_response_is_served_block_wise_from_cache() {
 fn peer_asking_for_small_blocks_gets_small_blocks() {
     let (mut e, t0) = engine(Config::default());
     let mut r = con(Code::GET, 1, b"t", "big");
-    r.set_option(
-        opt::BLOCK2,
-        BlockOpt {
-            num: 0,
-            more: false,
-            szx: 2,
-        }
-        .encode(),
-    );
+    r.set_option(opt::BLOCK2, BlockOpt::new(0, false, 2).encode());
     e.handle_datagram(t0, peer(), &r.encode());
     let (id, _) = only_request(&mut e);
     e.respond(t0, id, content(&[7; 100]));
     let b0 = drain(&mut e).remove(0);
     assert_eq!(b0.payload.len(), 64);
-    assert_eq!(
-        b0.block2(),
-        Some(Ok(BlockOpt {
-            num: 0,
-            more: true,
-            szx: 2
-        }))
-    );
+    assert_eq!(b0.block2(), Some(Ok(BlockOpt::new(0, true, 2))));
 }
 
 #[test]
@@ -451,12 +415,7 @@ fn client_block1_upload_follows_peer_block_size() {
         );
         ack.set_option(
             opt::BLOCK1,
-            BlockOpt {
-                num: b.num,
-                more: b.more,
-                szx: peer_szx.min(b.szx),
-            }
-            .encode(),
+            BlockOpt::new(b.num, b.more, peer_szx.min(b.szx)).encode(),
         );
         peer_szx = 1;
         e.handle_datagram(t0, peer(), &ack.encode());
@@ -644,15 +603,7 @@ fn expiry_queues_stay_bounded_under_long_uploads_and_request_floods() {
     // Many uploads on distinct URIs that complete at once.
     for i in 0..5_000u16 {
         let mut m = con(Code::POST, 30_000 + i, b"u", &format!("up/{i}"));
-        m.set_option(
-            opt::BLOCK1,
-            BlockOpt {
-                num: 0,
-                more: true,
-                szx: 0,
-            }
-            .encode(),
-        );
+        m.set_option(opt::BLOCK1, BlockOpt::new(0, true, 0).encode());
         m.payload = vec![0; 16];
         e.handle_datagram(t0, peer(), &m.encode());
         drain(&mut e);
@@ -707,15 +658,7 @@ fn slow_request_arriving_during_compaction_still_gets_its_empty_ack() {
 fn block2_request_past_an_empty_answer_gets_bad_option_not_a_crash() {
     let (mut e, t0) = engine(Config::default());
     let mut r = con(Code::POST, 1, b"t", "rd/abc");
-    r.set_option(
-        opt::BLOCK2,
-        BlockOpt {
-            num: 3,
-            more: false,
-            szx: 6,
-        }
-        .encode(),
-    );
+    r.set_option(opt::BLOCK2, BlockOpt::new(3, false, 6).encode());
     e.handle_datagram(t0, peer(), &r.encode());
     let (id, _) = only_request(&mut e);
     e.respond(
@@ -726,15 +669,7 @@ fn block2_request_past_an_empty_answer_gets_bad_option_not_a_crash() {
     assert_eq!(drain(&mut e)[0].code, Code::BAD_OPTION);
     // Block 0 of an empty answer is just the answer.
     let mut r = con(Code::POST, 2, b"t", "rd/abc");
-    r.set_option(
-        opt::BLOCK2,
-        BlockOpt {
-            num: 0,
-            more: false,
-            szx: 6,
-        }
-        .encode(),
-    );
+    r.set_option(opt::BLOCK2, BlockOpt::new(0, false, 6).encode());
     e.handle_datagram(t0, peer(), &r.encode());
     let (id, _) = only_request(&mut e);
     e.respond(

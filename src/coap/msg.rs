@@ -274,9 +274,18 @@ pub struct BlockOpt {
 }
 
 impl BlockOpt {
+    /// A block option value.
+    pub const fn new(num: u32, more: bool, szx: u8) -> BlockOpt {
+        BlockOpt { num, more, szx }
+    }
+
     /// Block size in bytes.
     pub fn size(&self) -> usize {
-        1usize << (self.szx as usize + 4)
+        BlockOpt::szx_size(self.szx)
+    }
+    /// Block size for a size exponent.
+    pub fn szx_size(szx: u8) -> usize {
+        1usize << (szx as usize + 4)
     }
     /// Byte offset of this block.
     pub fn offset(&self) -> usize {
@@ -770,24 +779,12 @@ mod tests {
 
     #[test]
     fn block_option_round_trips_and_rejects_bert() {
-        let b = BlockOpt {
-            num: 5,
-            more: true,
-            szx: 6,
-        };
+        let b = BlockOpt::new(5, true, 6);
         assert_eq!(BlockOpt::decode(&b.encode()), Some(b));
         assert_eq!(b.size(), 1024);
         assert_eq!(b.offset(), 5120);
         // RFC 7959 figure: num 0, M 0, szx 0 encodes as an empty value.
-        assert_eq!(
-            BlockOpt {
-                num: 0,
-                more: false,
-                szx: 0
-            }
-            .encode(),
-            Vec::<u8>::new()
-        );
+        assert_eq!(BlockOpt::new(0, false, 0).encode(), Vec::<u8>::new());
         assert_eq!(BlockOpt::decode(&[0x0f]), None);
         assert_eq!(BlockOpt::decode(&[1, 2, 3, 4]), None);
         assert_eq!(BlockOpt::szx_for(1024), 6);
