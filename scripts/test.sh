@@ -8,5 +8,6 @@ cd "$(dirname "$0")/.."
 cargo bench --locked --no-run
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --locked --lib --bins --tests 2>&1 | tee "$log"
+# --show-output: the registry tests print what they parsed, or that they were skipped.
+cargo test --locked --lib --bins --tests -- --show-output 2>&1 | tee "$log"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
