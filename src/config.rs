@@ -127,9 +127,10 @@ impl Default for CoapSection {
 
 impl Default for RegistrationSection {
     fn default() -> Self {
+        let s = ServerConfig::default();
         RegistrationSection {
-            max_registrations: 100_000,
-            expiry_grace_s: 30,
+            max_registrations: s.max_registrations,
+            expiry_grace_s: s.expiry_grace.as_secs(),
         }
     }
 }

@@ -57,7 +57,7 @@ impl Gateway {
     /// Opens the store, loads the models, restores registrations and binds.
     pub fn start(cfg: Config) -> Result<Gateway, RunError> {
         let (store, _report) = Store::open(&cfg.store())?;
-        let models = load_models(&cfg);
+        let models = ModelLibrary::load(&cfg.models.dir, &cfg.site_models_dir());
         let mut server = Server::new(cfg.server(), random_seed());
         let (now, unix) = (Instant::now(), unix_ms());
         let (mut kept, mut dropped) = (0, 0);
@@ -110,11 +110,6 @@ impl Gateway {
         let (tx, rx) = smol::channel::bounded(capacity.max(1));
         self.subscribers.push((tx, 0));
         rx
-    }
-
-    /// The model library in force.
-    pub fn models(&self) -> &ModelLibrary {
-        &self.models
     }
 
     /// Serves until a socket error.
@@ -246,17 +241,6 @@ impl Gateway {
             }
         }
     }
-}
-
-fn load_models(cfg: &Config) -> ModelLibrary {
-    let mut lib = ModelLibrary::embedded();
-    for e in lib.load_system_dir(&cfg.models.dir) {
-        log::warn!("model skipped: {e}");
-    }
-    for e in lib.load_site_dir(&cfg.site_models_dir()) {
-        log::warn!("site model skipped: {e}");
-    }
-    lib
 }
 
 /// Binds UDP. For the IPv6 wildcard the socket is made dual-stack whatever

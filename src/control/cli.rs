@@ -174,7 +174,7 @@ fn run(cmd: Command) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::ModelImport(c, files) => {
             let cfg = c.config()?;
-            let mut lib = library(&cfg);
+            let mut lib = ModelLibrary::load(&cfg.models.dir, &cfg.site_models_dir());
             for m in lib.import_site(&cfg.site_models_dir(), &files)? {
                 println!(
                     "imported object {} {:?} version {} into {}",
@@ -188,7 +188,7 @@ fn run(cmd: Command) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::ModelList(c) => {
             let cfg = c.config()?;
-            let lib = library(&cfg);
+            let lib = ModelLibrary::load(&cfg.models.dir, &cfg.site_models_dir());
             println!(
                 "{:>6}  {:<7}  {:<6}  {:<40}  SOURCE",
                 "ID", "VERSION", "LAYER", "NAME"
@@ -213,7 +213,7 @@ fn run(cmd: Command) -> Result<(), Box<dyn std::error::Error>> {
         Command::ModelRm(c, spec) => {
             let cfg = c.config()?;
             let (id, version) = parse_model_spec(&spec)?;
-            let mut lib = library(&cfg);
+            let mut lib = ModelLibrary::load(&cfg.models.dir, &cfg.site_models_dir());
             for (id, v) in lib.remove_site(&cfg.site_models_dir(), id, version)? {
                 let back = lib.entry(id, Some(v)).map(|e| {
                     format!(
@@ -229,17 +229,6 @@ fn run(cmd: Command) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
-}
-
-fn library(cfg: &Config) -> ModelLibrary {
-    let mut lib = ModelLibrary::embedded();
-    for e in lib.load_system_dir(&cfg.models.dir) {
-        eprintln!("warning: model skipped: {e}");
-    }
-    for e in lib.load_site_dir(&cfg.site_models_dir()) {
-        eprintln!("warning: site model skipped: {e}");
-    }
-    lib
 }
 
 /// `3303` or `3303_1.1`.

@@ -153,22 +153,26 @@ fn version(n: Node, name: &str) -> Result<Version, DdfError> {
     })
 }
 
+/// An object or resource id: 0 to 65534 (65535 means "no id" in LwM2M).
+fn parse_id(node: Node, what: &str, text: &str) -> Result<u16, DdfError> {
+    text.parse::<u16>()
+        .ok()
+        .filter(|v| *v != u16::MAX)
+        .ok_or_else(|| {
+            DdfError::at(
+                node,
+                format!("{what} {text:?} is not a number from 0 to 65534"),
+            )
+        })
+}
+
 fn parse_object(obj: Node) -> Result<ObjectModel, DdfError> {
     let (name_node, name) = required(obj, "Name")?;
     if name.is_empty() {
         return Err(DdfError::at(name_node, "empty object <Name>"));
     }
     let (id_node, id_text) = required(obj, "ObjectID")?;
-    let id: u16 = id_text
-        .parse()
-        .ok()
-        .filter(|v| *v != u16::MAX)
-        .ok_or_else(|| {
-            DdfError::at(
-                id_node,
-                format!("<ObjectID> {id_text:?} is not a number from 0 to 65534"),
-            )
-        })?;
+    let id = parse_id(id_node, "<ObjectID>", &id_text)?;
     let resources = match child(obj, "Resources") {
         Some(r) => parse_resources(r)?,
         None => return Err(DdfError::at(obj, "missing <Resources>")),
@@ -196,16 +200,7 @@ fn parse_resources(res: Node) -> Result<Vec<ResourceModel>, DdfError> {
     let mut out: Vec<ResourceModel> = Vec::new();
     for item in res.children().filter(|n| n.has_tag_name("Item")) {
         let id_text = item.attribute("ID").unwrap_or("").trim();
-        let id: u16 = id_text
-            .parse()
-            .ok()
-            .filter(|v| *v != u16::MAX)
-            .ok_or_else(|| {
-                DdfError::at(
-                    item,
-                    format!("<Item ID={id_text:?}> is not a number from 0 to 65534"),
-                )
-            })?;
+        let id = parse_id(item, "<Item ID>", id_text)?;
         let (name_node, name) = required(item, "Name")?;
         if name.is_empty() {
             return Err(DdfError::at(

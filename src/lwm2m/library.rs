@@ -116,6 +116,20 @@ impl ModelLibrary {
         lib
     }
 
+    /// The built-in models, the system models directory and the site
+    /// directory, in that order. Broken files are skipped with a warning
+    /// naming file and line; they never stop the caller.
+    pub fn load(system_dir: &Path, site_dir: &Path) -> ModelLibrary {
+        let mut lib = ModelLibrary::embedded();
+        for e in lib.load_system_dir(system_dir) {
+            log::warn!("model skipped: {e}");
+        }
+        for e in lib.load_site_dir(site_dir) {
+            log::warn!("site model skipped: {e}");
+        }
+        lib
+    }
+
     /// Loads the system layer from a models directory (missing is fine).
     /// Broken files are skipped and returned, so one bad file does not stop the gateway.
     pub fn load_system_dir(&mut self, dir: &Path) -> Vec<DdfError> {
@@ -196,7 +210,12 @@ impl ModelLibrary {
 
     /// Number of models in force.
     pub fn len(&self) -> usize {
-        self.list().len()
+        let hidden = self
+            .site
+            .keys()
+            .filter(|k| self.system.contains_key(k))
+            .count();
+        self.system.len() + self.site.len() - hidden
     }
 
     /// True when no model is known.
@@ -347,7 +366,10 @@ mod tests {
         changed.name = "Site Temperature".into();
         let f = dir.join("t.xml");
         std::fs::write(&f, ddf::write(&changed)).unwrap();
+        let before = lib.len();
         lib.import_site(&site, &[f]).unwrap();
+        assert_eq!(lib.len(), before, "an override adds no model");
+        assert_eq!(lib.len(), lib.list().len());
         assert_eq!(
             lib.get(3303, Some(sys.version)).unwrap().name,
             "Site Temperature"

@@ -109,11 +109,6 @@ impl Server {
         &self.registry
     }
 
-    /// CoAP counters.
-    pub fn coap_stats(&self) -> coap::engine::Stats {
-        self.engine.stats()
-    }
-
     /// Puts back a stored registration at start-up; false when it expired meanwhile.
     pub fn restore(&mut self, now: Instant, unix_ms: u64, reg: Registration) -> bool {
         self.registry.restore(now, unix_ms, reg)

@@ -33,6 +33,8 @@ pub enum StoreError {
     Io(PathBuf, std::io::Error),
     /// sled failed.
     Sled(sled::Error),
+    /// A value could not be encoded.
+    Encode(String),
 }
 
 impl fmt::Display for StoreError {
@@ -45,6 +47,7 @@ impl fmt::Display for StoreError {
             ),
             StoreError::Io(p, e) => write!(f, "{}: {e}", p.display()),
             StoreError::Sled(e) => write!(f, "store: {e}"),
+            StoreError::Encode(e) => write!(f, "store: cannot encode value: {e}"),
         }
     }
 }
@@ -104,10 +107,7 @@ impl Store {
     /// Writes a registration (durable after the next flush).
     pub fn put_registration(&self, reg: &Registration) -> Result<(), StoreError> {
         let mut value = vec![VALUE_V1];
-        value.extend(
-            postcard::to_stdvec(reg)
-                .map_err(|e| StoreError::Sled(sled::Error::Unsupported(e.to_string())))?,
-        );
+        value.extend(postcard::to_stdvec(reg).map_err(|e| StoreError::Encode(e.to_string()))?);
         self.regs.insert(reg_key(&reg.endpoint), value)?;
         Ok(())
     }
@@ -141,11 +141,6 @@ impl Store {
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<usize, StoreError> {
         Ok(self.db.flush()?)
-    }
-
-    /// Size of the database on disk, in bytes.
-    pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
     }
 }
 
