@@ -617,12 +617,11 @@ impl Engine {
             Some(Ok(b2)) => {
                 inc.block2 = Some(b2);
                 if b2.num > 0 {
+                    let szx = self.block_szx(&inc);
                     if let Some(cached) = self.bodies.get(&(peer, fingerprint)) {
-                        let template = cached.template.clone();
-                        let body = cached.body.clone();
-                        let mut resp = template;
-                        resp.payload = body;
-                        return self.send_response(now, inc, resp);
+                        // Only the asked-for block is copied out of the cache.
+                        let out = cut_block(&cached.template, &cached.body, b2.num, szx);
+                        return self.send_reply(now, inc, out);
                     }
                 }
             }
@@ -954,7 +953,9 @@ impl Engine {
         let mid = self.next_mid(now, peer);
         m.mid = mid;
         let bytes = m.encode();
-        let x = self.exchanges.get_mut(&id).expect("exchange present");
+        let Some(x) = self.exchanges.get_mut(&id) else {
+            return;
+        };
         x.mid = Some(mid);
         if m.mtype == MsgType::Con {
             self.track_con(now, peer, mid, bytes.clone(), Owner::Exchange(id));
@@ -968,55 +969,54 @@ impl Engine {
     }
 
     fn send_response(&mut self, now: Instant, inc: Incoming, mut resp: Message) {
-        let peer = inc.peer;
         if let Some(b1) = inc.block1 {
             if resp.option(opt::BLOCK1).is_none() {
                 resp.set_option(opt::BLOCK1, b1.encode());
             }
         }
-        let ours = BlockOpt::szx_for(self.cfg.block_size);
-        let szx = inc.block2.map_or(ours, |b| b.szx.min(ours));
+        let szx = self.block_szx(&inc);
         let size = BlockOpt::szx_size(szx);
-        let wants_block = inc.block2.is_some_and(|b| b.num > 0);
-        if resp.payload.len() > size || wants_block {
-            let num = inc.block2.map_or(0, |b| b.num);
+        let num = inc.block2.map_or(0, |b| b.num);
+        if resp.payload.len() > size || num > 0 {
             let body = std::mem::take(&mut resp.payload);
-            let offset = num as usize * size;
-            if num > 0 && offset >= body.len() {
-                resp = error_response(Code::BAD_OPTION, "block number out of range");
-            } else {
-                if resp.option(opt::ETAG).is_none() {
-                    let mut h = DefaultHasher::new();
-                    body.hash(&mut h);
-                    resp.set_option(opt::ETAG, h.finish().to_be_bytes()[..4].to_vec());
-                }
-                let end = (offset + size).min(body.len());
-                let more = end < body.len();
-                let mut out = resp.clone();
-                out.payload = body[offset..end].to_vec();
-                out.set_option(opt::BLOCK2, BlockOpt { num, more, szx }.encode());
-                if num == 0 {
-                    out.set_uint_option(opt::SIZE2, body.len() as u64);
-                }
-                let key = (peer, inc.fingerprint);
-                if more
-                    && (self.bodies.contains_key(&key)
-                        || self.block_states() < self.cfg.max_block_states)
-                {
-                    let expires = now + self.cfg.exchange_lifetime;
-                    self.bodies.insert(
-                        key,
-                        CachedBody {
-                            template: resp,
-                            body,
-                            expires,
-                        },
-                    );
-                    self.push_block_expiry(expires, key);
-                }
-                resp = out;
+            if resp.option(opt::ETAG).is_none() {
+                let mut h = DefaultHasher::new();
+                body.hash(&mut h);
+                resp.set_option(opt::ETAG, h.finish().to_be_bytes()[..4].to_vec());
             }
+            let out = cut_block(&resp, &body, num, szx);
+            let more = (num as usize + 1) * size < body.len();
+            let key = (inc.peer, inc.fingerprint);
+            if more
+                && (self.bodies.contains_key(&key)
+                    || self.block_states() < self.cfg.max_block_states)
+            {
+                let expires = now + self.cfg.exchange_lifetime;
+                self.bodies.insert(
+                    key,
+                    CachedBody {
+                        template: resp,
+                        body,
+                        expires,
+                    },
+                );
+                self.push_block_expiry(expires, key);
+            }
+            resp = out;
         }
+        self.send_reply(now, inc, resp);
+    }
+
+    /// The block size exponent for an answer: ours, or smaller if the peer asked.
+    fn block_szx(&self, inc: &Incoming) -> u8 {
+        let ours = BlockOpt::szx_for(self.cfg.block_size);
+        inc.block2.map_or(ours, |b| b.szx.min(ours))
+    }
+
+    /// Sends an answer as piggybacked ACK, separate CON or NON, as the
+    /// request's type and progress require.
+    fn send_reply(&mut self, now: Instant, inc: Incoming, mut resp: Message) {
+        let peer = inc.peer;
         resp.token = inc.token;
         match (inc.mtype, inc.acked) {
             (MsgType::Con, false) => {
@@ -1282,6 +1282,27 @@ impl Engine {
             self.transmit_exchange(now, next);
         }
     }
+}
+
+/// Block `num` of `body` as an answer built on `template` (which carries
+/// code and options, no payload); 4.02 when the block lies past the end.
+fn cut_block(template: &Message, body: &[u8], num: u32, szx: u8) -> Message {
+    let size = BlockOpt::szx_size(szx);
+    let offset = num as usize * size;
+    if num > 0 && offset >= body.len() {
+        return error_response(Code::BAD_OPTION, "block number out of range");
+    }
+    let end = (offset + size).min(body.len());
+    let mut out = template.clone();
+    out.payload = body[offset..end].to_vec();
+    out.set_option(
+        opt::BLOCK2,
+        BlockOpt::new(num, end < body.len(), szx).encode(),
+    );
+    if num == 0 {
+        out.set_uint_option(opt::SIZE2, body.len() as u64);
+    }
+    out
 }
 
 /// A response with a diagnostic payload (RFC 7252 5.5.2).

@@ -371,6 +371,12 @@ fn large_response_is_served_block_wise_from_cache() {
         assert_eq!(b.block2().unwrap().unwrap().more, num < 2);
     }
     assert_eq!(got, body);
+    // A block past the end, asked while the body is still cached, is refused.
+    let mut r = con(Code::GET, 9, b"t", "big");
+    r.set_option(opt::BLOCK2, BlockOpt::new(7, false, 6).encode());
+    e.handle_datagram(t0, peer(), &r.encode());
+    assert!(events(&mut e).is_empty());
+    assert_eq!(drain(&mut e).remove(0).code, Code::BAD_OPTION);
 }
 
 #[test]
