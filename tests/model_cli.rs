@@ -22,6 +22,13 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The `model list` row of an object id.
+fn list_row<'a>(list: &'a str, id: &str) -> &'a str {
+    list.lines()
+        .find(|l| l.trim_start().starts_with(id))
+        .unwrap_or_else(|| panic!("no row for {id} in {list}"))
+}
+
 const SHIPPED_3303: &str = include_str!("../models/3303.xml");
 
 #[test]
@@ -71,10 +78,7 @@ fn import_overrides_list_shows_and_rm_restores_the_shipped_model() {
     let o = gw(&["model", "import", site_file.to_str().unwrap()], &dir.0);
     assert!(o.status.success(), "{}", text(&o));
     let list = text(&gw(&["model", "list"], &dir.0));
-    let row = list
-        .lines()
-        .find(|l| l.trim_start().starts_with("3303"))
-        .unwrap();
+    let row = list_row(&list, "3303");
     assert!(
         row.contains("site*") && row.contains("Site Temperature"),
         "{list}"
@@ -82,10 +86,7 @@ fn import_overrides_list_shows_and_rm_restores_the_shipped_model() {
     let o = gw(&["model", "rm", "3303"], &dir.0);
     assert!(o.status.success(), "{}", text(&o));
     let list = text(&gw(&["model", "list"], &dir.0));
-    let row = list
-        .lines()
-        .find(|l| l.trim_start().starts_with("3303"))
-        .unwrap();
+    let row = list_row(&list, "3303");
     assert!(
         row.contains("system") && row.contains("Temperature") && !row.contains("Site"),
         "{list}"

@@ -19,20 +19,20 @@ fn coap_client(args: &[&str]) -> String {
     )
 }
 
+/// A Register with a link-format object list, as libcoap sends it.
+fn coap_register(objects: &str, url: &str) -> String {
+    coap_client(&["-m", "post", "-t", "40", "-e", objects, url])
+}
+
 #[test]
 fn libcoap_client_registers_updates_and_deregisters() {
     let dir = TempDir::new("libcoap");
     let gw = Gateway::start(&dir.0, &config("127.0.0.1", ""));
     let base = format!("coap://127.0.0.1:{}", gw.addr.port());
-    let out = coap_client(&[
-        "-m",
-        "post",
-        "-t",
-        "40",
-        "-e",
+    let out = coap_register(
         "</1/0>,</3/0>",
         &format!("{base}/rd?ep=libcoap-1&lt=60&lwm2m=1.1"),
-    ]);
+    );
     assert!(out.contains("c:2.01"), "{out}");
     // libcoap prints the options of the response: Location-Path:rd, Location-Path:<id>
     let id = out
@@ -54,15 +54,10 @@ fn libcoap_client_registers_updates_and_deregisters() {
 fn libcoap_client_gets_precondition_failed_for_unknown_version() {
     let dir = TempDir::new("libcoap-ver");
     let gw = Gateway::start(&dir.0, &config("::1", ""));
-    let out = coap_client(&[
-        "-m",
-        "post",
-        "-t",
-        "40",
-        "-e",
+    let out = coap_register(
         "</3/0>",
         &format!("coap://[::1]:{}/rd?ep=old&lwm2m=0.9", gw.addr.port()),
-    ]);
+    );
     assert!(out.contains("4.12"), "{out}");
 }
 

@@ -6,6 +6,11 @@ use common::{config, Client, Gateway, TempDir};
 use lwm2m_gw::coap::{Code, Message, MsgType};
 use std::time::Duration;
 
+/// The code a fresh client gets for an Update of `loc`.
+fn update_code(gw: &Gateway, loc: &str) -> Code {
+    Client::new(gw.addr).request(Code::POST, loc, &[], b"").code
+}
+
 const OBJECTS: &[u8] = b"</>;rt=\"oma.lwm2m\";ct=11543,</1/0>,</3/0>,</3303/0>";
 
 #[test]
@@ -74,12 +79,7 @@ fn update_after_kill9_and_restart_answers_changed() {
     // The de-registration is durable too.
     let gw = Gateway::start(&dir.0, &cfg);
     assert!(gw.log_contains("0 registrations restored"));
-    assert_eq!(
-        Client::new(gw.addr)
-            .request(Code::POST, &loc, &[], b"")
-            .code,
-        Code::NOT_FOUND
-    );
+    assert_eq!(update_code(&gw, &loc), Code::NOT_FOUND);
 }
 
 #[test]
@@ -117,12 +117,7 @@ fn registration_that_expires_while_stopped_is_not_restored() {
         "{:?}",
         common::log_lines(&gw)
     );
-    assert_eq!(
-        Client::new(gw.addr)
-            .request(Code::POST, &loc, &[], b"")
-            .code,
-        Code::NOT_FOUND
-    );
+    assert_eq!(update_code(&gw, &loc), Code::NOT_FOUND);
 }
 
 #[test]
@@ -225,4 +220,24 @@ fn bad_config_file_is_a_clear_error_not_a_panic() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("prot") && err.contains("bad.toml"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn second_gateway_on_the_same_data_dir_is_refused_clearly() {
+    let dir = TempDir::new("locked");
+    let gw = Gateway::start(&dir.0, &config("127.0.0.1", ""));
+    let loc = Client::new(gw.addr)
+        .register("held", &[], OBJECTS)
+        .location_path();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
+        .args(["serve", "--coap-port", "0", "--data-dir"])
+        .arg(dir.0.join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // The first gateway and its data are untouched.
+    assert_eq!(update_code(&gw, &loc), Code::CHANGED);
 }

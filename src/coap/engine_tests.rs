@@ -33,6 +33,10 @@ fn only_request(e: &mut Engine) -> (IncomingId, Message) {
     }
 }
 
+fn changed() -> Message {
+    Message::new(MsgType::Ack, Code::CHANGED, 0, Token::EMPTY)
+}
+
 fn content(payload: &[u8]) -> Message {
     let mut m = Message::new(MsgType::Ack, Code::CONTENT, 0, Token::EMPTY);
     m.payload = payload.to_vec();
@@ -307,11 +311,7 @@ fn block1_upload_is_reassembled_and_acknowledged_with_continue() {
     assert_eq!(msg.payload.len(), 34);
     assert!(msg.payload.starts_with(&[b'a'; 16]) && msg.payload.ends_with(b"cc"));
     assert!(msg.block1().is_none());
-    e.respond(
-        t0,
-        id,
-        Message::new(MsgType::Ack, Code::CHANGED, 0, Token::EMPTY),
-    );
+    e.respond(t0, id, changed());
     let fin = drain(&mut e);
     assert_eq!(fin[0].code, Code::CHANGED);
     assert_eq!(fin[0].block1(), Some(Ok(BlockOpt::new(2, false, 0))));
@@ -667,22 +667,14 @@ fn block2_request_past_an_empty_answer_gets_bad_option_not_a_crash() {
     r.set_option(opt::BLOCK2, BlockOpt::new(3, false, 6).encode());
     e.handle_datagram(t0, peer(), &r.encode());
     let (id, _) = only_request(&mut e);
-    e.respond(
-        t0,
-        id,
-        Message::new(MsgType::Ack, Code::CHANGED, 0, Token::EMPTY),
-    );
+    e.respond(t0, id, changed());
     assert_eq!(drain(&mut e)[0].code, Code::BAD_OPTION);
     // Block 0 of an empty answer is just the answer.
     let mut r = con(Code::POST, 2, b"t", "rd/abc");
     r.set_option(opt::BLOCK2, BlockOpt::new(0, false, 6).encode());
     e.handle_datagram(t0, peer(), &r.encode());
     let (id, _) = only_request(&mut e);
-    e.respond(
-        t0,
-        id,
-        Message::new(MsgType::Ack, Code::CHANGED, 0, Token::EMPTY),
-    );
+    e.respond(t0, id, changed());
     assert_eq!(drain(&mut e)[0].code, Code::CHANGED);
 }
 

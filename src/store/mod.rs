@@ -271,17 +271,6 @@ mod tests {
     }
 
     #[test]
-    fn second_open_while_in_use_is_refused_clearly() {
-        let c = cfg("locked");
-        let (_s, _) = Store::open(&c).unwrap();
-        // sled locks the database file per process; a second handle in the
-        // same process may succeed, so only check the error text when it fails.
-        if let Err(e) = Store::open(&c) {
-            assert!(e.to_string().contains("in use"), "{e}");
-        }
-    }
-
-    #[test]
     fn undecodable_entries_are_skipped_not_deleted() {
         let c = cfg("garbage");
         let (s, _) = Store::open(&c).unwrap();
