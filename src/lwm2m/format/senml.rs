@@ -1,0 +1,256 @@
+//! SenML JSON (110) and SenML CBOR (112), RFC 8428 with LwM2M's `vlo`.
+
+use super::cbor_util::{cbor_err, read_value, write_float};
+use crate::lwm2m::node::{base64_decode, base64_encode, err, FormatError, Value};
+use crate::lwm2m::path::Path;
+use minicbor::data::Type;
+use minicbor::{Decoder, Encoder};
+use serde_json::{Map, Value as Json};
+
+/// Decoded records: full path and value (none in a path list).
+pub type Records = Vec<(Path, Option<Value>)>;
+
+/// Most records one payload may hold, so a small packet cannot
+/// make the decoder allocate without limit.
+const MAX_RECORDS: usize = 65_536;
+
+/// Splits paths into a shared base name and the rest; the base always ends in `/`.
+fn base_name(paths: &[&Path]) -> String {
+    let segs = |p: &Path| -> Vec<u16> {
+        [Some(p.object), p.instance, p.resource, p.resource_instance]
+            .into_iter()
+            .flatten()
+            .collect()
+    };
+    let Some(first) = paths.first() else {
+        return String::new();
+    };
+    let mut common = segs(first);
+    for p in &paths[1..] {
+        let s = segs(p);
+        let n = common.iter().zip(&s).take_while(|(a, b)| a == b).count();
+        common.truncate(n);
+    }
+    // Keep at least one segment in every name.
+    let shortest = paths.iter().map(|p| p.depth()).min().unwrap_or(0);
+    common.truncate(shortest.saturating_sub(1));
+    let mut s = String::from("/");
+    for x in common {
+        s.push_str(&x.to_string());
+        s.push('/');
+    }
+    s
+}
+
+fn relative(p: &Path, bn: &str) -> String {
+    let full = p.to_string();
+    full.strip_prefix(bn).map(str::to_string).unwrap_or(full)
+}
+
+fn join(bn: &str, n: &str) -> Result<Path, FormatError> {
+    let name = format!("{bn}{n}");
+    Path::parse(&name).map_err(|e| FormatError(format!("SenML name: {e}")))
+}
+
+/// Encodes values as SenML JSON.
+pub fn encode_json(entries: &[(Path, Value)]) -> Vec<u8> {
+    let bn = base_name(&entries.iter().map(|(p, _)| p).collect::<Vec<_>>());
+    let mut records = Vec::with_capacity(entries.len());
+    for (i, (p, v)) in entries.iter().enumerate() {
+        let mut r = Map::new();
+        if i == 0 && bn.len() > 1 {
+            r.insert("bn".into(), Json::String(bn.clone()));
+        }
+        r.insert("n".into(), Json::String(relative(p, &bn)));
+        let (k, j) = match v {
+            Value::String(s) | Value::Corelnk(s) => ("vs", Json::String(s.clone())),
+            Value::Boolean(b) => ("vb", Json::Bool(*b)),
+            Value::Opaque(b) => ("vd", Json::String(base64_encode(b, true))),
+            Value::Objlnk(o, i) => ("vlo", Json::String(format!("{o}:{i}"))),
+            other => ("v", other.to_json()),
+        };
+        r.insert(k.into(), j);
+        records.push(Json::Object(r));
+    }
+    serde_json::to_vec(&Json::Array(records)).unwrap_or_default()
+}
+
+/// A SenML JSON path list (`[{"n":"/3/0/9"}]`).
+pub fn encode_paths_json(paths: &[Path]) -> Vec<u8> {
+    let records: Vec<Json> = paths
+        .iter()
+        .map(|p| {
+            Json::Object(Map::from_iter([(
+                "n".to_string(),
+                Json::String(p.to_string()),
+            )]))
+        })
+        .collect();
+    serde_json::to_vec(&Json::Array(records)).unwrap_or_default()
+}
+
+/// Decodes SenML JSON records.
+pub fn decode_json(b: &[u8]) -> Result<Records, FormatError> {
+    let j: Json =
+        serde_json::from_slice(b).map_err(|e| FormatError(format!("malformed SenML JSON: {e}")))?;
+    let Json::Array(records) = j else {
+        return err("SenML JSON must be an array of records");
+    };
+    if records.len() > MAX_RECORDS {
+        return err("too many SenML records");
+    }
+    let mut bn = String::new();
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let Json::Object(r) = r else {
+            return err("SenML record is not an object");
+        };
+        if let Some(b) = r.get("bn") {
+            bn = b
+                .as_str()
+                .ok_or_else(|| FormatError("SenML bn is not a string".into()))?
+                .to_string();
+        }
+        let n = match r.get("n") {
+            Some(Json::String(s)) => s.as_str(),
+            Some(_) => return err("SenML n is not a string"),
+            None => "",
+        };
+        let p = join(&bn, n)?;
+        let v = if let Some(v) = r.get("v") {
+            let n = v
+                .as_number()
+                .ok_or_else(|| FormatError(format!("{p}: SenML v is not a number")))?;
+            Some(if let Some(i) = n.as_i64() {
+                Value::Integer(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::Unsigned(u)
+            } else {
+                Value::Float(n.as_f64().unwrap_or(f64::NAN))
+            })
+        } else if let Some(v) = r.get("vs") {
+            Some(Value::String(
+                v.as_str()
+                    .ok_or_else(|| FormatError(format!("{p}: vs is not a string")))?
+                    .to_string(),
+            ))
+        } else if let Some(v) = r.get("vb") {
+            Some(Value::Boolean(v.as_bool().ok_or_else(|| {
+                FormatError(format!("{p}: vb is not a boolean"))
+            })?))
+        } else if let Some(v) = r.get("vd") {
+            let s = v
+                .as_str()
+                .ok_or_else(|| FormatError(format!("{p}: vd is not a string")))?;
+            Some(Value::Opaque(base64_decode(s).ok_or_else(|| {
+                FormatError(format!("{p}: vd is not base64"))
+            })?))
+        } else if let Some(v) = r.get("vlo") {
+            let s = v
+                .as_str()
+                .ok_or_else(|| FormatError(format!("{p}: vlo is not a string")))?;
+            Some(Value::String(s.to_string()).coerce(crate::lwm2m::model::ResourceType::Objlnk)?)
+        } else {
+            None
+        };
+        out.push((p, v));
+    }
+    Ok(out)
+}
+
+const BN: i64 = -2;
+const N: i64 = 0;
+const V: i64 = 2;
+const VS: i64 = 3;
+const VB: i64 = 4;
+const VD: i64 = 8;
+
+/// Encodes values as SenML CBOR.
+pub fn encode_cbor(entries: &[(Path, Value)]) -> Vec<u8> {
+    let bn = base_name(&entries.iter().map(|(p, _)| p).collect::<Vec<_>>());
+    let mut e = Encoder::new(Vec::with_capacity(16 * entries.len() + 8));
+    let _ = e.array(entries.len() as u64);
+    for (i, (p, v)) in entries.iter().enumerate() {
+        let with_bn = i == 0 && bn.len() > 1;
+        let _ = e.map(if with_bn { 3 } else { 2 });
+        if with_bn {
+            let _ = e.i64(BN).and_then(|e| e.str(&bn));
+        }
+        let _ = e.i64(N).and_then(|e| e.str(&relative(p, &bn)));
+        let _ = match v {
+            Value::String(s) | Value::Corelnk(s) => e.i64(VS).and_then(|e| e.str(s)),
+            Value::Boolean(b) => e.i64(VB).and_then(|e| e.bool(*b)),
+            Value::Opaque(b) => e.i64(VD).and_then(|e| e.bytes(b)),
+            Value::Objlnk(o, i) => e.str("vlo").and_then(|e| e.str(&format!("{o}:{i}"))),
+            Value::Integer(x) | Value::Time(x) => e.i64(V).and_then(|e| e.i64(*x)),
+            Value::Unsigned(x) => e.i64(V).and_then(|e| e.u64(*x)),
+            Value::Float(f) => e.i64(V).and_then(|e| write_float(e, *f)),
+        };
+    }
+    e.into_writer()
+}
+
+/// A SenML CBOR path list.
+pub fn encode_paths_cbor(paths: &[Path]) -> Vec<u8> {
+    let mut e = Encoder::new(Vec::new());
+    let _ = e.array(paths.len() as u64);
+    for p in paths {
+        let _ = e
+            .map(1)
+            .and_then(|e| e.i64(N))
+            .and_then(|e| e.str(&p.to_string()));
+    }
+    e.into_writer()
+}
+
+/// Decodes SenML CBOR records.
+pub fn decode_cbor(b: &[u8]) -> Result<Records, FormatError> {
+    let mut d = Decoder::new(b);
+    let n = d
+        .array()
+        .map_err(cbor_err)?
+        .ok_or_else(|| FormatError("indefinite-length SenML array".into()))? as usize;
+    if n > MAX_RECORDS.min(b.len()) {
+        return err("too many SenML records");
+    }
+    let mut bn = String::new();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let fields = d
+            .map()
+            .map_err(cbor_err)?
+            .ok_or_else(|| FormatError("indefinite-length SenML record".into()))?;
+        let mut name = String::new();
+        let mut value = None;
+        for _ in 0..fields {
+            let key: Result<i64, &str> = match d.datatype().map_err(cbor_err)? {
+                Type::String => Err(d.str().map_err(cbor_err)?),
+                _ => Ok(d.i64().map_err(cbor_err)?),
+            };
+            match key {
+                Ok(BN) => bn = d.str().map_err(cbor_err)?.to_string(),
+                Ok(N) => name = d.str().map_err(cbor_err)?.to_string(),
+                Ok(V) => {
+                    value = Some(match read_value(&mut d)? {
+                        v @ (Value::Integer(_) | Value::Unsigned(_) | Value::Float(_)) => v,
+                        _ => return err("SenML v is not a number"),
+                    })
+                }
+                Ok(VS) => value = Some(Value::String(d.str().map_err(cbor_err)?.to_string())),
+                Ok(VB) => value = Some(Value::Boolean(d.bool().map_err(cbor_err)?)),
+                Ok(VD) => value = Some(Value::Opaque(d.bytes().map_err(cbor_err)?.to_vec())),
+                Err("vlo") => {
+                    let s = d.str().map_err(cbor_err)?.to_string();
+                    value =
+                        Some(Value::String(s).coerce(crate::lwm2m::model::ResourceType::Objlnk)?);
+                }
+                _ => d.skip().map_err(cbor_err)?,
+            }
+        }
+        out.push((join(&bn, &name)?, value));
+    }
+    if d.position() != b.len() {
+        return err("trailing bytes after SenML CBOR");
+    }
+    Ok(out)
+}
