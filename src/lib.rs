@@ -6,4 +6,5 @@ pub mod control;
 pub mod lwm2m;
 pub mod runtime;
 pub mod server;
+pub mod sim;
 pub mod store;

@@ -4,12 +4,20 @@
 //! datagrams and time, persists the registry events it emits, and sends the
 //! datagrams it hands out.
 
+pub mod command;
 pub mod registry;
 
-use crate::coap::{self, opt, Code, Engine, Event, IncomingId, Message, MsgType, Token, Transmit};
+use crate::coap::{
+    self, opt, Code, Engine, Event, IncomingId, Message, MsgType, RequestError, RequestId, Token,
+    Transmit,
+};
+use crate::lwm2m::{ModelLibrary, Path};
+use command::{Action, Answer, DeviceSchema, Expect, Method};
 pub use registry::{Binding, ObjectLink, RegError, RegId, Registration, Registry};
-use std::collections::VecDeque;
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Content-Format of CoRE link format.
@@ -76,12 +84,24 @@ impl Default for ServerConfig {
     }
 }
 
+/// A command sent to a device and waiting for its answer.
+struct Pending {
+    handle: u64,
+    endpoint: Box<str>,
+    expect: Expect,
+}
+
 /// The sans-IO LwM2M server.
 pub struct Server {
     engine: Engine,
     registry: Registry,
     events: VecDeque<ServerEvent>,
     admission: AdmissionPolicy,
+    models: Arc<ModelLibrary>,
+    pending: HashMap<RequestId, Pending>,
+    answers: VecDeque<(u64, Answer)>,
+    observations: HashMap<Box<str>, BTreeMap<Path, RequestId>>,
+    last_unix_ms: u64,
 }
 
 impl Server {
@@ -96,6 +116,185 @@ impl Server {
             ),
             events: VecDeque::new(),
             admission: Box::new(|_| Ok(())),
+            models: Arc::new(ModelLibrary::embedded()),
+            pending: HashMap::new(),
+            answers: VecDeque::new(),
+            observations: HashMap::new(),
+            last_unix_ms: 0,
+        }
+    }
+
+    /// Replaces the object models used to check and type commands.
+    pub fn set_models(&mut self, models: Arc<ModelLibrary>) {
+        self.models = models;
+    }
+
+    /// Runs a command of the command language for `endpoint`; its answer
+    /// comes out of `poll_answer` with `handle`, at once when the command is
+    /// refused or needs no device, else when the device answers.
+    pub fn command(
+        &mut self,
+        now: Instant,
+        handle: u64,
+        endpoint: &str,
+        method: &str,
+        params: &Json,
+    ) {
+        let answer = self.start_command(now, handle, endpoint, method, params);
+        if let Some(a) = answer {
+            self.answers.push_back((handle, a));
+        }
+    }
+
+    fn start_command(
+        &mut self,
+        now: Instant,
+        handle: u64,
+        endpoint: &str,
+        method_name: &str,
+        params: &Json,
+    ) -> Option<Answer> {
+        let Some(method) = Method::parse(method_name) else {
+            return Some(Answer::bad_request(format!(
+                "unknown method {method_name:?}; known: {}",
+                Method::ALL.map(Method::name).join(", ")
+            )));
+        };
+        if !params.is_object() {
+            return Some(Answer::bad_request("params must be a JSON object"));
+        }
+        let Some(reg) = self.registry.get(endpoint) else {
+            return Some(Answer::fail(
+                "DEVICE_NOT_REGISTERED",
+                format!("no registration for endpoint {endpoint:?}"),
+            ));
+        };
+        let peer = reg.peer;
+        let action = match command::plan(reg, &self.models, method, params) {
+            Ok(a) => a,
+            Err(e) => {
+                log::info!("ep={endpoint} {} refused: {e}", method.name());
+                return Some(Answer::bad_request(e));
+            }
+        };
+        let observed = self.observations.entry(endpoint.into()).or_default();
+        match action {
+            Action::Answer(a) => Some(a),
+            Action::ObserveReadAll => Some(Answer::ok(
+                "CONTENT",
+                Some(Json::from(
+                    observed.keys().map(|p| p.to_string()).collect::<Vec<_>>(),
+                )),
+            )),
+            Action::ObserveCancel(path) => {
+                let n = match observed.remove(&path) {
+                    Some(id) => {
+                        self.engine.cancel(now, id);
+                        1
+                    }
+                    None => 0,
+                };
+                Some(Answer::ok("CONTENT", Some(Json::from(n))))
+            }
+            Action::ObserveCancelAll => {
+                let all = std::mem::take(observed);
+                for id in all.values() {
+                    self.engine.cancel(now, *id);
+                }
+                Some(Answer::ok("CONTENT", Some(Json::from(all.len()))))
+            }
+            Action::Send(plan) => {
+                log::debug!("ep={endpoint} {} {}", method.name(), plan.msg.code);
+                match self.engine.request(now, peer, plan.msg) {
+                    Ok(id) => {
+                        self.pending.insert(
+                            id,
+                            Pending {
+                                handle,
+                                endpoint: endpoint.into(),
+                                expect: plan.expect,
+                            },
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        log::warn!("ep={endpoint} {} not sent: {e}", method.name());
+                        Some(Answer::fail("SERVICE_UNAVAILABLE", e.to_string()))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Next command answer, with the caller's handle.
+    pub fn poll_answer(&mut self) -> Option<(u64, Answer)> {
+        self.answers.pop_front()
+    }
+
+    /// Commands waiting for a device.
+    pub fn pending_commands(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn complete(&mut self, now: Instant, id: RequestId, msg: Message) {
+        let Some(p) = self.pending.remove(&id) else {
+            log::debug!("answer for a request nobody waits for ({})", msg.code);
+            return;
+        };
+        let answer = match self.registry.get(&p.endpoint) {
+            Some(reg) => {
+                let schema = DeviceSchema {
+                    lib: &self.models,
+                    reg,
+                };
+                command::answer(&p.expect, &msg, &schema)
+            }
+            None => Answer::fail(
+                "DEVICE_NOT_REGISTERED",
+                "the device left before it answered",
+            ),
+        };
+        if let Expect::Observe(path) = &p.expect {
+            if msg.observe().is_some() && answer.is_success() {
+                let obs = self.observations.entry(p.endpoint.clone()).or_default();
+                if let Some(old) = obs.insert(*path, id) {
+                    self.engine.cancel(now, old);
+                }
+            } else {
+                self.engine.cancel(now, id);
+            }
+        }
+        if !answer.is_success() {
+            log::info!("ep={} command answered {}", p.endpoint, answer.result);
+        }
+        self.answers.push_back((p.handle, answer));
+    }
+
+    fn fail(&mut self, id: RequestId, error: RequestError) {
+        if let Some(p) = self.pending.remove(&id) {
+            log::info!("ep={} command failed: {error}", p.endpoint);
+            let result = match error {
+                RequestError::Timeout => "TIMEOUT",
+                RequestError::Reset => "RESET",
+                RequestError::TooLarge => "REQUEST_ENTITY_TOO_LARGE",
+                RequestError::BlockMismatch => "REQUEST_ENTITY_INCOMPLETE",
+            };
+            self.answers
+                .push_back((p.handle, Answer::fail(result, error.to_string())));
+            return;
+        }
+        // An established observation ended.
+        for obs in self.observations.values_mut() {
+            obs.retain(|_, v| *v != id);
+        }
+    }
+
+    /// Forgets a device's observations when its registration ends.
+    fn drop_observations(&mut self, now: Instant, endpoint: &str) {
+        if let Some(obs) = self.observations.remove(endpoint) {
+            for id in obs.into_values() {
+                self.engine.cancel(now, id);
+            }
         }
     }
 
@@ -116,6 +315,7 @@ impl Server {
 
     /// Feeds one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, unix_ms: u64, peer: SocketAddr, bytes: &[u8]) {
+        self.last_unix_ms = unix_ms;
         self.engine.handle_datagram(now, peer, bytes);
         self.drain_engine(now, unix_ms);
     }
@@ -123,7 +323,11 @@ impl Server {
     /// Runs timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.engine.handle_timeout(now);
+        // Timeouts end commands; no request can come out of a timer, so
+        // the wall clock of the last datagram is good enough.
+        self.drain_engine(now, self.last_unix_ms);
         for reg in self.registry.expire(now) {
+            self.drop_observations(now, &reg.endpoint);
             log::info!(
                 "ep={} registration {} expired (lifetime {} s)",
                 reg.endpoint,
@@ -158,12 +362,15 @@ impl Server {
                 Event::Request { id, peer, msg } => {
                     self.handle_request(now, unix_ms, id, peer, msg)
                 }
-                Event::Response { peer, msg, .. } | Event::Notification { peer, msg, .. } => {
-                    log::debug!("peer={peer} unexpected response {}", msg.code);
+                Event::Response { id, msg, .. } => self.complete(now, id, msg),
+                Event::Notification { peer, msg, .. } => {
+                    log::debug!(
+                        "peer={peer} notification {} ({} bytes)",
+                        msg.code,
+                        msg.payload.len()
+                    );
                 }
-                Event::Failed { peer, error, .. } => {
-                    log::debug!("peer={peer} request failed: {error}")
-                }
+                Event::Failed { id, error, .. } => self.fail(id, error),
             }
         }
     }
@@ -181,7 +388,7 @@ impl Server {
         let resp = match (segs.as_slice(), msg.code) {
             (["rd"], Code::POST) => self.register(now, unix_ms, peer, &msg),
             (["rd", reg_id], Code::POST) => self.update(now, unix_ms, peer, reg_id, &msg),
-            (["rd", reg_id], Code::DELETE) => self.deregister(peer, reg_id),
+            (["rd", reg_id], Code::DELETE) => self.deregister(now, peer, reg_id),
             (["rd"], _) | (["rd", _], _) => reply(Code::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => reply(Code::NOT_FOUND, "no such resource"),
         };
@@ -218,6 +425,9 @@ impl Server {
                 let mut resp = Message::new(MsgType::Ack, Code::CREATED, 0, Token::EMPTY);
                 resp.add_option(opt::LOCATION_PATH, b"rd".to_vec());
                 resp.add_option(opt::LOCATION_PATH, reg.id.to_string().into_bytes());
+                if replaced.is_some() {
+                    self.drop_observations(now, &reg.endpoint);
+                }
                 self.events.push_back(ServerEvent::Registered {
                     reg,
                     replaced: replaced.map(Box::new),
@@ -283,7 +493,7 @@ impl Server {
         }
     }
 
-    fn deregister(&mut self, peer: SocketAddr, reg_id: &str) -> Message {
+    fn deregister(&mut self, now: Instant, peer: SocketAddr, reg_id: &str) -> Message {
         match self.registry.deregister(reg_id) {
             Some(reg) => {
                 log::info!(
@@ -291,6 +501,7 @@ impl Server {
                     reg.endpoint,
                     reg.id
                 );
+                self.drop_observations(now, &reg.endpoint);
                 self.events.push_back(ServerEvent::Deregistered(reg));
                 reply(Code::DELETED, "")
             }
@@ -317,3 +528,6 @@ fn reply(code: Code, diagnostic: &str) -> Message {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod command_tests;

@@ -1,0 +1,906 @@
+//! The command language (ThingsBoard's LwM2M RPC): parse, check against
+//! the models, build the CoAP request, and turn the answer into JSON.
+//!
+//! Everything here is pure: the server owns exchanges and timing.
+
+use super::registry::Registration;
+use crate::coap::{opt, Code, Message, MsgType, Token};
+use crate::lwm2m::format::{self, ContentFormat};
+use crate::lwm2m::model::{camel_case_key, ObjectModel, ResourceType, Version};
+use crate::lwm2m::node::{within, Node, Schema};
+use crate::lwm2m::Resource;
+use crate::lwm2m::{link, ModelLibrary, Path};
+use serde_json::{json, Map, Value as Json};
+use std::sync::Arc;
+
+/// The methods of the command language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Read a node.
+    Read,
+    /// Discover attributes and resources.
+    Discover,
+    /// Write, partial update.
+    WriteUpdate,
+    /// Write, replace.
+    WriteReplace,
+    /// Write-Attributes.
+    WriteAttributes,
+    /// Read-Composite.
+    ReadComposite,
+    /// Write-Composite.
+    WriteComposite,
+    /// Execute.
+    Execute,
+    /// Create an object instance.
+    Create,
+    /// Delete an object instance.
+    Delete,
+    /// Start an observation.
+    Observe,
+    /// Cancel one observation.
+    ObserveCancel,
+    /// Cancel every observation of the device.
+    ObserveCancelAll,
+    /// List the device's observations.
+    ObserveReadAll,
+    /// What the device registered, without asking it.
+    DiscoverAll,
+}
+
+impl Method {
+    /// Every method, for help texts.
+    pub const ALL: [Method; 15] = [
+        Method::Read,
+        Method::Discover,
+        Method::WriteUpdate,
+        Method::WriteReplace,
+        Method::WriteAttributes,
+        Method::ReadComposite,
+        Method::WriteComposite,
+        Method::Execute,
+        Method::Create,
+        Method::Delete,
+        Method::Observe,
+        Method::ObserveCancel,
+        Method::ObserveCancelAll,
+        Method::ObserveReadAll,
+        Method::DiscoverAll,
+    ];
+
+    /// The method's name as written in commands.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Read => "Read",
+            Method::Discover => "Discover",
+            Method::WriteUpdate => "WriteUpdate",
+            Method::WriteReplace => "WriteReplace",
+            Method::WriteAttributes => "WriteAttributes",
+            Method::ReadComposite => "ReadComposite",
+            Method::WriteComposite => "WriteComposite",
+            Method::Execute => "Execute",
+            Method::Create => "Create",
+            Method::Delete => "Delete",
+            Method::Observe => "Observe",
+            Method::ObserveCancel => "ObserveCancel",
+            Method::ObserveCancelAll => "ObserveCancelAll",
+            Method::ObserveReadAll => "ObserveReadAll",
+            Method::DiscoverAll => "DiscoverAll",
+        }
+    }
+
+    /// Parses a method name, ignoring case.
+    pub fn parse(s: &str) -> Option<Method> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(s.trim()))
+    }
+}
+
+/// The outcome of a command, as JSON `{"result": .., "value": .., "error": ..}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// CoAP code name (`CONTENT`) or gateway outcome (`TIMEOUT`).
+    pub result: &'static str,
+    /// Structured value, for reads.
+    pub value: Option<Json>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl Answer {
+    /// A successful answer.
+    pub fn ok(result: &'static str, value: Option<Json>) -> Answer {
+        Answer {
+            result,
+            value,
+            error: None,
+        }
+    }
+
+    /// A failed answer.
+    pub fn fail(result: &'static str, error: impl Into<String>) -> Answer {
+        Answer {
+            result,
+            value: None,
+            error: Some(error.into()),
+        }
+    }
+
+    /// A refused command.
+    pub fn bad_request(error: impl Into<String>) -> Answer {
+        Answer::fail("BAD_REQUEST", error)
+    }
+
+    /// True for 2.xx results.
+    pub fn is_success(&self) -> bool {
+        matches!(
+            self.result,
+            "CONTENT" | "CHANGED" | "CREATED" | "DELETED" | "VALID" | "CONTINUE"
+        )
+    }
+
+    /// The JSON form.
+    pub fn to_json(&self) -> Json {
+        let mut m = Map::new();
+        m.insert("result".into(), Json::from(self.result));
+        if let Some(v) = &self.value {
+            m.insert("value".into(), v.clone());
+        }
+        if let Some(e) = &self.error {
+            m.insert("error".into(), Json::from(e.as_str()));
+        }
+        Json::Object(m)
+    }
+}
+
+/// The result name of a CoAP response code.
+pub fn result_name(c: Code) -> &'static str {
+    match (c.class(), c.detail()) {
+        (2, 1) => "CREATED",
+        (2, 2) => "DELETED",
+        (2, 3) => "VALID",
+        (2, 4) => "CHANGED",
+        (2, 5) => "CONTENT",
+        (2, 31) => "CONTINUE",
+        (4, 0) => "BAD_REQUEST",
+        (4, 1) => "UNAUTHORIZED",
+        (4, 2) => "BAD_OPTION",
+        (4, 3) => "FORBIDDEN",
+        (4, 4) => "NOT_FOUND",
+        (4, 5) => "METHOD_NOT_ALLOWED",
+        (4, 6) => "NOT_ACCEPTABLE",
+        (4, 8) => "REQUEST_ENTITY_INCOMPLETE",
+        (4, 9) => "CONFLICT",
+        (4, 12) => "PRECONDITION_FAILED",
+        (4, 13) => "REQUEST_ENTITY_TOO_LARGE",
+        (4, 15) => "UNSUPPORTED_CONTENT_FORMAT",
+        (5, 0) => "INTERNAL_SERVER_ERROR",
+        (5, 1) => "NOT_IMPLEMENTED",
+        (5, 2) => "BAD_GATEWAY",
+        (5, 3) => "SERVICE_UNAVAILABLE",
+        (5, 4) => "GATEWAY_TIMEOUT",
+        (5, 5) => "PROXYING_NOT_SUPPORTED",
+        (4, _) => "BAD_REQUEST",
+        _ => "INTERNAL_SERVER_ERROR",
+    }
+}
+
+/// Types for one device: the model versions it announced, else the newest.
+pub struct DeviceSchema<'a> {
+    /// The model library.
+    pub lib: &'a ModelLibrary,
+    /// The device.
+    pub reg: &'a Registration,
+}
+
+impl DeviceSchema<'_> {
+    /// The model of `object` at the version the device announced.
+    pub fn model(&self, object: u16) -> Option<&Arc<ObjectModel>> {
+        let ver = self
+            .reg
+            .objects
+            .iter()
+            .find(|o| o.object == object)
+            .and_then(|o| o.version);
+        self.lib
+            .get(object, ver)
+            .or_else(|| self.lib.get(object, None))
+    }
+}
+
+impl Schema for DeviceSchema<'_> {
+    fn resource(&self, object: u16, resource: u16) -> Option<(ResourceType, bool)> {
+        self.model(object)?
+            .resource(resource)
+            .map(|r| (r.rtype, r.multiple))
+    }
+}
+
+/// What the answer to a request means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expect {
+    /// A node at this path.
+    Node(Path),
+    /// A link-format Discover answer.
+    Discover,
+    /// Values for these paths (Read-Composite).
+    Composite(Vec<Path>),
+    /// Only the code matters.
+    Status,
+    /// The first value of an observation at this path.
+    Observe(Path),
+}
+
+/// A command turned into a request for the device.
+#[derive(Debug)]
+pub struct Plan {
+    /// CON request without token and message id.
+    pub msg: Message,
+    /// How to read the answer.
+    pub expect: Expect,
+}
+
+/// What a parsed command needs from the server.
+#[derive(Debug)]
+pub enum Action {
+    /// Send a request to the device.
+    Send(Plan),
+    /// Answer at once (DiscoverAll).
+    Answer(Answer),
+    /// Cancel the observation at this path.
+    ObserveCancel(Path),
+    /// Cancel every observation.
+    ObserveCancelAll,
+    /// List observations.
+    ObserveReadAll,
+}
+
+/// Turns a command into an action for this device, or refuses it.
+pub fn plan(
+    reg: &Registration,
+    lib: &ModelLibrary,
+    method: Method,
+    params: &Json,
+) -> Result<Action, String> {
+    let p = Params {
+        reg,
+        lib,
+        schema: DeviceSchema { lib, reg },
+        params,
+    };
+    let cf = p.format()?;
+    let get = |path: &Path, accept: Option<ContentFormat>| {
+        let mut m = p.request(Code::GET, path);
+        if let Some(cf) = accept {
+            m.set_uint_option(opt::ACCEPT, cf.code() as u64);
+        }
+        m
+    };
+    match method {
+        Method::Read => {
+            let path = p.target()?;
+            p.check_readable(&path)?;
+            let accept = p.accept_for(&path, cf);
+            Ok(Action::Send(Plan {
+                msg: get(&path, Some(accept)),
+                expect: Expect::Node(path),
+            }))
+        }
+        Method::Observe => {
+            let path = p.target()?;
+            p.check_readable(&path)?;
+            let accept = p.accept_for(&path, cf);
+            let mut msg = get(&path, Some(accept));
+            msg.set_uint_option(opt::OBSERVE, 0);
+            Ok(Action::Send(Plan {
+                msg,
+                expect: Expect::Observe(path),
+            }))
+        }
+        Method::Discover => {
+            let path = p.target()?;
+            if path.resource_instance.is_some() {
+                return Err("Discover goes to an object, an instance or a resource".into());
+            }
+            Ok(Action::Send(Plan {
+                msg: get(&path, Some(ContentFormat::Link)),
+                expect: Expect::Discover,
+            }))
+        }
+        Method::WriteUpdate | Method::WriteReplace => {
+            let path = p.target()?;
+            if path.instance.is_none() {
+                return Err("Write goes to an instance, a resource or a resource instance".into());
+            }
+            let value = p.params.get("value").ok_or("Write needs a \"value\"")?;
+            let node = Node::from_json(&path, value, &p.schema).map_err(|e| e.to_string())?;
+            for (q, _) in node.entries(&path) {
+                p.check_writable(&q)?;
+            }
+            let single = matches!(
+                node,
+                Node::ResourceInstance(_) | Node::Resource(Resource::Single(_))
+            );
+            let cf = if cf.is_structured() || single {
+                cf
+            } else {
+                ContentFormat::Tlv
+            };
+            // Partial update (POST) is defined for instances and multiple
+            // resources; a single value is always replaced.
+            let code = if method == Method::WriteUpdate && !single {
+                Code::POST
+            } else {
+                Code::PUT
+            };
+            let mut m = p.request(code, &path);
+            m.set_uint_option(opt::CONTENT_FORMAT, cf.code() as u64);
+            m.payload = format::encode(cf, &path, &node).map_err(|e| e.to_string())?;
+            Ok(Action::Send(Plan {
+                msg: m,
+                expect: Expect::Status,
+            }))
+        }
+        Method::WriteAttributes => {
+            let path = p.target()?;
+            let query = p.attributes(&path)?;
+            let mut m = p.request(Code::PUT, &path);
+            for q in query {
+                m.add_option(opt::URI_QUERY, q.into_bytes());
+            }
+            Ok(Action::Send(Plan {
+                msg: m,
+                expect: Expect::Status,
+            }))
+        }
+        Method::Execute => {
+            let path = p.target()?;
+            if path.resource.is_none() || path.resource_instance.is_some() {
+                return Err("Execute goes to a resource".into());
+            }
+            if let Some(r) = p.resource_model(&path) {
+                if !r.operations.execute {
+                    return Err(format!("{path} ({}) is not executable", r.name));
+                }
+            }
+            let mut m = p.request(Code::POST, &path);
+            let args = p.params.get("args").or_else(|| p.params.get("value"));
+            match args {
+                None | Some(Json::Null) => {}
+                Some(Json::String(s)) => {
+                    check_execute_args(s)?;
+                    m.set_uint_option(opt::CONTENT_FORMAT, 0);
+                    m.payload = s.clone().into_bytes();
+                }
+                Some(other) => {
+                    return Err(format!("Execute arguments must be a string, not {other}"))
+                }
+            }
+            Ok(Action::Send(Plan {
+                msg: m,
+                expect: Expect::Status,
+            }))
+        }
+        Method::Create => {
+            let path = p.target()?;
+            if path.resource.is_some() {
+                return Err("Create goes to an object (/19) or a new instance (/19/1)".into());
+            }
+            let value = p
+                .params
+                .get("value")
+                .ok_or("Create needs a \"value\" with the new instance's resources")?;
+            let object = Path::object(path.object);
+            let node = match path.instance {
+                Some(i) => {
+                    let inst = match Node::from_json(&path, value, &p.schema)
+                        .map_err(|e| e.to_string())?
+                    {
+                        Node::Instance(inst) => inst,
+                        _ => return Err("Create needs an instance".into()),
+                    };
+                    Node::Object([(i, inst)].into_iter().collect())
+                }
+                None => Node::from_json(&object, value, &p.schema).map_err(|e| e.to_string())?,
+            };
+            if let Node::Object(o) = &node {
+                if o.len() != 1 {
+                    return Err("Create makes exactly one instance".into());
+                }
+            }
+            let cf = if cf.is_structured() {
+                cf
+            } else {
+                ContentFormat::Tlv
+            };
+            let payload = format::encode(cf, &object, &node).map_err(|e| e.to_string())?;
+            let mut m = p.request(Code::POST, &object);
+            m.set_uint_option(opt::CONTENT_FORMAT, cf.code() as u64);
+            m.payload = payload;
+            Ok(Action::Send(Plan {
+                msg: m,
+                expect: Expect::Status,
+            }))
+        }
+        Method::Delete => {
+            let path = p.target()?;
+            if path.instance.is_none() || path.resource.is_some() {
+                return Err("Delete goes to an object instance (/19/1)".into());
+            }
+            if path.object == 3 {
+                return Err("the Device object instance cannot be deleted".into());
+            }
+            Ok(Action::Send(Plan {
+                msg: p.request(Code::DELETE, &path),
+                expect: Expect::Status,
+            }))
+        }
+        Method::ReadComposite => {
+            let paths = p.targets()?;
+            for q in &paths {
+                p.check_readable(q)?;
+            }
+            let ccf = p.composite_format(cf);
+            let mut m = p.request(Code::FETCH, &Path::object(0));
+            m.remove_option(opt::URI_PATH);
+            for seg in reg.root_path().split('/').filter(|s| !s.is_empty()) {
+                m.add_option(opt::URI_PATH, seg.as_bytes().to_vec());
+            }
+            m.set_uint_option(opt::CONTENT_FORMAT, ccf.code() as u64);
+            m.set_uint_option(opt::ACCEPT, ccf.code() as u64);
+            m.payload = format::encode_paths(ccf, &paths).map_err(|e| e.to_string())?;
+            Ok(Action::Send(Plan {
+                msg: m,
+                expect: Expect::Composite(paths),
+            }))
+        }
+        Method::WriteComposite => {
+            let nodes = p
+                .params
+                .get("nodes")
+                .and_then(Json::as_object)
+                .ok_or("WriteComposite needs \"nodes\": {\"<id or key>\": value}")?;
+            if nodes.is_empty() {
+                return Err("WriteComposite needs at least one node".into());
+            }
+            let mut entries = Vec::new();
+            for (k, v) in nodes {
+                let path = p.resolve(k)?;
+                if path.resource.is_none() {
+                    return Err(format!("WriteComposite writes resources; {k} is not one"));
+                }
+                let node = Node::from_json(&path, v, &p.schema).map_err(|e| format!("{k}: {e}"))?;
+                for (q, val) in node.entries(&path) {
+                    p.check_writable(&q)?;
+                    entries.push((q, val));
+                }
+            }
+            let ccf = p.composite_format(cf);
+            let mut m = p.request(Code::IPATCH, &Path::object(0));
+            m.remove_option(opt::URI_PATH);
+            for seg in reg.root_path().split('/').filter(|s| !s.is_empty()) {
+                m.add_option(opt::URI_PATH, seg.as_bytes().to_vec());
+            }
+            m.set_uint_option(opt::CONTENT_FORMAT, ccf.code() as u64);
+            m.payload = format::encode_entries(ccf, &entries).map_err(|e| e.to_string())?;
+            Ok(Action::Send(Plan {
+                msg: m,
+                expect: Expect::Status,
+            }))
+        }
+        Method::ObserveCancel => Ok(Action::ObserveCancel(p.target()?)),
+        Method::ObserveCancelAll => Ok(Action::ObserveCancelAll),
+        Method::ObserveReadAll => Ok(Action::ObserveReadAll),
+        Method::DiscoverAll => Ok(Action::Answer(Answer::ok(
+            "CONTENT",
+            Some(discover_all(reg)),
+        ))),
+    }
+}
+
+/// The registration's object links as `[{"url": .., "attributes": {..}}]`.
+pub fn discover_all(reg: &Registration) -> Json {
+    let mut out = Vec::with_capacity(reg.objects.len() + 1);
+    let mut root = Map::new();
+    if !reg.content_formats.is_empty() {
+        let cts: Vec<String> = reg.content_formats.iter().map(u16::to_string).collect();
+        root.insert("ct".into(), Json::from(cts.join(" ")));
+    }
+    root.insert("rt".into(), Json::from("oma.lwm2m"));
+    out.push(json!({"url": "/", "attributes": root}));
+    for o in &reg.objects {
+        let url = match o.instance {
+            Some(i) => format!("/{}/{i}", o.object),
+            None => format!("/{}", o.object),
+        };
+        let mut attrs = Map::new();
+        if let Some(v) = o.version {
+            attrs.insert("ver".into(), Json::from(v.to_string()));
+        }
+        out.push(json!({"url": url, "attributes": attrs}));
+    }
+    Json::Array(out)
+}
+
+/// A Discover answer as `[{"url": .., "attributes": {..}}]`.
+pub fn discover_json(payload: &[u8]) -> Result<Json, String> {
+    let text = std::str::from_utf8(payload).map_err(|_| "Discover answer is not UTF-8")?;
+    let links = link::parse(text).map_err(|e| e.to_string())?;
+    Ok(Json::Array(
+        links
+            .into_iter()
+            .map(|l| {
+                let attrs: Map<String, Json> = l
+                    .attrs
+                    .into_iter()
+                    .map(|(k, v)| (k, v.map(Json::from).unwrap_or(Json::Null)))
+                    .collect();
+                json!({"url": l.target, "attributes": attrs})
+            })
+            .collect(),
+    ))
+}
+
+/// Arguments are `digit` or `digit='text'`, comma separated (LwM2M 1.1 5.4.5).
+fn check_execute_args(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Ok(());
+    }
+    let bad = || format!("Execute arguments {s:?} must look like 0='text',1");
+    let mut rest = s;
+    loop {
+        let mut chars = rest.chars();
+        match chars.next() {
+            Some(c) if c.is_ascii_digit() => {}
+            _ => return Err(bad()),
+        }
+        rest = chars.as_str();
+        if let Some(r) = rest.strip_prefix("='") {
+            let end = r.find('\'').ok_or_else(bad)?;
+            rest = &r[end + 1..];
+        }
+        match rest.strip_prefix(',') {
+            Some(r) => rest = r,
+            None if rest.is_empty() => return Ok(()),
+            None => return Err(bad()),
+        }
+    }
+}
+
+struct Params<'a> {
+    reg: &'a Registration,
+    lib: &'a ModelLibrary,
+    schema: DeviceSchema<'a>,
+    params: &'a Json,
+}
+
+impl Params<'_> {
+    /// The content format: the command's `format`, else the device's choice.
+    fn format(&self) -> Result<ContentFormat, String> {
+        match self.params.get("format") {
+            Some(Json::String(s)) => {
+                ContentFormat::from_name(s).ok_or_else(|| format!("unknown content format {s:?}"))
+            }
+            Some(Json::Number(n)) => n
+                .as_u64()
+                .and_then(|c| u16::try_from(c).ok())
+                .and_then(ContentFormat::from_code)
+                .ok_or_else(|| format!("unknown content format {n}")),
+            Some(other) => Err(format!("format must be a name or number, not {other}")),
+            None => Ok(device_format(self.reg)),
+        }
+    }
+
+    /// Single resources may be asked for in the structured format too;
+    /// a text/plain device format is only used for single values.
+    fn accept_for(&self, path: &Path, cf: ContentFormat) -> ContentFormat {
+        let single = path.resource_instance.is_some()
+            || (path.resource.is_some()
+                && self
+                    .schema
+                    .resource(path.object, path.resource.unwrap_or(0))
+                    .is_some_and(|(_, m)| !m));
+        if cf.is_structured() || single {
+            cf
+        } else {
+            ContentFormat::Tlv
+        }
+    }
+
+    fn composite_format(&self, cf: ContentFormat) -> ContentFormat {
+        if cf.is_composite() {
+            return cf;
+        }
+        self.reg
+            .content_formats
+            .iter()
+            .filter_map(|c| ContentFormat::from_code(*c))
+            .find(|c| c.is_composite())
+            .unwrap_or(ContentFormat::SenmlCbor)
+    }
+
+    fn request(&self, code: Code, path: &Path) -> Message {
+        let mut m = Message::new(MsgType::Con, code, 0, Token::EMPTY);
+        for seg in self.reg.root_path().split('/').filter(|s| !s.is_empty()) {
+            m.add_option(opt::URI_PATH, seg.as_bytes().to_vec());
+        }
+        for x in [
+            Some(path.object),
+            path.instance,
+            path.resource,
+            path.resource_instance,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            m.add_option(opt::URI_PATH, x.to_string().into_bytes());
+        }
+        m
+    }
+
+    fn target(&self) -> Result<Path, String> {
+        match (self.params.get("id"), self.params.get("key")) {
+            (Some(Json::String(id)), _) => self.resolve_id(id),
+            (None, Some(Json::String(k))) => self.resolve_key(k),
+            (Some(other), _) => Err(format!("\"id\" must be a string path, not {other}")),
+            (None, Some(other)) => Err(format!("\"key\" must be a string, not {other}")),
+            (None, None) => Err("the command needs an \"id\" (path) or a \"key\"".into()),
+        }
+    }
+
+    fn targets(&self) -> Result<Vec<Path>, String> {
+        let list = self
+            .params
+            .get("ids")
+            .or_else(|| self.params.get("keys"))
+            .and_then(Json::as_array)
+            .ok_or("ReadComposite needs \"ids\" or \"keys\": a list")?;
+        if list.is_empty() {
+            return Err("ReadComposite needs at least one path".into());
+        }
+        list.iter()
+            .map(|x| match x {
+                Json::String(s) => self.resolve(s),
+                other => Err(format!("{other} is not a path or key")),
+            })
+            .collect()
+    }
+
+    /// A path if it looks like one, else a key.
+    fn resolve(&self, s: &str) -> Result<Path, String> {
+        if s.starts_with('/') || s.starts_with(|c: char| c.is_ascii_digit()) {
+            self.resolve_id(s)
+        } else {
+            self.resolve_key(s)
+        }
+    }
+
+    fn resolve_id(&self, s: &str) -> Result<Path, String> {
+        let (path, version) = Path::parse_versioned(s).map_err(|e| e.to_string())?;
+        if !self.reg.objects.iter().any(|o| o.object == path.object) {
+            return Err(format!(
+                "the device did not register object {} ({s})",
+                path.object
+            ));
+        }
+        if let Some(v) = version {
+            if self.lib.get(path.object, Some(v)).is_none() {
+                return Err(format!("no model for object {} version {v}", path.object));
+            }
+        }
+        if let (Some(r), Some(model)) = (path.resource, self.model_for(path.object, version)) {
+            match model.resource(r) {
+                None => {
+                    return Err(format!(
+                        "object {} ({}) has no resource {r}",
+                        path.object, model.name
+                    ))
+                }
+                Some(rm) if path.resource_instance.is_some() && !rm.multiple => {
+                    return Err(format!("{path}: {} is a single-instance resource", rm.name))
+                }
+                _ => {}
+            }
+        }
+        Ok(path)
+    }
+
+    fn model_for(&self, object: u16, version: Option<Version>) -> Option<&Arc<ObjectModel>> {
+        match version {
+            Some(v) => self.lib.get(object, Some(v)),
+            None => self.schema.model(object),
+        }
+    }
+
+    fn resolve_key(&self, key: &str) -> Result<Path, String> {
+        let mut seen = Vec::new();
+        for o in &self.reg.objects {
+            if seen.contains(&o.object) {
+                continue;
+            }
+            seen.push(o.object);
+            let Some(model) = self.schema.model(o.object) else {
+                continue;
+            };
+            if let Some(r) = model
+                .resources
+                .iter()
+                .find(|r| camel_case_key(&r.name).eq_ignore_ascii_case(key))
+            {
+                let instance = self
+                    .reg
+                    .objects
+                    .iter()
+                    .find(|x| x.object == o.object && x.instance.is_some())
+                    .and_then(|x| x.instance)
+                    .unwrap_or(0);
+                return Ok(Path {
+                    object: o.object,
+                    instance: Some(instance),
+                    resource: Some(r.id),
+                    resource_instance: None,
+                });
+            }
+        }
+        Err(format!(
+            "unknown key {key:?}: no resource of the device's objects has that name"
+        ))
+    }
+
+    fn resource_model(&self, path: &Path) -> Option<&crate::lwm2m::ResourceModel> {
+        self.schema.model(path.object)?.resource(path.resource?)
+    }
+
+    fn check_readable(&self, path: &Path) -> Result<(), String> {
+        if let Some(r) = self.resource_model(path) {
+            if !r.operations.read {
+                return Err(format!("{path} ({}) is not readable", r.name));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self, path: &Path) -> Result<(), String> {
+        match self.resource_model(path) {
+            Some(r) if !r.operations.write => Err(format!("{path} ({}) is read-only", r.name)),
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "{path} is not in the object model; cannot type the value"
+            )),
+        }
+    }
+
+    /// Write-Attributes query strings, checked.
+    fn attributes(&self, path: &Path) -> Result<Vec<String>, String> {
+        let attrs = self
+            .params
+            .get("attributes")
+            .and_then(Json::as_object)
+            .ok_or("WriteAttributes needs \"attributes\": {\"pmin\": 10, ...}")?;
+        if attrs.is_empty() {
+            return Err("WriteAttributes needs at least one attribute".into());
+        }
+        let numeric = self.resource_model(path).map(|r| {
+            matches!(
+                r.rtype,
+                ResourceType::Integer | ResourceType::UnsignedInteger | ResourceType::Float
+            )
+        });
+        let mut out = Vec::new();
+        for (k, v) in attrs {
+            let q = match (k.as_str(), v) {
+                (_, Json::Null) => k.clone(),
+                ("pmin" | "pmax" | "epmin" | "epmax" | "hqmax", v) => match v.as_u64() {
+                    Some(n) => format!("{k}={n}"),
+                    None => return Err(format!("{k} must be a whole number of seconds, not {v}")),
+                },
+                ("gt" | "lt" | "st", v) => {
+                    if path.resource.is_none() {
+                        return Err(format!("{k} applies to a resource, not {path}"));
+                    }
+                    if numeric == Some(false) {
+                        return Err(format!("{k} applies to numeric resources only"));
+                    }
+                    match v.as_f64() {
+                        Some(f) if k != "st" || f > 0.0 => format!("{k}={}", v),
+                        _ => return Err(format!("{k} must be a number (st above 0), not {v}")),
+                    }
+                }
+                ("edge" | "con", v) => match v.as_u64() {
+                    Some(n @ (0 | 1)) => format!("{k}={n}"),
+                    _ => return Err(format!("{k} must be 0 or 1, not {v}")),
+                },
+                _ => return Err(format!("unknown attribute {k:?}")),
+            };
+            out.push(q);
+        }
+        if let (Some(a), Some(b)) = (
+            attrs.get("pmin").and_then(Json::as_u64),
+            attrs.get("pmax").and_then(Json::as_u64),
+        ) {
+            if a > b {
+                return Err(format!("pmin {a} is greater than pmax {b}"));
+            }
+        }
+        if let (Some(lt), Some(gt)) = (
+            attrs.get("lt").and_then(Json::as_f64),
+            attrs.get("gt").and_then(Json::as_f64),
+        ) {
+            if lt >= gt {
+                return Err(format!("lt {lt} must be below gt {gt}"));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The format to use with a device: the first it announced that we
+/// implement (`ct` in its registration), else TLV for LwM2M 1.0 and 1.1
+/// and SenML CBOR from 1.2, which every 1.2 client must support.
+pub fn device_format(reg: &Registration) -> ContentFormat {
+    reg.content_formats
+        .iter()
+        .filter_map(|c| ContentFormat::from_code(*c))
+        .find(|c| c.is_structured())
+        .unwrap_or(if reg.lwm2m_version >= Version::new(1, 2) {
+            ContentFormat::SenmlCbor
+        } else {
+            ContentFormat::Tlv
+        })
+}
+
+/// Turns a device's answer into the command's answer.
+pub fn answer(expect: &Expect, resp: &Message, schema: &dyn Schema) -> Answer {
+    let result = result_name(resp.code);
+    if !resp.code.is_success() {
+        let diag = String::from_utf8_lossy(&resp.payload).into_owned();
+        return Answer::fail(
+            result,
+            if diag.is_empty() {
+                format!("device answered {}", resp.code)
+            } else {
+                diag
+            },
+        );
+    }
+    let cf = resp.content_format();
+    let decode_at = |path: &Path| -> Result<Json, String> {
+        let cf = cf.unwrap_or(0);
+        let cf = ContentFormat::from_code(cf)
+            .ok_or(format!("device answered in unknown content format {cf}"))?;
+        format::decode(cf, path, &resp.payload, schema)
+            .map(|n| n.to_json())
+            .map_err(|e| format!("device answer in {cf} did not decode: {e}"))
+    };
+    let value = match expect {
+        Expect::Status => return Answer::ok(result, None),
+        Expect::Node(p) | Expect::Observe(p) => decode_at(p),
+        Expect::Discover => discover_json(&resp.payload),
+        Expect::Composite(paths) => (|| {
+            let cf = cf
+                .and_then(ContentFormat::from_code)
+                .ok_or("composite answer without a known content format")?;
+            let entries =
+                format::decode_entries(cf, &resp.payload, schema).map_err(|e| e.to_string())?;
+            let mut out = Map::new();
+            for p in paths {
+                let mine: Vec<_> = entries
+                    .iter()
+                    .filter(|(q, _)| within(p, q))
+                    .cloned()
+                    .collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                let node = Node::from_entries(p, mine, schema).map_err(|e| e.to_string())?;
+                out.insert(p.to_string(), node.to_json());
+            }
+            Ok(Json::Object(out))
+        })(),
+    };
+    match value {
+        Ok(v) => Answer::ok(result, Some(v)),
+        Err(e) => Answer::fail("INTERNAL_SERVER_ERROR", e),
+    }
+}
