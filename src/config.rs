@@ -22,6 +22,31 @@ pub struct Config {
     pub store: StoreSection,
     /// Object models.
     pub models: ModelsSection,
+    /// Local control socket.
+    pub control: ControlSection,
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlSection {
+    /// Socket path; default `$RUNTIME_DIRECTORY/control.sock`, else
+    /// `control.sock` in the data directory.
+    pub socket: Option<PathBuf>,
+    /// Control connections open at once.
+    pub max_connections: usize,
+    /// Requests in flight on one connection.
+    pub max_in_flight: usize,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        ControlSection {
+            socket: None,
+            max_connections: 64,
+            max_in_flight: 4096,
+        }
+    }
 }
 
 /// `[coap]`.
@@ -227,6 +252,11 @@ impl Config {
         if c.max_body_bytes < c.block_size {
             return bad("coap.max_body_bytes must be at least coap.block_size".into());
         }
+        if self.control.max_connections == 0 || self.control.max_in_flight == 0 {
+            return bad(
+                "control.max_connections and control.max_in_flight must be at least 1".into(),
+            );
+        }
         if self.store.cache_mb == 0 {
             return bad("store.cache_mb must be at least 1".into());
         }
@@ -242,6 +272,14 @@ impl Config {
         match std::env::var("STATE_DIRECTORY") {
             Ok(s) if !s.is_empty() => PathBuf::from(s.split(':').next().unwrap_or(&s)),
             _ => PathBuf::from("./data"),
+        }
+    }
+
+    /// The control socket path.
+    pub fn control_socket(&self) -> PathBuf {
+        match &self.control.socket {
+            Some(p) => p.clone(),
+            None => crate::control::socket::default_path(&self.data_dir()),
         }
     }
 

@@ -2,14 +2,20 @@
 //! time, persists registry events with grouped flushes, fans events out.
 
 use crate::config::Config;
+use crate::control::socket::{self, CtlRequest};
 use crate::lwm2m::ModelLibrary;
+use crate::server::command::Answer;
 use crate::server::{Server, ServerEvent};
 use crate::store::{Store, StoreError};
+use serde_json::Value as Json;
 use smol::channel::{Receiver, Sender, TrySendError};
+use smol::net::unix::UnixListener;
 use smol::Async;
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Datagrams read per wake-up before state is flushed and answers go out.
@@ -49,16 +55,20 @@ pub struct Gateway {
     socket: Async<UdpSocket>,
     local_addr: SocketAddr,
     dual_stack: bool,
-    models: ModelLibrary,
+    models: Arc<ModelLibrary>,
     subscribers: Vec<(Sender<ServerEvent>, u64)>,
+    control: Option<UnixListener>,
+    ctl_pending: HashMap<u64, CtlRequest>,
+    next_handle: u64,
 }
 
 impl Gateway {
     /// Opens the store, loads the models, restores registrations and binds.
     pub fn start(cfg: Config) -> Result<Gateway, RunError> {
         let (store, _report) = Store::open(&cfg.store())?;
-        let models = ModelLibrary::load(&cfg.models.dir, &cfg.site_models_dir());
+        let models = Arc::new(ModelLibrary::load(&cfg.models.dir, &cfg.site_models_dir()));
         let mut server = Server::new(cfg.server(), random_seed());
+        server.set_models(models.clone());
         let (now, unix) = (Instant::now(), unix_ms());
         let (mut kept, mut dropped) = (0, 0);
         for reg in store.registrations()? {
@@ -87,6 +97,10 @@ impl Gateway {
             cfg.data_dir().display(),
             models.len(),
         );
+        let ctl_path = cfg.control_socket();
+        let control = socket::bind(&ctl_path)
+            .map_err(|e| RunError::Io(format!("control socket {}", ctl_path.display()), e))?;
+        log::info!("control socket {}", ctl_path.display());
         Ok(Gateway {
             cfg,
             server,
@@ -96,6 +110,9 @@ impl Gateway {
             dual_stack,
             models,
             subscribers: Vec::new(),
+            control: Some(control),
+            ctl_pending: HashMap::new(),
+            next_handle: 0,
         })
     }
 
@@ -116,24 +133,59 @@ impl Gateway {
     pub async fn run(mut self) -> Result<(), RunError> {
         let max = self.cfg.coap.max_datagram;
         let mut buf = vec![0u8; max + 1];
+        let (ctl_tx, ctl_rx) = smol::channel::bounded::<CtlRequest>(1024);
+        if let Some(listener) = self.control.take() {
+            let c = &self.cfg.control;
+            smol::spawn(socket::serve(
+                listener,
+                ctl_tx,
+                c.max_connections,
+                c.max_in_flight,
+            ))
+            .detach();
+        }
+        enum Wake {
+            Io,
+            Control(CtlRequest),
+        }
         loop {
-            match self.server.poll_timeout() {
-                Some(deadline) => {
-                    smol::future::or(
-                        async {
-                            let _ = self.socket.readable().await;
-                        },
-                        async {
-                            smol::Timer::at(deadline).await;
-                        },
-                    )
-                    .await
+            let deadline = self.server.poll_timeout();
+            let socket = &self.socket;
+            let io = async {
+                match deadline {
+                    Some(d) => {
+                        smol::future::or(
+                            async {
+                                let _ = socket.readable().await;
+                            },
+                            async {
+                                smol::Timer::at(d).await;
+                            },
+                        )
+                        .await
+                    }
+                    None => {
+                        let _ = socket.readable().await;
+                    }
                 }
-                None => self
-                    .socket
-                    .readable()
-                    .await
-                    .map_err(|e| RunError::Io("udp socket".into(), e))?,
+                Wake::Io
+            };
+            let ctl = async {
+                match ctl_rx.recv().await {
+                    Ok(r) => Wake::Control(r),
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            let wake = smol::future::or(io, ctl).await;
+            let now = Instant::now();
+            if let Wake::Control(r) = wake {
+                self.control_request(now, r);
+            }
+            for _ in 0..BATCH {
+                match ctl_rx.try_recv() {
+                    Ok(r) => self.control_request(now, r),
+                    Err(_) => break,
+                }
             }
             let (now, unix) = (Instant::now(), unix_ms());
             for _ in 0..BATCH {
@@ -156,6 +208,62 @@ impl Gateway {
             self.server.handle_timeout(now);
             self.persist_and_publish().await;
             self.send_all().await;
+            while let Some((handle, answer)) = self.server.poll_answer() {
+                if let Some(r) = self.ctl_pending.remove(&handle) {
+                    r.answer(answer.to_json());
+                }
+            }
+        }
+    }
+
+    /// One control-socket request: commands go to the server, listings
+    /// are answered from the registry.
+    fn control_request(&mut self, now: Instant, r: CtlRequest) {
+        let op = r
+            .req
+            .get("op")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string();
+        let endpoint = r
+            .req
+            .get("endpoint")
+            .and_then(Json::as_str)
+            .map(str::to_string);
+        match (op.as_str(), endpoint.as_deref()) {
+            ("rpc", Some(ep)) => {
+                let method = r.req.get("method").and_then(Json::as_str).unwrap_or("");
+                let empty = Json::Object(Default::default());
+                let params = r.req.get("params").unwrap_or(&empty).clone();
+                let (method, ep) = (method.to_string(), ep.to_string());
+                self.next_handle += 1;
+                let h = self.next_handle;
+                self.ctl_pending.insert(h, r);
+                self.server.command(now, h, &ep, &method, &params);
+            }
+            ("devices", _) => {
+                let mut regs: Vec<_> = self.server.registry().iter().collect();
+                regs.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+                let list: Vec<Json> = regs.into_iter().map(socket::device_json).collect();
+                r.answer(Answer::ok("CONTENT", Some(Json::Array(list))).to_json());
+            }
+            ("device", Some(ep)) => {
+                let a = match self.server.registry().get(ep) {
+                    Some(reg) => Answer::ok("CONTENT", Some(socket::device_json(reg))),
+                    None => Answer::fail(
+                        "DEVICE_NOT_REGISTERED",
+                        format!("no registration for endpoint {ep:?}"),
+                    ),
+                };
+                r.answer(a.to_json());
+            }
+            ("rpc" | "device", None) => {
+                r.answer(Answer::bad_request("\"endpoint\" is missing").to_json())
+            }
+            (op, _) => r.answer(
+                Answer::bad_request(format!("unknown op {op:?}; known: rpc, devices, device"))
+                    .to_json(),
+            ),
         }
     }
 

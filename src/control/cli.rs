@@ -1,11 +1,14 @@
 //! Command-line parsing and the admin subcommands (`serve`, `model ...`).
 
 use crate::config::{Config, ConfigError};
+use crate::control::socket::Client;
 use crate::lwm2m::{ddf, ModelLibrary, Version};
 use crate::runtime::Gateway;
 use lexopt::prelude::*;
+use serde_json::Value as Json;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 const USAGE: &str = "\
 lwm2m-gw: LwM2M server and edge gateway
@@ -16,13 +19,26 @@ Usage:
   lwm2m-gw model import [OPTIONS] FILE...  add site models
   lwm2m-gw model list [OPTIONS]            list the models in force
   lwm2m-gw model rm [OPTIONS] ID[_VERSION] remove a site model (e.g. 3303 or 3303_1.1)
+  lwm2m-gw rpc [OPTIONS] ENDPOINT 'METHOD {JSON}'
+                                           run a command on a device, e.g.
+                                           rpc sensor-1 'Read {\"id\":\"/3/0/9\"}'
+  lwm2m-gw devices [OPTIONS]               list registered devices
+  lwm2m-gw device [OPTIONS] ENDPOINT       show one registration
   lwm2m-gw --version | --help
+
+Methods: Read Discover WriteUpdate WriteReplace WriteAttributes ReadComposite
+  WriteComposite Execute Create Delete Observe ObserveCancel ObserveCancelAll
+  ObserveReadAll DiscoverAll (see README.md for their parameters).
 
 Options (override the config file):
   --config FILE        TOML configuration (see README.md)
   --coap-port PORT     CoAP/UDP port (default 5685)
   --data-dir DIR       state directory (default $STATE_DIRECTORY or ./data)
   --models-dir DIR     system models directory (default ./models)
+  --control-socket P   control socket (default $RUNTIME_DIRECTORY/control.sock,
+                       else control.sock in the data directory)
+  --json               print answers as JSON (rpc, devices, device)
+  --timeout SECONDS    how long rpc waits for the device (default 120)
 
 Logging: RUST_LOG=debug (default info).
 ";
@@ -34,6 +50,9 @@ struct Common {
     coap_port: Option<u16>,
     data_dir: Option<PathBuf>,
     models_dir: Option<PathBuf>,
+    control_socket: Option<PathBuf>,
+    json: bool,
+    timeout_s: Option<u64>,
 }
 
 impl Common {
@@ -51,6 +70,9 @@ impl Common {
         if let Some(d) = &self.models_dir {
             c.models.dir = d.clone();
         }
+        if let Some(p) = &self.control_socket {
+            c.control.socket = Some(p.clone());
+        }
         c.validate()?;
         Ok(c)
     }
@@ -62,6 +84,9 @@ enum Command {
     ModelImport(Common, Vec<PathBuf>),
     ModelList(Common),
     ModelRm(Common, String),
+    Rpc(Common, String, String, Option<String>),
+    Devices(Common),
+    Device(Common, String),
     Help,
     Version,
 }
@@ -76,6 +101,9 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
             Long("coap-port") => c.coap_port = Some(p.value()?.parse()?),
             Long("data-dir") => c.data_dir = Some(p.value()?.into()),
             Long("models-dir") => c.models_dir = Some(p.value()?.into()),
+            Long("control-socket") => c.control_socket = Some(p.value()?.into()),
+            Long("json") => c.json = true,
+            Long("timeout") => c.timeout_s = Some(p.value()?.parse()?),
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
             Value(v) => words.push(v.string()?),
@@ -91,6 +119,17 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
         ["model", "list"] => Command::ModelList(c),
         ["model", "rm", id] => Command::ModelRm(c, id.to_string()),
         ["model", "rm", ..] => return Err("model rm takes exactly one ID[_VERSION]".into()),
+        ["rpc", ep, cmd] => Command::Rpc(c, ep.to_string(), cmd.to_string(), None),
+        ["rpc", ep, method, params] => Command::Rpc(
+            c,
+            ep.to_string(),
+            method.to_string(),
+            Some(params.to_string()),
+        ),
+        ["rpc", ..] => return Err("rpc takes ENDPOINT and 'METHOD {JSON}'".into()),
+        ["devices"] => Command::Devices(c),
+        ["device", ep] => Command::Device(c, ep.to_string()),
+        ["device", ..] => return Err("device takes exactly one ENDPOINT".into()),
         [] => return Err("no command given".into()),
         other => {
             return Err(format!("unknown command or extra arguments: {}", other.join(" ")).into())
@@ -123,7 +162,8 @@ pub fn main() -> ExitCode {
         }
     }
     match run(cmd) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("lwm2m-gw: {e}");
             ExitCode::FAILURE
@@ -131,8 +171,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cmd: Command) -> Result<(), Box<dyn std::error::Error>> {
+/// Runs a subcommand; `Ok(false)` is a clean failure already reported
+/// (a command the device refused).
+fn run(cmd: Command) -> Result<bool, Box<dyn std::error::Error>> {
     match cmd {
+        Command::Rpc(c, ep, method, params) => return rpc(&c, &ep, &method, params.as_deref()),
+        Command::Devices(c) => return devices(&c, None),
+        Command::Device(c, ep) => return devices(&c, Some(&ep)),
         Command::Help => print!("{USAGE}"),
         Command::Version => println!("lwm2m-gw {}", env!("CARGO_PKG_VERSION")),
         Command::Serve(c) => {
@@ -228,7 +273,166 @@ fn run(cmd: Command) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    Ok(())
+    Ok(true)
+}
+
+fn connect(c: &Common) -> Result<Client, Box<dyn std::error::Error>> {
+    let cfg = c.config()?;
+    let timeout = Duration::from_secs(c.timeout_s.unwrap_or(120).max(1));
+    Ok(Client::connect(&cfg.control_socket(), timeout)?)
+}
+
+/// Splits `Read {"id":"/3/0/9"}` into the method and its JSON parameters.
+fn parse_command(cmd: &str, params: Option<&str>) -> Result<(String, Json), String> {
+    let (method, rest) = match params {
+        Some(p) => (cmd.trim(), p.trim()),
+        None => match cmd.trim().split_once(char::is_whitespace) {
+            Some((m, rest)) => (m, rest.trim()),
+            None => (cmd.trim(), ""),
+        },
+    };
+    if method.is_empty() {
+        return Err("no method given".into());
+    }
+    let params = if rest.is_empty() {
+        Json::Object(Default::default())
+    } else {
+        serde_json::from_str(rest).map_err(|e| format!("parameters are not JSON ({e}): {rest}"))?
+    };
+    Ok((method.to_string(), params))
+}
+
+fn rpc(
+    c: &Common,
+    ep: &str,
+    cmd: &str,
+    params: Option<&str>,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let (method, params) = parse_command(cmd, params)?;
+    let mut client = connect(c)?;
+    let mut req = serde_json::Map::new();
+    req.insert("op".into(), "rpc".into());
+    req.insert("endpoint".into(), ep.into());
+    req.insert("method".into(), method.into());
+    req.insert("params".into(), params);
+    let mut answer = client.call(req)?;
+    let ok = is_success(&answer);
+    if let Some(m) = answer.as_object_mut() {
+        m.remove("id");
+    }
+    if c.json {
+        println!("{answer}");
+    } else {
+        print_answer(&answer);
+    }
+    Ok(ok)
+}
+
+fn is_success(a: &Json) -> bool {
+    matches!(
+        a.get("result").and_then(Json::as_str),
+        Some("CONTENT" | "CHANGED" | "CREATED" | "DELETED" | "VALID" | "CONTINUE")
+    )
+}
+
+fn print_answer(a: &Json) {
+    println!("{}", a.get("result").and_then(Json::as_str).unwrap_or("?"));
+    if let Some(v) = a.get("value") {
+        match v {
+            Json::String(s) => println!("{s}"),
+            Json::Object(_) | Json::Array(_) => {
+                println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
+            }
+            other => println!("{other}"),
+        }
+    }
+    if let Some(e) = a.get("error").and_then(Json::as_str) {
+        eprintln!("error: {e}");
+    }
+}
+
+fn devices(c: &Common, one: Option<&str>) -> Result<bool, Box<dyn std::error::Error>> {
+    let mut client = connect(c)?;
+    let mut req = serde_json::Map::new();
+    match one {
+        Some(ep) => {
+            req.insert("op".into(), "device".into());
+            req.insert("endpoint".into(), ep.into());
+        }
+        None => {
+            req.insert("op".into(), "devices".into());
+        }
+    }
+    let answer = client.call(req)?;
+    if !is_success(&answer) {
+        print_answer(&answer);
+        return Ok(false);
+    }
+    let value = answer.get("value").cloned().unwrap_or(Json::Null);
+    if c.json {
+        println!("{value}");
+        return Ok(true);
+    }
+    let now = crate::runtime::unix_ms();
+    let ago = |ms: &Json| -> String {
+        let t = ms.as_u64().unwrap_or(0);
+        format!("{}s ago", now.saturating_sub(t) / 1000)
+    };
+    match one {
+        Some(_) => {
+            for (k, label) in [
+                ("endpoint", "endpoint"),
+                ("registrationId", "registration"),
+                ("address", "address"),
+                ("lifetime", "lifetime (s)"),
+                ("binding", "binding"),
+                ("queueMode", "queue mode"),
+                ("lwm2mVersion", "LwM2M version"),
+                ("rootPath", "root path"),
+                ("contentFormats", "content formats"),
+                ("objects", "objects"),
+            ] {
+                let v = &value[k];
+                let text = match v {
+                    Json::Array(a) => a
+                        .iter()
+                        .map(|x| x.as_str().map(str::to_string).unwrap_or(x.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    Json::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                println!("{label:<16} {text}");
+            }
+            println!("{:<16} {}", "registered", ago(&value["registeredAt"]));
+            println!("{:<16} {}", "last seen", ago(&value["lastSeen"]));
+        }
+        None => {
+            let list = value.as_array().cloned().unwrap_or_default();
+            println!(
+                "{:<24} {:<40} {:>8} {:<7} {:<5} {:<10} OBJECTS",
+                "ENDPOINT", "ADDRESS", "LIFETIME", "BINDING", "LWM2M", "LAST SEEN"
+            );
+            for d in &list {
+                let objects: Vec<&str> = d["objects"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Json::as_str).collect())
+                    .unwrap_or_default();
+                println!(
+                    "{:<24} {:<40} {:>8} {:<7} {:<5} {:<10} {}",
+                    d["endpoint"].as_str().unwrap_or(""),
+                    d["address"].as_str().unwrap_or(""),
+                    d["lifetime"],
+                    d["binding"].as_str().unwrap_or(""),
+                    d["lwm2mVersion"].as_str().unwrap_or(""),
+                    ago(&d["lastSeen"]),
+                    objects.join(" ")
+                );
+            }
+            println!("{} devices", list.len());
+        }
+    }
+    Ok(true)
 }
 
 /// `3303` or `3303_1.1`.

@@ -1,3 +1,4 @@
-//! Local administration: the `lwm2m-gw` command line.
+//! Local administration: the `lwm2m-gw` command line and the control socket.
 
 pub mod cli;
+pub mod socket;
