@@ -91,6 +91,8 @@ pub struct CoapSection {
     pub max_block_transfers: usize,
     /// Largest datagram accepted.
     pub max_datagram: usize,
+    /// UDP socket receive and send buffer in KiB (capped by net.core.rmem_max).
+    pub socket_buffer_kb: usize,
 }
 
 /// `[registration]`.
@@ -146,6 +148,7 @@ impl Default for CoapSection {
             max_peers: c.max_peers,
             max_block_transfers: c.max_block_states,
             max_datagram: 1500,
+            socket_buffer_kb: 4096,
         }
     }
 }

@@ -85,6 +85,7 @@ impl Gateway {
         }
         let (socket, dual_stack) = bind_udp(cfg.coap_addr())
             .map_err(|e| RunError::Io(format!("bind udp {}", cfg.coap_addr()), e))?;
+        set_buffers(&socket, cfg.coap.socket_buffer_kb * 1024);
         let socket = Async::new(socket).map_err(|e| RunError::Io("udp socket".into(), e))?;
         let addr = socket
             .get_ref()
@@ -366,6 +367,33 @@ fn bind_udp(addr: SocketAddr) -> io::Result<(UdpSocket, bool)> {
         }
     }
     UdpSocket::bind(addr).map(|s| (s, false))
+}
+
+/// Asks for large socket buffers: with thousands of devices answering at
+/// once, the default (about 200 KiB, a few hundred datagrams) overflows and
+/// every dropped answer costs a 2 s retransmission. The kernel caps the
+/// size at net.core.rmem_max / wmem_max.
+fn set_buffers(sock: &UdpSocket, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt on a descriptor we own, with a c_int argument.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                &v as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            log::warn!(
+                "could not set UDP socket buffer to {bytes} bytes: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 fn bind_dual_stack(port: u16) -> io::Result<UdpSocket> {

@@ -35,6 +35,7 @@ impl Drop for TempDir {
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
+    pub data_dir: PathBuf,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -50,6 +51,7 @@ impl Gateway {
             .arg(dir.join("data"))
             .args(["--coap-port", "0"])
             .env("RUST_LOG", "info,sled=warn")
+            .env_remove("RUNTIME_DIRECTORY")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -82,8 +84,20 @@ impl Gateway {
         Gateway {
             child,
             addr: bound,
+            data_dir: dir.join("data"),
             log,
         }
+    }
+
+    /// The control socket (the default one, in the data directory).
+    pub fn control_socket(&self) -> PathBuf {
+        self.data_dir.join("control.sock")
+    }
+
+    /// A control-socket client.
+    pub fn control(&self) -> lwm2m_gw::control::socket::Client {
+        lwm2m_gw::control::socket::Client::connect(&self.control_socket(), Duration::from_secs(60))
+            .expect("control socket")
     }
 
     /// Kills the process with SIGKILL (no clean shutdown) and waits for it.
@@ -209,4 +223,61 @@ pub fn tool(name: &str) -> PathBuf {
         }
     }
     panic!("{name} not found: run scripts/setup.sh (it installs the test peers)");
+}
+
+/// Simulated devices (`lwm2m-gw-sim`), killed on drop.
+pub struct Sim {
+    child: Child,
+}
+
+impl Sim {
+    /// Starts `count` devices against `gw` and waits until all registered.
+    pub fn start(gw: SocketAddr, count: usize, prefix: &str, formats: &str) -> Sim {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw-sim"))
+            .arg("--server")
+            .arg(SocketAddr::new([127, 0, 0, 1].into(), gw.port()).to_string())
+            .args([
+                "--count",
+                &count.to_string(),
+                "--prefix",
+                prefix,
+                "--format",
+                formats,
+            ])
+            .args(["--threads", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("simulator starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            line.contains(&format!("{count}/{count} devices registered")),
+            "simulator: {line}"
+        );
+        Sim { child }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A control-socket `rpc` request.
+pub fn rpc(
+    c: &mut lwm2m_gw::control::socket::Client,
+    ep: &str,
+    method: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    let req = serde_json::json!({"op": "rpc", "endpoint": ep, "method": method, "params": params});
+    let serde_json::Value::Object(m) = req else {
+        unreachable!()
+    };
+    c.call(m).expect("control answer")
 }
