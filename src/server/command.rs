@@ -442,11 +442,7 @@ pub fn plan(
                 p.check_readable(q)?;
             }
             let ccf = p.composite_format(cf);
-            let mut m = p.request(Code::FETCH, &Path::object(0));
-            m.remove_option(opt::URI_PATH);
-            for seg in reg.root_path().split('/').filter(|s| !s.is_empty()) {
-                m.add_option(opt::URI_PATH, seg.as_bytes().to_vec());
-            }
+            let mut m = p.root_request(Code::FETCH);
             m.set_uint_option(opt::CONTENT_FORMAT, ccf.code() as u64);
             m.set_uint_option(opt::ACCEPT, ccf.code() as u64);
             m.payload = format::encode_paths(ccf, &paths).map_err(|e| e.to_string())?;
@@ -477,11 +473,7 @@ pub fn plan(
                 }
             }
             let ccf = p.composite_format(cf);
-            let mut m = p.request(Code::IPATCH, &Path::object(0));
-            m.remove_option(opt::URI_PATH);
-            for seg in reg.root_path().split('/').filter(|s| !s.is_empty()) {
-                m.add_option(opt::URI_PATH, seg.as_bytes().to_vec());
-            }
+            let mut m = p.root_request(Code::IPATCH);
             m.set_uint_option(opt::CONTENT_FORMAT, ccf.code() as u64);
             m.payload = format::encode_entries(ccf, &entries).map_err(|e| e.to_string())?;
             Ok(Action::Send(Plan {
@@ -620,11 +612,18 @@ impl Params<'_> {
             .unwrap_or(ContentFormat::SenmlCbor)
     }
 
-    fn request(&self, code: Code, path: &Path) -> Message {
+    /// A request to the device's root path (composite operations).
+    fn root_request(&self, code: Code) -> Message {
         let mut m = Message::new(MsgType::Con, code, 0, Token::EMPTY);
         for seg in self.reg.root_path().split('/').filter(|s| !s.is_empty()) {
             m.add_option(opt::URI_PATH, seg.as_bytes().to_vec());
         }
+        m
+    }
+
+    /// A request to `path` under the device's root path.
+    fn request(&self, code: Code, path: &Path) -> Message {
+        let mut m = self.root_request(code);
         for x in [
             Some(path.object),
             path.instance,

@@ -177,17 +177,17 @@ impl Server {
                 return Some(Answer::bad_request(e));
             }
         };
-        let observed = self.observations.entry(endpoint.into()).or_default();
+        let observed = self.observations.get_mut(endpoint);
         match action {
             Action::Answer(a) => Some(a),
-            Action::ObserveReadAll => Some(Answer::ok(
-                "CONTENT",
-                Some(Json::from(
-                    observed.keys().map(|p| p.to_string()).collect::<Vec<_>>(),
-                )),
-            )),
+            Action::ObserveReadAll => {
+                let paths: Vec<String> = observed
+                    .map(|o| o.keys().map(|p| p.to_string()).collect())
+                    .unwrap_or_default();
+                Some(Answer::ok("CONTENT", Some(Json::from(paths))))
+            }
             Action::ObserveCancel(path) => {
-                let n = match observed.remove(&path) {
+                let n = match observed.and_then(|o| o.remove(&path)) {
                     Some(id) => {
                         self.engine.cancel(now, id);
                         1
@@ -197,7 +197,7 @@ impl Server {
                 Some(Answer::ok("CONTENT", Some(Json::from(n))))
             }
             Action::ObserveCancelAll => {
-                let all = std::mem::take(observed);
+                let all = observed.map(std::mem::take).unwrap_or_default();
                 for id in all.values() {
                     self.engine.cancel(now, *id);
                 }
