@@ -4,10 +4,10 @@
 //! Run: `cargo bench --bench registrations` (options after `--`:
 //! `--rounds N --per-round N --clients N --window N`).
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Opts {
@@ -18,29 +18,12 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let mut o = Opts {
-        rounds: 5,
-        per_round: 10_000,
-        clients: 4,
-        window: 64,
-    };
-    let args: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < args.len() {
-        let v = args.get(i + 1).and_then(|s| s.parse().ok());
-        match (args[i].as_str(), v) {
-            ("--rounds", Some(v)) => o.rounds = v,
-            ("--per-round", Some(v)) => o.per_round = v,
-            ("--clients", Some(v)) => o.clients = v,
-            ("--window", Some(v)) => o.window = v,
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
+    Opts {
+        rounds: common::arg("--rounds", 5),
+        per_round: common::arg("--per-round", 10_000),
+        clients: common::arg("--clients", 4),
+        window: common::arg("--window", 64),
     }
-    o
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -131,25 +114,8 @@ fn main() {
         .replace("\\n", "\n");
     let toml = format!("[coap]\nbind = \"127.0.0.1\"\nport = 0\n{extra}\n");
     std::fs::write(dir.join("gw.toml"), toml).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
-        .arg("serve")
-        .arg("--config")
-        .arg(dir.join("gw.toml"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env("RUST_LOG", "info,lwm2m_gw::server=warn,sled=warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start gateway");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr: SocketAddr = loop {
-        let line = lines.next().expect("gateway log").unwrap();
-        if let Some(rest) = line.split("listening on CoAP udp ").nth(1) {
-            break rest.split([' ', ';']).next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, addr) =
+        common::start_gateway(&dir, &[], "info,lwm2m_gw::server=warn,sled=warn");
     let pid = child.id();
     // Warm-up: allocator, sled and the socket path, with endpoints that are then removed from the count.
     load(addr, "warm-", 2_000, o.window);

@@ -6,8 +6,9 @@
 //! Prints p50/p99 of single Reads one at a time and the median Reads/s of
 //! several rounds with many in flight across devices.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,33 +24,14 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let mut o = Opts {
-        devices: 1000,
-        single: 5000,
-        rounds: 5,
-        per_round: 50_000,
-        clients: 2,
-        window: 256,
-    };
-    let args: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < args.len() {
-        let v = args.get(i + 1).and_then(|s| s.parse().ok());
-        match (args[i].as_str(), v) {
-            ("--devices", Some(v)) => o.devices = v,
-            ("--single", Some(v)) => o.single = v,
-            ("--rounds", Some(v)) => o.rounds = v,
-            ("--per-round", Some(v)) => o.per_round = v,
-            ("--clients", Some(v)) => o.clients = v,
-            ("--window", Some(v)) => o.window = v,
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
+    Opts {
+        devices: common::arg("--devices", 1000),
+        single: common::arg("--single", 5000),
+        rounds: common::arg("--rounds", 5),
+        per_round: common::arg("--per-round", 50_000),
+        clients: common::arg("--clients", 2),
+        window: common::arg("--window", 256),
     }
-    o
 }
 
 struct Kill(Child);
@@ -107,27 +89,12 @@ fn main() {
     )
     .unwrap();
     let sock: PathBuf = dir.join("control.sock");
-    let mut gw = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
-        .arg("serve")
-        .arg("--config")
-        .arg(dir.join("gw.toml"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--control-socket")
-        .arg(&sock)
-        .env("RUST_LOG", "warn,lwm2m_gw::runtime=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start gateway");
-    let mut lines = BufReader::new(gw.stderr.take().unwrap()).lines();
+    let (gw, addr) = common::start_gateway(
+        &dir,
+        &["--control-socket".as_ref(), sock.as_os_str()],
+        "warn,lwm2m_gw::runtime=info",
+    );
     let gw = Kill(gw);
-    let addr: SocketAddr = loop {
-        let line = lines.next().expect("gateway log").unwrap();
-        if let Some(rest) = line.split("listening on CoAP udp ").nth(1) {
-            break rest.split([' ', ';']).next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
     let mut sim = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw-sim"))
         .args([
             "--server",

@@ -8,7 +8,8 @@
 //! cannot be removed.
 
 use super::ddf::{self, DdfError};
-use super::model::{ObjectModel, Version};
+use super::model::{ObjectModel, ResourceModel, ResourceType, Version};
+use super::node::Schema;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -175,6 +176,11 @@ impl ModelLibrary {
         self.entry(id, version).map(|e| &e.model)
     }
 
+    /// A resource of the newest model of `object`.
+    pub fn resource(&self, object: u16, resource: u16) -> Option<&ResourceModel> {
+        self.get(object, None)?.resource(resource)
+    }
+
     /// Like `get`, with the layer and source.
     pub fn entry(&self, id: u16, version: Option<Version>) -> Option<&Entry> {
         match version {
@@ -295,6 +301,13 @@ impl ModelLibrary {
             self.site.remove(k);
         }
         Ok(keys)
+    }
+}
+
+/// Types from the newest model of each object.
+impl Schema for ModelLibrary {
+    fn resource(&self, object: u16, resource: u16) -> Option<(ResourceType, bool)> {
+        ModelLibrary::resource(self, object, resource).map(|r| (r.rtype, r.multiple))
     }
 }
 

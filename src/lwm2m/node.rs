@@ -81,15 +81,6 @@ pub trait Schema {
     fn resource(&self, object: u16, resource: u16) -> Option<(ResourceType, bool)>;
 }
 
-/// A schema that knows nothing: values keep the type their format gives.
-pub struct NoSchema;
-
-impl Schema for NoSchema {
-    fn resource(&self, _: u16, _: u16) -> Option<(ResourceType, bool)> {
-        None
-    }
-}
-
 impl Value {
     /// The resource type this value has.
     pub fn rtype(&self) -> ResourceType {
@@ -192,6 +183,17 @@ impl Value {
         }
     }
 
+    /// A JSON number as the narrowest value that holds it (SenML `v`, OMA JSON `v`).
+    pub fn from_json_number(n: &serde_json::Number) -> Value {
+        if let Some(i) = n.as_i64() {
+            Value::Integer(i)
+        } else if let Some(u) = n.as_u64() {
+            Value::Unsigned(u)
+        } else {
+            Value::Float(n.as_f64().unwrap_or(f64::NAN))
+        }
+    }
+
     /// Parses the text form of a value (text/plain payloads, command strings).
     pub fn from_text(s: &str, t: ResourceType, opaque: TextOpaque) -> Result<Value, FormatError> {
         use ResourceType as T;
@@ -262,7 +264,7 @@ fn parse_int(s: &str) -> Option<i64> {
 }
 
 /// Formats a float so that it parses back to the same value.
-pub fn format_float(f: f64) -> String {
+fn format_float(f: f64) -> String {
     if is_whole(f) && f.abs() < 1e15 {
         format!("{f:.1}")
     } else {
@@ -584,6 +586,15 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A schema that knows nothing: values keep the type their format gives.
+    struct NoSchema;
+
+    impl Schema for NoSchema {
+        fn resource(&self, _: u16, _: u16) -> Option<(ResourceType, bool)> {
+            None
+        }
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {

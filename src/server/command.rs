@@ -270,11 +270,9 @@ pub fn plan(
         params,
     };
     let cf = p.format()?;
-    let get = |path: &Path, accept: Option<ContentFormat>| {
+    let get = |path: &Path, accept: ContentFormat| {
         let mut m = p.request(Code::GET, path);
-        if let Some(cf) = accept {
-            m.set_uint_option(opt::ACCEPT, cf.code() as u64);
-        }
+        m.set_uint_option(opt::ACCEPT, accept.code() as u64);
         m
     };
     match method {
@@ -282,31 +280,22 @@ pub fn plan(
             let path = p.target()?;
             p.check_readable(&path)?;
             let accept = p.accept_for(&path, cf);
-            Ok(Action::Send(Plan {
-                msg: get(&path, Some(accept)),
-                expect: Expect::Node(path),
-            }))
+            send(get(&path, accept), Expect::Node(path))
         }
         Method::Observe => {
             let path = p.target()?;
             p.check_readable(&path)?;
             let accept = p.accept_for(&path, cf);
-            let mut msg = get(&path, Some(accept));
+            let mut msg = get(&path, accept);
             msg.set_uint_option(opt::OBSERVE, 0);
-            Ok(Action::Send(Plan {
-                msg,
-                expect: Expect::Observe(path),
-            }))
+            send(msg, Expect::Observe(path))
         }
         Method::Discover => {
             let path = p.target()?;
             if path.resource_instance.is_some() {
                 return Err("Discover goes to an object, an instance or a resource".into());
             }
-            Ok(Action::Send(Plan {
-                msg: get(&path, Some(ContentFormat::Link)),
-                expect: Expect::Discover,
-            }))
+            send(get(&path, ContentFormat::Link), Expect::Discover)
         }
         Method::WriteUpdate | Method::WriteReplace => {
             let path = p.target()?;
@@ -337,10 +326,7 @@ pub fn plan(
             let mut m = p.request(code, &path);
             m.set_uint_option(opt::CONTENT_FORMAT, cf.code() as u64);
             m.payload = format::encode(cf, &path, &node).map_err(|e| e.to_string())?;
-            Ok(Action::Send(Plan {
-                msg: m,
-                expect: Expect::Status,
-            }))
+            send(m, Expect::Status)
         }
         Method::WriteAttributes => {
             let path = p.target()?;
@@ -349,10 +335,7 @@ pub fn plan(
             for q in query {
                 m.add_option(opt::URI_QUERY, q.into_bytes());
             }
-            Ok(Action::Send(Plan {
-                msg: m,
-                expect: Expect::Status,
-            }))
+            send(m, Expect::Status)
         }
         Method::Execute => {
             let path = p.target()?;
@@ -377,10 +360,7 @@ pub fn plan(
                     return Err(format!("Execute arguments must be a string, not {other}"))
                 }
             }
-            Ok(Action::Send(Plan {
-                msg: m,
-                expect: Expect::Status,
-            }))
+            send(m, Expect::Status)
         }
         Method::Create => {
             let path = p.target()?;
@@ -418,10 +398,7 @@ pub fn plan(
             let mut m = p.request(Code::POST, &object);
             m.set_uint_option(opt::CONTENT_FORMAT, cf.code() as u64);
             m.payload = payload;
-            Ok(Action::Send(Plan {
-                msg: m,
-                expect: Expect::Status,
-            }))
+            send(m, Expect::Status)
         }
         Method::Delete => {
             let path = p.target()?;
@@ -431,10 +408,7 @@ pub fn plan(
             if path.object == 3 {
                 return Err("the Device object instance cannot be deleted".into());
             }
-            Ok(Action::Send(Plan {
-                msg: p.request(Code::DELETE, &path),
-                expect: Expect::Status,
-            }))
+            send(p.request(Code::DELETE, &path), Expect::Status)
         }
         Method::ReadComposite => {
             let paths = p.targets()?;
@@ -446,10 +420,7 @@ pub fn plan(
             m.set_uint_option(opt::CONTENT_FORMAT, ccf.code() as u64);
             m.set_uint_option(opt::ACCEPT, ccf.code() as u64);
             m.payload = format::encode_paths(ccf, &paths).map_err(|e| e.to_string())?;
-            Ok(Action::Send(Plan {
-                msg: m,
-                expect: Expect::Composite(paths),
-            }))
+            send(m, Expect::Composite(paths))
         }
         Method::WriteComposite => {
             let nodes = p
@@ -476,10 +447,7 @@ pub fn plan(
             let mut m = p.root_request(Code::IPATCH);
             m.set_uint_option(opt::CONTENT_FORMAT, ccf.code() as u64);
             m.payload = format::encode_entries(ccf, &entries).map_err(|e| e.to_string())?;
-            Ok(Action::Send(Plan {
-                msg: m,
-                expect: Expect::Status,
-            }))
+            send(m, Expect::Status)
         }
         Method::ObserveCancel => Ok(Action::ObserveCancel(p.target()?)),
         Method::ObserveCancelAll => Ok(Action::ObserveCancelAll),
@@ -489,6 +457,10 @@ pub fn plan(
             Some(discover_all(reg)),
         ))),
     }
+}
+
+fn send(msg: Message, expect: Expect) -> Result<Action, String> {
+    Ok(Action::Send(Plan { msg, expect }))
 }
 
 /// The registration's object links as `[{"url": .., "attributes": {..}}]`.

@@ -4,8 +4,8 @@
 
 use crate::coap::{self, opt, Code, Engine, Event, IncomingId, Message, MsgType, Token, Transmit};
 use crate::lwm2m::format::{self, ContentFormat};
-use crate::lwm2m::node::{Instance, Node, Resource, Schema, Value};
-use crate::lwm2m::{ModelLibrary, Path, ResourceType, Version};
+use crate::lwm2m::node::{Instance, Node, Resource, Value};
+use crate::lwm2m::{ModelLibrary, Operations, Path, Version};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -57,22 +57,11 @@ pub enum RegState {
     Failed(String),
 }
 
-struct Models(Arc<ModelLibrary>);
-
-impl Schema for Models {
-    fn resource(&self, o: u16, r: u16) -> Option<(ResourceType, bool)> {
-        self.0
-            .get(o, None)?
-            .resource(r)
-            .map(|m| (m.rtype, m.multiple))
-    }
-}
-
 /// One simulated device.
 pub struct SimDevice {
     cfg: SimConfig,
     engine: Engine,
-    models: Models,
+    models: Arc<ModelLibrary>,
     objects: BTreeMap<u16, BTreeMap<u16, Instance>>,
     attributes: HashMap<Path, Vec<String>>,
     state: RegState,
@@ -150,6 +139,9 @@ fn initial_data(endpoint: &str) -> Vec<(&'static str, serde_json::Value)> {
     ]
 }
 
+/// Executions remembered for `executed()`.
+const MAX_EXECUTED: usize = 256;
+
 /// Why a request was refused: CoAP code and message.
 type Refusal = (Code, String);
 
@@ -160,11 +152,10 @@ fn refuse<T>(code: Code, msg: impl Into<String>) -> Result<T, Refusal> {
 impl SimDevice {
     /// A device with its initial values; fails if the models do not fit.
     pub fn new(cfg: SimConfig, models: Arc<ModelLibrary>, seed: u64) -> Result<SimDevice, String> {
-        let models = Models(models);
         let mut objects: BTreeMap<u16, BTreeMap<u16, Instance>> = BTreeMap::new();
         for (p, j) in initial_data(&cfg.endpoint) {
             let path = Path::parse(p).map_err(|e| e.to_string())?;
-            let node = Node::from_json(&path, &j, &models).map_err(|e| format!("{p}: {e}"))?;
+            let node = Node::from_json(&path, &j, &*models).map_err(|e| format!("{p}: {e}"))?;
             let Node::Resource(res) = node else {
                 return Err(format!("{p} is not a resource"));
             };
@@ -210,14 +201,9 @@ impl SimDevice {
         &self.state
     }
 
-    /// Resources executed so far, in order.
+    /// The latest resources executed (at most 256), oldest first.
     pub fn executed(&self) -> &[Path] {
         &self.executed
-    }
-
-    /// The current value at `path`, if any.
-    pub fn read(&self, path: &Path) -> Option<Node> {
-        self.node(path, false).ok()
     }
 
     /// Sends Register.
@@ -435,28 +421,24 @@ impl SimDevice {
         }
     }
 
-    fn is_executable(&self, p: &Path) -> bool {
+    fn operations(&self, object: u16, r: u16) -> Operations {
         self.models
-            .0
-            .get(p.object, None)
-            .and_then(|m| m.resource(p.resource?))
-            .is_some_and(|r| r.operations.execute)
+            .resource(object, r)
+            .map(|m| m.operations)
+            .unwrap_or_default()
+    }
+
+    fn is_executable(&self, p: &Path) -> bool {
+        p.resource
+            .is_some_and(|r| self.operations(p.object, r).execute)
     }
 
     fn readable(&self, object: u16, r: u16) -> bool {
-        self.models
-            .0
-            .get(object, None)
-            .and_then(|m| m.resource(r))
-            .is_some_and(|r| r.operations.read)
+        self.operations(object, r).read
     }
 
     fn writable(&self, object: u16, r: u16) -> bool {
-        self.models
-            .0
-            .get(object, None)
-            .and_then(|m| m.resource(r))
-            .is_some_and(|r| r.operations.write)
+        self.operations(object, r).write
     }
 
     /// The node at `path`; with `only_readable`, leaves out write-only
@@ -599,7 +581,7 @@ impl SimDevice {
             Code::UNSUPPORTED_CONTENT_FORMAT,
             format!("content format {c} not supported"),
         ))?;
-        format::decode(cf, p, &msg.payload, &self.models)
+        format::decode(cf, p, &msg.payload, &*self.models)
             .map_err(|e| (Code::BAD_REQUEST, e.to_string()))
     }
 
@@ -670,11 +652,7 @@ impl SimDevice {
                 format!("object {} not supported", p.object),
             );
         }
-        let multiple = self
-            .models
-            .0
-            .get(p.object, None)
-            .is_some_and(|m| m.multiple);
+        let multiple = self.models.get(p.object, None).is_some_and(|m| m.multiple);
         if !multiple {
             return refuse(
                 Code::METHOD_NOT_ALLOWED,
@@ -742,6 +720,10 @@ impl SimDevice {
         if !msg.payload.is_empty() && std::str::from_utf8(&msg.payload).is_err() {
             return refuse(Code::BAD_REQUEST, "arguments are not text");
         }
+        // A long-running simulator keeps only the latest executions.
+        if self.executed.len() >= MAX_EXECUTED {
+            self.executed.remove(0);
+        }
         self.executed.push(*p);
         if (p.object, p.resource) == (1, Some(8)) {
             self.send_update(now);
@@ -755,13 +737,7 @@ impl SimDevice {
     }
 
     fn read_composite(&mut self, msg: &Message, accept: Option<u16>) -> Result<Message, Refusal> {
-        let c = msg.content_format().unwrap_or(0);
-        let cf = ContentFormat::from_code(c)
-            .filter(|c| c.is_composite())
-            .ok_or((
-                Code::UNSUPPORTED_CONTENT_FORMAT,
-                format!("content format {c} for a path list"),
-            ))?;
+        let cf = composite(msg.content_format(), Code::UNSUPPORTED_CONTENT_FORMAT)?;
         let paths = format::decode_paths(cf, &msg.payload)
             .map_err(|e| (Code::BAD_REQUEST, e.to_string()))?;
         let mut entries = Vec::new();
@@ -771,12 +747,7 @@ impl SimDevice {
             }
         }
         let out = match accept {
-            Some(a) => ContentFormat::from_code(a)
-                .filter(|c| c.is_composite())
-                .ok_or((
-                    Code::NOT_ACCEPTABLE,
-                    format!("content format {a} for composite values"),
-                ))?,
+            Some(_) => composite(accept, Code::NOT_ACCEPTABLE)?,
             None => cf,
         };
         let mut m = Message::new(MsgType::Ack, Code::CONTENT, 0, Token::EMPTY);
@@ -787,14 +758,8 @@ impl SimDevice {
     }
 
     fn write_composite(&mut self, msg: &Message) -> Result<Message, Refusal> {
-        let c = msg.content_format().unwrap_or(0);
-        let cf = ContentFormat::from_code(c)
-            .filter(|c| c.is_composite())
-            .ok_or((
-                Code::UNSUPPORTED_CONTENT_FORMAT,
-                format!("content format {c} for composite values"),
-            ))?;
-        let entries = format::decode_entries(cf, &msg.payload, &self.models)
+        let cf = composite(msg.content_format(), Code::UNSUPPORTED_CONTENT_FORMAT)?;
+        let entries = format::decode_entries(cf, &msg.payload, &*self.models)
             .map_err(|e| (Code::BAD_REQUEST, e.to_string()))?;
         // All or nothing: check every target before changing any.
         for (p, _) in &entries {
@@ -837,6 +802,17 @@ impl SimDevice {
         }
         Ok(changed(Code::CHANGED))
     }
+}
+
+/// A format that carries paths from several objects, or `refusal`.
+fn composite(code: Option<u16>, refusal: Code) -> Result<ContentFormat, Refusal> {
+    let c = code.unwrap_or(0);
+    ContentFormat::from_code(c)
+        .filter(|f| f.is_composite())
+        .ok_or((
+            refusal,
+            format!("content format {c} cannot carry composite values"),
+        ))
 }
 
 fn changed(code: Code) -> Message {

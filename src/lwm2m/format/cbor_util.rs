@@ -57,8 +57,16 @@ pub fn decode_value(b: &[u8]) -> Result<Value, FormatError> {
     Ok(v)
 }
 
+/// Tags allowed in front of one value; a payload of nothing but tags must
+/// not recurse without end.
+const MAX_TAGS: usize = 4;
+
 /// Reads one value; its type is what CBOR says, to be coerced by the caller.
 pub fn read_value(d: &mut Decoder) -> Result<Value, FormatError> {
+    read_tagged(d, 0)
+}
+
+fn read_tagged(d: &mut Decoder, tags: usize) -> Result<Value, FormatError> {
     Ok(match d.datatype().map_err(cbor_err)? {
         Type::Bool => Value::Boolean(d.bool().map_err(cbor_err)?),
         Type::U8 | Type::U16 | Type::U32 | Type::U64 => {
@@ -75,9 +83,10 @@ pub fn read_value(d: &mut Decoder) -> Result<Value, FormatError> {
         Type::F32 | Type::F64 => Value::Float(d.f64().map_err(cbor_err)?),
         Type::String => Value::String(d.str().map_err(cbor_err)?.to_string()),
         Type::Bytes => Value::Opaque(d.bytes().map_err(cbor_err)?.to_vec()),
+        Type::Tag if tags >= MAX_TAGS => return err("too many CBOR tags on one value"),
         Type::Tag => {
             let tag = d.tag().map_err(cbor_err)?;
-            match (tag.as_u64(), read_value(d)?) {
+            match (tag.as_u64(), read_tagged(d, tags + 1)?) {
                 (TAG_EPOCH, Value::Integer(t)) => Value::Time(t),
                 (TAG_EPOCH, Value::Float(f)) => Value::Time(f as i64),
                 (_, v) => v,
@@ -148,5 +157,9 @@ mod tests {
         assert_eq!(encode_value(&Value::Time(1))[0], 0xc1);
         assert!(decode_value(&[0x01, 0x02]).is_err());
         assert!(decode_value(&[0x19]).is_err());
+        // A body of nothing but tags is refused, not a stack overflow.
+        let mut tags = vec![0xc1; 100_000];
+        tags.push(0x01);
+        assert!(decode_value(&tags).is_err());
     }
 }

@@ -61,13 +61,7 @@ pub fn decode(b: &[u8]) -> Result<Records, FormatError> {
             let n = v
                 .as_number()
                 .ok_or_else(|| FormatError(format!("{p}: v is not a number")))?;
-            if let Some(i) = n.as_i64() {
-                Value::Integer(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::Unsigned(u)
-            } else {
-                Value::Float(n.as_f64().unwrap_or(f64::NAN))
-            }
+            Value::from_json_number(n)
         } else if let Some(v) = r.get("sv") {
             Value::String(
                 v.as_str()

@@ -121,13 +121,7 @@ pub fn decode_json(b: &[u8]) -> Result<Records, FormatError> {
             let n = v
                 .as_number()
                 .ok_or_else(|| FormatError(format!("{p}: SenML v is not a number")))?;
-            Some(if let Some(i) = n.as_i64() {
-                Value::Integer(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::Unsigned(u)
-            } else {
-                Value::Float(n.as_f64().unwrap_or(f64::NAN))
-            })
+            Some(Value::from_json_number(n))
         } else if let Some(v) = r.get("vs") {
             Some(Value::String(
                 v.as_str()

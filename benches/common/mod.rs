@@ -1,0 +1,48 @@
+//! Shared by the benchmarks: options and the gateway process.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// The value of `--name N` on the command line, else `default`.
+pub fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .rev()
+        .find(|w| w[0] == name)
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(default)
+}
+
+/// Starts the release gateway with `<dir>/gw.toml` and the data under
+/// `<dir>/data`, plus `extra` arguments; returns it and its CoAP address.
+pub fn start_gateway(
+    dir: &Path,
+    extra: &[&std::ffi::OsStr],
+    rust_log: &str,
+) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
+        .arg("serve")
+        .arg("--config")
+        .arg(dir.join("gw.toml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(extra)
+        .env("RUST_LOG", rust_log)
+        .env_remove("RUNTIME_DIRECTORY")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gateway");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("gateway log").unwrap();
+        if let Some(rest) = line.split("listening on CoAP udp ").nth(1) {
+            break rest.split([' ', ';']).next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep reading so the gateway never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
