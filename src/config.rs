@@ -24,6 +24,49 @@ pub struct Config {
     pub models: ModelsSection,
     /// Local control socket.
     pub control: ControlSection,
+    /// Queue mode (sleeping devices).
+    pub queue: QueueSection,
+    /// Reported values (observations and Send).
+    pub reporting: ReportingSection,
+}
+
+/// `[queue]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSection {
+    /// Seconds a queue-mode device counts as awake after its last message.
+    pub awake_window_s: u64,
+    /// Requests held per sleeping device.
+    pub max_per_device: usize,
+    /// Seconds a held request may wait before it is dropped.
+    pub request_ttl_s: u64,
+}
+
+impl Default for QueueSection {
+    fn default() -> Self {
+        let q = crate::server::QueueConfig::default();
+        QueueSection {
+            awake_window_s: q.awake_window.as_secs(),
+            max_per_device: q.max_per_device,
+            request_ttl_s: q.ttl.as_secs(),
+        }
+    }
+}
+
+/// `[reporting]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportingSection {
+    /// Decoded reports buffered for consumers; the oldest are dropped first.
+    pub max_buffered_reports: usize,
+}
+
+impl Default for ReportingSection {
+    fn default() -> Self {
+        ReportingSection {
+            max_buffered_reports: ServerConfig::default().max_reports,
+        }
+    }
 }
 
 /// `[control]`.
@@ -83,6 +126,8 @@ pub struct CoapSection {
     pub max_incoming: usize,
     /// Requests to devices in flight or queued, all devices together.
     pub max_exchanges: usize,
+    /// Observations kept, all devices together.
+    pub max_observations: usize,
     /// Requests queued behind NSTART per device.
     pub max_queue_per_peer: usize,
     /// Devices with message-ID state.
@@ -144,6 +189,7 @@ impl Default for CoapSection {
             max_dedup: c.max_dedup,
             max_incoming: c.max_incoming,
             max_exchanges: c.max_exchanges,
+            max_observations: c.max_observations,
             max_queue_per_peer: c.max_queue_per_peer,
             max_peers: c.max_peers,
             max_block_transfers: c.max_block_states,
@@ -235,6 +281,12 @@ impl Config {
             ("coap.max_dedup", c.max_dedup),
             ("coap.max_incoming", c.max_incoming),
             ("coap.max_exchanges", c.max_exchanges),
+            ("coap.max_observations", c.max_observations),
+            ("queue.max_per_device", self.queue.max_per_device),
+            (
+                "reporting.max_buffered_reports",
+                self.reporting.max_buffered_reports,
+            ),
             ("coap.max_peers", c.max_peers),
             ("coap.max_block_transfers", c.max_block_transfers),
             (
@@ -314,12 +366,19 @@ impl Config {
                 max_dedup: c.max_dedup,
                 max_incoming: c.max_incoming,
                 max_exchanges: c.max_exchanges,
+                max_observations: c.max_observations,
                 max_queue_per_peer: c.max_queue_per_peer,
                 max_peers: c.max_peers,
                 max_block_states: c.max_block_transfers,
             },
             max_registrations: self.registration.max_registrations,
             expiry_grace: Duration::from_secs(self.registration.expiry_grace_s),
+            queue: crate::server::QueueConfig {
+                awake_window: Duration::from_secs(self.queue.awake_window_s),
+                max_per_device: self.queue.max_per_device,
+                ttl: Duration::from_secs(self.queue.request_ttl_s),
+            },
+            max_reports: self.reporting.max_buffered_reports,
         }
     }
 

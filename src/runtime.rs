@@ -1,11 +1,12 @@
 //! The I/O shell: binds the UDP socket, drives the sans-IO server with real
-//! time, persists registry events with grouped flushes, fans events out.
+//! time, persists registry, observation and queue changes with grouped
+//! flushes, fans events and decoded reports out.
 
 use crate::config::Config;
 use crate::control::socket::{self, CtlRequest};
 use crate::lwm2m::ModelLibrary;
 use crate::server::command::Answer;
-use crate::server::{Server, ServerEvent};
+use crate::server::{Persist, Report, Server, ServerEvent};
 use crate::store::{Store, StoreError};
 use serde_json::Value as Json;
 use smol::channel::{Receiver, Sender, TrySendError};
@@ -47,6 +48,16 @@ impl From<StoreError> for RunError {
     }
 }
 
+/// A control client streaming decoded reports.
+struct Watcher {
+    /// The watch request's id, copied into every line.
+    id: Json,
+    /// Only this device's reports, if set.
+    endpoint: Option<String>,
+    tx: Sender<socket::Reply>,
+    dropped: u64,
+}
+
 /// A started gateway: store open, models loaded, socket bound.
 pub struct Gateway {
     cfg: Config,
@@ -57,6 +68,8 @@ pub struct Gateway {
     dual_stack: bool,
     models: Arc<ModelLibrary>,
     subscribers: Vec<(Sender<ServerEvent>, u64)>,
+    report_subscribers: Vec<(Sender<Report>, u64)>,
+    watchers: Vec<Watcher>,
     control: Option<UnixListener>,
     ctl_pending: HashMap<u64, CtlRequest>,
     next_handle: u64,
@@ -80,7 +93,31 @@ impl Gateway {
                 store.remove_registration(&ep)?;
             }
         }
-        if dropped > 0 {
+        let (mut observed, mut stale) = (0, 0);
+        for rec in store.observations()? {
+            if server.restore_observation(&rec) {
+                observed += 1;
+            } else {
+                stale += 1;
+                store.remove_observation(&rec.endpoint, &rec.token)?;
+            }
+        }
+        let mut held = 0;
+        for rec in store.queued()? {
+            if server.registry().get(&rec.endpoint).is_some() && server.restore_queued(&rec) {
+                held += 1;
+            } else {
+                log::info!(
+                    "ep={} queued {} #{} dropped: the device is no longer registered",
+                    rec.endpoint,
+                    rec.method,
+                    rec.seq
+                );
+                store.remove_queued(&rec.endpoint, rec.seq)?;
+                stale += 1;
+            }
+        }
+        if dropped + stale > 0 {
             store.flush()?;
         }
         let (socket, dual_stack) = bind_udp(cfg.coap_addr())
@@ -98,6 +135,7 @@ impl Gateway {
             cfg.data_dir().display(),
             models.len(),
         );
+        log::info!("{observed} observations and {held} queued requests restored");
         let ctl_path = cfg.control_socket();
         let control = socket::bind(&ctl_path)
             .map_err(|e| RunError::Io(format!("control socket {}", ctl_path.display()), e))?;
@@ -111,6 +149,8 @@ impl Gateway {
             dual_stack,
             models,
             subscribers: Vec::new(),
+            report_subscribers: Vec::new(),
+            watchers: Vec::new(),
             control: Some(control),
             ctl_pending: HashMap::new(),
             next_handle: 0,
@@ -127,6 +167,14 @@ impl Gateway {
     pub fn subscribe(&mut self, capacity: usize) -> Receiver<ServerEvent> {
         let (tx, rx) = smol::channel::bounded(capacity.max(1));
         self.subscribers.push((tx, 0));
+        rx
+    }
+
+    /// A bounded stream of decoded reports (observations and Send), for
+    /// the northbound side; a subscriber that falls behind loses reports.
+    pub fn subscribe_reports(&mut self, capacity: usize) -> Receiver<Report> {
+        let (tx, rx) = smol::channel::bounded(capacity.max(1));
+        self.report_subscribers.push((tx, 0));
         rx
     }
 
@@ -209,12 +257,83 @@ impl Gateway {
             self.server.handle_timeout(now);
             self.persist_and_publish().await;
             self.send_all().await;
+            self.publish_reports();
             while let Some((handle, answer)) = self.server.poll_answer() {
+                if answer.result == "QUEUED" {
+                    if let Some(r) = self.ctl_pending.get(&handle) {
+                        if r.wants_wait() {
+                            // The outcome follows on the same id when the device wakes.
+                            r.notice(answer.to_json());
+                            continue;
+                        }
+                    }
+                }
                 if let Some(r) = self.ctl_pending.remove(&handle) {
                     r.answer(answer.to_json());
                 }
             }
         }
+    }
+
+    /// Hands decoded reports to subscribers and watching control clients.
+    fn publish_reports(&mut self) {
+        while let Some(report) = self.server.poll_report() {
+            for (tx, dropped) in &mut self.report_subscribers {
+                if let Err(TrySendError::Full(_)) = tx.try_send(report.clone()) {
+                    *dropped += 1;
+                    if dropped.is_power_of_two() {
+                        log::warn!("report subscriber is behind: {dropped} reports dropped so far");
+                    }
+                }
+            }
+            if self.watchers.is_empty() {
+                continue;
+            }
+            let mut body = report.to_json();
+            for w in &mut self.watchers {
+                if w.endpoint
+                    .as_deref()
+                    .is_some_and(|e| e != &*report.endpoint)
+                {
+                    continue;
+                }
+                body["id"] = w.id.clone();
+                if !socket::extra_line(&w.tx, body.to_string()) && !w.tx.is_closed() {
+                    w.dropped += 1;
+                    if w.dropped.is_power_of_two() {
+                        log::warn!(
+                            "watch client is behind: {} reports dropped so far",
+                            w.dropped
+                        );
+                    }
+                }
+            }
+            self.watchers.retain(|w| !w.tx.is_closed());
+        }
+        self.report_subscribers.retain(|(tx, _)| !tx.is_closed());
+    }
+
+    /// Counters for `lwm2m-gw stats` and the benchmarks.
+    fn stats_json(&self) -> Json {
+        let r = self.server.report_stats();
+        let c = self.server.coap_stats();
+        serde_json::json!({
+            "registrations": self.server.registry().len(),
+            "observations": self.server.observation_count(),
+            "queued": self.server.queued_count(),
+            "notifications": r.notifications,
+            "sends": r.sends,
+            "readings": r.readings,
+            "undecodable": r.undecodable,
+            "reportsDropped": r.reports_dropped,
+            "staleNotifications": c.stale_notifications,
+            "malformedDatagrams": c.malformed,
+            "duplicates": c.duplicates,
+            "retransmissions": c.retransmissions,
+            "overloadRefusals": c.overload_refusals,
+            "watchers": self.watchers.len(),
+            "rssKb": rss_kb(),
+        })
     }
 
     /// One control-socket request: commands go to the server, listings
@@ -258,12 +377,26 @@ impl Gateway {
                 };
                 r.answer(a.to_json());
             }
+            ("watch", ep) => {
+                let ok = Answer::ok("CONTENT", Some(Json::from("watching"))).to_json();
+                if r.notice(ok) {
+                    self.watchers.push(Watcher {
+                        id: r.req.get("id").cloned().unwrap_or(Json::Null),
+                        endpoint: ep.map(str::to_string),
+                        tx: r.reply.clone(),
+                        dropped: 0,
+                    });
+                }
+            }
+            ("stats", _) => r.answer(Answer::ok("CONTENT", Some(self.stats_json())).to_json()),
             ("rpc" | "device", None) => {
                 r.answer(Answer::bad_request("\"endpoint\" is missing").to_json())
             }
             (op, _) => r.answer(
-                Answer::bad_request(format!("unknown op {op:?}; known: rpc, devices, device"))
-                    .to_json(),
+                Answer::bad_request(format!(
+                    "unknown op {op:?}; known: rpc, devices, device, watch, stats"
+                ))
+                .to_json(),
             ),
         }
     }
@@ -306,7 +439,23 @@ impl Gateway {
             }
             events.push(ev);
         }
-        if events.is_empty() {
+        let mut persisted = 0;
+        while let Some(p) = self.server.poll_persist() {
+            persisted += 1;
+            let result = match &p {
+                Persist::Observation(o) => self.store.put_observation(o),
+                Persist::ObservationGone { endpoint, token } => {
+                    self.store.remove_observation(endpoint, token.as_bytes())
+                }
+                Persist::ObservationsGone(endpoint) => self.store.remove_observations(endpoint),
+                Persist::Queued(q) => self.store.put_queued(q),
+                Persist::QueuedGone { endpoint, seq } => self.store.remove_queued(endpoint, *seq),
+            };
+            if let Err(e) = result {
+                log::error!("could not store {p:?}: {e}");
+            }
+        }
+        if events.is_empty() && persisted == 0 {
             return;
         }
         let store = self.store.clone();
@@ -448,6 +597,18 @@ fn mapped(a: SocketAddr) -> SocketAddr {
         SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
         v6 => v6,
     }
+}
+
+/// This process's resident memory in KiB, from /proc (0 where unavailable).
+pub fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

@@ -6,8 +6,8 @@ use lwm2m_gw::sim::{RegState, SimConfig, SimDevice};
 use smol::Async;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
 lwm2m-gw-sim: simulated LwM2M devices (objects 1, 3, 4, 5, 6, 9, 3303)
@@ -23,6 +23,13 @@ Usage: lwm2m-gw-sim [OPTIONS]
   --lifetime S       registration lifetime in seconds (default 300)
   --bind IP          local address (default 127.0.0.1)
   --threads N        worker threads (default: the number of cores)
+  --notify-ms MS     every MS milliseconds, notify every observer with fresh
+                     values (default: never)
+  --con              notifications are confirmable (default non-confirmable)
+  --queue            register in queue mode: listen only for --awake-ms after
+                     each message sent
+  --awake-ms MS      queue mode listening window (default 2000)
+  --update-ms MS     Update interval (default three quarters of the lifetime)
 
 Prints one line when every device has registered, then serves until killed.
 ";
@@ -35,6 +42,11 @@ struct Opts {
     lifetime: u32,
     bind: IpAddr,
     threads: usize,
+    notify: Option<Duration>,
+    con: bool,
+    queue: bool,
+    awake: Duration,
+    update: Option<Duration>,
 }
 
 fn parse() -> Result<Opts, lexopt::Error> {
@@ -47,6 +59,14 @@ fn parse() -> Result<Opts, lexopt::Error> {
         lifetime: 300,
         bind: IpAddr::from([127, 0, 0, 1]),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        notify: None,
+        con: false,
+        queue: false,
+        awake: Duration::from_secs(2),
+        update: None,
+    };
+    let ms = |p: &mut lexopt::Parser| -> Result<Duration, lexopt::Error> {
+        Ok(Duration::from_millis(p.value()?.parse::<u64>()?.max(1)))
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -69,6 +89,11 @@ fn parse() -> Result<Opts, lexopt::Error> {
             Long("lifetime") => o.lifetime = p.value()?.parse()?,
             Long("bind") => o.bind = p.value()?.parse()?,
             Long("threads") => o.threads = p.value()?.parse::<usize>()?.max(1),
+            Long("notify-ms") => o.notify = Some(ms(&mut p)?),
+            Long("con") => o.con = true,
+            Long("queue") => o.queue = true,
+            Long("awake-ms") => o.awake = ms(&mut p)?,
+            Long("update-ms") => o.update = Some(ms(&mut p)?),
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -79,50 +104,103 @@ fn parse() -> Result<Opts, lexopt::Error> {
     Ok(o)
 }
 
-async fn run_device(
-    mut dev: SimDevice,
+/// One device and its socket, shared by its own task (requests, timers)
+/// and its thread's notifier.
+struct Device {
+    dev: Mutex<SimDevice>,
     sock: Async<UdpSocket>,
-    report: smol::channel::Sender<(String, Result<(), String>)>,
-) {
-    dev.register(Instant::now());
+}
+
+impl Device {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimDevice> {
+        self.dev.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends what the device has queued without waiting: a datagram that
+    /// does not fit the socket buffer is dropped, as on a radio.
+    fn flush(&self, dev: &mut SimDevice) {
+        while let Some(t) = dev.poll_transmit() {
+            if let Err(e) = self.sock.get_ref().send_to(&t.bytes, t.peer) {
+                log::debug!("ep={} send: {e}", dev.endpoint());
+            }
+        }
+    }
+}
+
+async fn run_device(d: Arc<Device>, report: smol::channel::Sender<(String, Result<(), String>)>) {
+    d.lock().register(Instant::now());
     let mut buf = vec![0u8; 2048];
     let mut reported = false;
     loop {
-        while let Some(t) = dev.poll_transmit() {
-            if let Err(e) = sock.send_to(&t.bytes, t.peer).await {
-                log::warn!("ep={} send: {e}", dev.endpoint());
-            }
-        }
+        let (deadline, state) = {
+            let mut dev = d.lock();
+            d.flush(&mut dev);
+            (dev.poll_timeout(), dev.state().clone())
+        };
         if !reported {
-            let r = match dev.state() {
+            let r = match state {
                 RegState::Registered(_) => Some(Ok(())),
-                RegState::Failed(e) => Some(Err(e.clone())),
+                RegState::Failed(e) => Some(Err(e)),
                 _ => None,
             };
             if let Some(r) = r {
                 reported = true;
-                let _ = report.send((dev.endpoint().to_string(), r)).await;
+                let ep = d.lock().endpoint().to_string();
+                let _ = report.send((ep, r)).await;
             }
         }
-        let deadline = dev.poll_timeout();
-        let got = smol::future::or(async { sock.recv_from(&mut buf).await.ok() }, async {
+        let got = smol::future::or(async { d.sock.recv_from(&mut buf).await.ok() }, async {
             match deadline {
-                Some(d) => smol::Timer::at(d).await,
+                Some(t) => smol::Timer::at(t).await,
                 None => std::future::pending().await,
             };
             None
         })
         .await;
         let now = Instant::now();
+        let mut dev = d.lock();
         match got {
             Some((n, peer)) => {
                 dev.handle_datagram(now, unix_ms(), peer, &buf[..n]);
                 // Take what else is waiting before answering.
-                while let Ok((n, peer)) = sock.get_ref().recv_from(&mut buf) {
+                while let Ok((n, peer)) = d.sock.get_ref().recv_from(&mut buf) {
                     dev.handle_datagram(now, unix_ms(), peer, &buf[..n]);
                 }
             }
             None => dev.handle_timeout(now),
+        }
+    }
+}
+
+/// Notifies the observers of a share of the devices, spread evenly over
+/// the interval: one timer per thread, not one per device, so the
+/// simulator can offer far more notifications than the gateway takes.
+async fn notifier(devices: Vec<Arc<Device>>, every: Duration, con: bool) {
+    if devices.is_empty() {
+        return;
+    }
+    let tick = Duration::from_millis(5).min(every);
+    let per_tick = devices.len() as f64 * tick.as_secs_f64() / every.as_secs_f64();
+    let (mut cursor, mut owed) = (0usize, 0.0f64);
+    let mut at = Instant::now();
+    loop {
+        at += tick;
+        smol::Timer::at(at).await;
+        let now = Instant::now();
+        if now > at + every {
+            // Far behind (a stalled machine): skip rather than burst.
+            at = now;
+        }
+        owed += per_tick;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let d = &devices[cursor];
+            cursor = (cursor + 1) % devices.len();
+            let mut dev = d.lock();
+            if dev.observers() > 0 {
+                dev.notify(now, unix_ms(), con);
+                d.flush(&mut dev);
+            }
         }
     }
 }
@@ -144,11 +222,15 @@ fn main() -> ExitCode {
     }
     let (tx, rx) = smol::channel::bounded(1024);
     let started = Instant::now();
+    let mut shares: Vec<Vec<Arc<Device>>> = vec![Vec::new(); o.threads];
     for i in 0..o.count {
         let name = format!("{}{i}", o.prefix);
         let format = o.formats[i % o.formats.len()];
         let mut cfg = SimConfig::new(&name, o.server, format);
         cfg.lifetime = o.lifetime;
+        cfg.queue_mode = o.queue;
+        cfg.awake = o.awake;
+        cfg.update_every = o.update;
         let dev = match SimDevice::new(cfg, models.clone(), fastrand::u64(..)) {
             Ok(d) => d,
             Err(e) => {
@@ -163,7 +245,17 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        ex.spawn(run_device(dev, sock, tx.clone())).detach();
+        let d = Arc::new(Device {
+            dev: Mutex::new(dev),
+            sock,
+        });
+        shares[i % o.threads].push(d.clone());
+        ex.spawn(run_device(d, tx.clone())).detach();
+    }
+    if let Some(every) = o.notify {
+        for share in shares {
+            ex.spawn(notifier(share, every, o.con)).detach();
+        }
     }
     drop(tx);
     let (mut ok, mut failed) = (0, 0);

@@ -42,6 +42,8 @@ pub struct Config {
     pub max_incoming: usize,
     /// Client exchanges in flight or queued, all peers together.
     pub max_exchanges: usize,
+    /// Established observations, all peers together.
+    pub max_observations: usize,
     /// Requests queued behind NSTART for one peer.
     pub max_queue_per_peer: usize,
     /// Peers with message-ID state.
@@ -66,6 +68,7 @@ impl Default for Config {
             max_dedup: 65_536,
             max_incoming: 4096,
             max_exchanges: 16_384,
+            max_observations: 200_000,
             max_queue_per_peer: 32,
             max_peers: 65_536,
             max_block_states: 1024,
@@ -167,6 +170,14 @@ pub enum Event {
         /// The notification.
         msg: Message,
     },
+    /// A peer answered one of our notifications with a Reset, or never
+    /// acknowledged a confirmable one: it no longer observes.
+    ObserverGone {
+        /// The observer.
+        peer: SocketAddr,
+        /// The observation's token.
+        token: Token,
+    },
     /// One of our requests ended without a response.
     Failed {
         /// Our request.
@@ -189,6 +200,8 @@ pub struct Stats {
     pub retransmissions: u64,
     /// Requests refused because a table was full.
     pub overload_refusals: u64,
+    /// Notifications older than one already delivered (RFC 7641 3.4), dropped.
+    pub stale_notifications: u64,
 }
 
 #[derive(Debug)]
@@ -219,6 +232,7 @@ struct Incoming {
 enum Owner {
     Exchange(u64),
     SeparateResponse,
+    Notification(Token),
 }
 
 #[derive(Debug)]
@@ -243,6 +257,10 @@ struct Exchange {
     observe: bool,
     established: bool,
     deadline: Option<Instant>,
+    /// Observe value and arrival of the freshest notification so far.
+    last_seq: Option<(u32, Instant)>,
+    /// For a fetch of a block-wise notification's later blocks: the observation.
+    follows: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -275,6 +293,13 @@ enum Timer {
 
 type BlockKey = (SocketAddr, u64);
 
+/// The fetch of a block-wise notification's later blocks.
+struct Follow {
+    observation: u64,
+    acc: (Vec<u8>, Message),
+    next: BlockOpt,
+}
+
 /// The CoAP endpoint state machine.
 pub struct Engine {
     cfg: Config,
@@ -291,6 +316,11 @@ pub struct Engine {
     next_exchange: u64,
     exchanges: HashMap<u64, Exchange>,
     by_token: HashMap<(SocketAddr, Token), u64>,
+    established: usize,
+    /// NON notifications sent lately, so a Reset (which names only the
+    /// message id) can be matched to its observer; oldest first out.
+    non_notifications: HashMap<(SocketAddr, u16), Token>,
+    non_order: VecDeque<(SocketAddr, u16)>,
     peers: HashMap<SocketAddr, PeerState>,
     assemblies: HashMap<BlockKey, Assembly>,
     bodies: HashMap<BlockKey, CachedBody>,
@@ -317,6 +347,9 @@ impl Engine {
             next_exchange: 1,
             exchanges: HashMap::new(),
             by_token: HashMap::new(),
+            established: 0,
+            non_notifications: HashMap::new(),
+            non_order: VecDeque::new(),
             peers: HashMap::new(),
             assemblies: HashMap::new(),
             bodies: HashMap::new(),
@@ -418,22 +451,46 @@ impl Engine {
         if msg.payload.len() > self.cfg.max_body_size {
             return Err(EngineError::TooLarge);
         }
-        if self.exchanges.len() >= self.cfg.max_exchanges {
+        self.check_room(now, peer)?;
+        msg.token = self.new_token(peer);
+        self.start_exchange(now, peer, msg, None).map(RequestId)
+    }
+
+    /// Room for one more exchange with `peer`.
+    fn check_room(&mut self, now: Instant, peer: SocketAddr) -> Result<(), EngineError> {
+        // Established observations have their own bound.
+        if self.exchanges.len() - self.established >= self.cfg.max_exchanges
+            || (!self.peers.contains_key(&peer) && !self.make_room_for_peer(now))
+        {
             self.stats.overload_refusals += 1;
             return Err(EngineError::Busy);
         }
-        if !self.peers.contains_key(&peer) && !self.make_room_for_peer(now) {
-            self.stats.overload_refusals += 1;
-            return Err(EngineError::Busy);
-        }
-        let token = loop {
+        Ok(())
+    }
+
+    fn new_token(&mut self, peer: SocketAddr) -> Token {
+        loop {
             let t = Token::from_u64(self.rng.u64(..));
             if !self.by_token.contains_key(&(peer, t)) {
-                break t;
+                return t;
             }
+        }
+    }
+
+    /// Starts (or queues behind NSTART) an exchange for `msg`, whose token is set.
+    fn start_exchange(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        msg: Message,
+        follow: Option<Follow>,
+    ) -> Result<u64, EngineError> {
+        let token = msg.token;
+        let observe = follow.is_none() && msg.observe() == Some(0);
+        let (follows, block2_acc, next_block2) = match follow {
+            Some(f) => (Some(f.observation), Some(f.acc), Some(f.next)),
+            None => (None, None, None),
         };
-        msg.token = token;
-        let observe = msg.observe() == Some(0);
         let id = self.next_exchange;
         self.next_exchange += 1;
         let block1 = if msg.payload.len() > self.cfg.block_size {
@@ -468,18 +525,121 @@ impl Engine {
                 mid: None,
                 started: start_now,
                 block1,
-                block2_acc: None,
-                next_block2: None,
+                block2_acc,
+                next_block2,
                 observe,
                 established: false,
                 deadline: None,
+                last_seq: None,
+                follows,
             },
         );
         self.by_token.insert((peer, token), id);
         if start_now {
             self.transmit_exchange(now, id);
         }
+        Ok(id)
+    }
+
+    /// Takes back an observation established before a restart: `request`
+    /// is the original Observe request with its token. Nothing is sent;
+    /// notifications carrying that token from `peer` come out as
+    /// `Event::Notification` for the returned id.
+    pub fn adopt_observation(
+        &mut self,
+        peer: SocketAddr,
+        request: Message,
+    ) -> Result<RequestId, EngineError> {
+        if !request.code.is_request() {
+            return Err(EngineError::NotARequest);
+        }
+        if self.established >= self.cfg.max_observations
+            || self.by_token.contains_key(&(peer, request.token))
+        {
+            self.stats.overload_refusals += 1;
+            return Err(EngineError::Busy);
+        }
+        let id = self.next_exchange;
+        self.next_exchange += 1;
+        self.by_token.insert((peer, request.token), id);
+        self.exchanges.insert(
+            id,
+            Exchange {
+                peer,
+                token: request.token,
+                request,
+                mid: None,
+                started: false,
+                block1: None,
+                block2_acc: None,
+                next_block2: None,
+                observe: true,
+                established: true,
+                deadline: None,
+                last_seq: None,
+                follows: None,
+            },
+        );
+        self.established += 1;
         Ok(RequestId(id))
+    }
+
+    /// A request or observation still known, with its token.
+    pub fn request_message(&self, id: RequestId) -> Option<Message> {
+        self.exchanges.get(&id.0).map(|x| {
+            let mut m = x.request.clone();
+            m.token = x.token;
+            m
+        })
+    }
+
+    /// The token of a request or observation still known.
+    pub fn token(&self, id: RequestId) -> Option<Token> {
+        self.exchanges.get(&id.0).map(|x| x.token)
+    }
+
+    /// Ends an established observation proactively (RFC 7641 3.6): sends
+    /// the Observe request again with Observe=1 and the same token. The
+    /// answer comes out as an `Event::Response` for the returned id.
+    pub fn cancel_observation(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+    ) -> Result<RequestId, EngineError> {
+        let Some(x) = self.exchanges.get(&id.0) else {
+            return Err(EngineError::NotARequest);
+        };
+        let (peer, mut msg) = (x.peer, x.request.clone());
+        msg.token = x.token;
+        self.finish_exchange(now, id.0);
+        self.check_room(now, peer)?;
+        msg.set_uint_option(opt::OBSERVE, 1);
+        self.start_exchange(now, peer, msg, None).map(RequestId)
+    }
+
+    /// Sends a notification to an observer (the server side of RFC 7641):
+    /// `msg` is a CON or NON response carrying the observer's token and an
+    /// Observe option. A Reset, or a confirmable one never acknowledged,
+    /// comes back as `Event::ObserverGone`.
+    pub fn notify(&mut self, now: Instant, peer: SocketAddr, mut msg: Message) {
+        msg.mid = self.next_mid(now, peer);
+        let bytes = msg.encode();
+        if msg.mtype == MsgType::Con {
+            let owner = Owner::Notification(msg.token);
+            self.track_con(now, peer, msg.mid, bytes.clone(), owner);
+        } else {
+            // A Reset to a NON notification names only its message id.
+            let key = (peer, msg.mid);
+            if self.non_notifications.insert(key, msg.token).is_none() {
+                self.non_order.push_back(key);
+            }
+            while self.non_order.len() > self.cfg.max_dedup {
+                if let Some(old) = self.non_order.pop_front() {
+                    self.non_notifications.remove(&old);
+                }
+            }
+        }
+        self.transmits.push_back(Transmit { peer, bytes });
     }
 
     /// Forgets a request or observation. A later notification for it is
@@ -769,6 +929,12 @@ impl Engine {
     }
 
     fn handle_ack_or_reset(&mut self, now: Instant, peer: SocketAddr, msg: Message) {
+        if msg.mtype == MsgType::Rst {
+            if let Some(token) = self.non_notifications.remove(&(peer, msg.mid)) {
+                self.events.push_back(Event::ObserverGone { peer, token });
+                return;
+            }
+        }
         let Some(out) = self.outgoing.get(&(peer, msg.mid)) else {
             log::trace!(
                 "peer={peer} {:?} for unknown message id {}",
@@ -787,8 +953,15 @@ impl Engine {
             }
         }
         self.outgoing.remove(&(peer, msg.mid));
-        let Owner::Exchange(id) = owner else {
-            return;
+        let id = match owner {
+            Owner::Exchange(id) => id,
+            Owner::Notification(token) => {
+                if msg.mtype == MsgType::Rst {
+                    self.events.push_back(Event::ObserverGone { peer, token });
+                }
+                return;
+            }
+            Owner::SeparateResponse => return,
         };
         if msg.mtype == MsgType::Rst {
             return self.fail_exchange(now, id, RequestError::Reset);
@@ -842,13 +1015,7 @@ impl Engine {
         x.mid = None;
         x.deadline = None;
         if x.established {
-            // An established observation: this is a notification.
-            self.events.push_back(Event::Notification {
-                id: RequestId(id),
-                peer,
-                msg,
-            });
-            return;
+            return self.on_notification(now, id, msg);
         }
         // Block1 upload in progress: continue on 2.31.
         if let Some((szx, offset)) = x.block1 {
@@ -895,11 +1062,25 @@ impl Engine {
             msg.remove_option(opt::BLOCK2);
         }
         x.next_block2 = None;
+        if let Some(observation) = x.follows {
+            // The last block of a block-wise notification.
+            self.finish_exchange(now, id);
+            if self.exchanges.contains_key(&observation) && msg.code.is_success() {
+                self.events.push_back(Event::Notification {
+                    id: RequestId(observation),
+                    peer,
+                    msg,
+                });
+            }
+            return;
+        }
         let keep = x.observe && msg.observe().is_some() && msg.code.is_success();
         if keep {
             // From now on it is an observation: it leaves the NSTART count.
             x.established = true;
+            x.last_seq = msg.observe().map(|v| (v, now));
             x.started = false;
+            self.established += 1;
             self.release_slot(now, peer);
         }
         self.events.push_back(Event::Response {
@@ -909,6 +1090,56 @@ impl Engine {
         });
         if !keep {
             self.finish_exchange(now, id);
+        }
+    }
+
+    /// A notification for established observation `id`: dropped when
+    /// older than one already delivered, followed when block-wise.
+    fn on_notification(&mut self, now: Instant, id: u64, msg: Message) {
+        let Some(x) = self.exchanges.get_mut(&id) else {
+            return;
+        };
+        let peer = x.peer;
+        if let Some(v2) = msg.observe() {
+            if let Some((v1, t1)) = x.last_seq {
+                if !is_fresh(v1, t1, v2, now) {
+                    self.stats.stale_notifications += 1;
+                    log::trace!("peer={peer} stale notification {v2} after {v1} dropped");
+                    return;
+                }
+            }
+            x.last_seq = Some((v2, now));
+        }
+        match msg.block2() {
+            Some(Ok(b2)) if b2.more && b2.num == 0 => {
+                if msg.payload.len() != b2.size() || !msg.code.is_success() {
+                    log::debug!("peer={peer} block-wise notification with a bad first block");
+                    return;
+                }
+                // RFC 7959 3.4: the rest is fetched with plain GETs (no
+                // Observe) under a token of its own.
+                let mut req = x.request.clone();
+                req.remove_option(opt::OBSERVE);
+                req.mtype = MsgType::Con;
+                if self.check_room(now, peer).is_err() {
+                    log::debug!("peer={peer} block-wise notification dropped: too busy");
+                    return;
+                }
+                req.token = self.new_token(peer);
+                let mut first = msg.clone();
+                first.payload.clear();
+                let follow = Follow {
+                    observation: id,
+                    acc: (msg.payload, first),
+                    next: BlockOpt::new(1, false, b2.szx),
+                };
+                let _ = self.start_exchange(now, peer, req, Some(follow));
+            }
+            _ => self.events.push_back(Event::Notification {
+                id: RequestId(id),
+                peer,
+                msg,
+            }),
         }
     }
 
@@ -1112,6 +1343,9 @@ impl Engine {
                 Owner::SeparateResponse => {
                     log::debug!("peer={peer} separate response mid={mid} never acknowledged")
                 }
+                Owner::Notification(token) => {
+                    self.events.push_back(Event::ObserverGone { peer, token })
+                }
             }
             return;
         }
@@ -1230,6 +1464,11 @@ impl Engine {
     fn fail_exchange(&mut self, now: Instant, id: u64, error: RequestError) {
         if let Some(x) = self.exchanges.get(&id) {
             let peer = x.peer;
+            if x.follows.is_some() {
+                // Only the notification is lost; the observation goes on.
+                log::debug!("peer={peer} later blocks of a notification not fetched: {error}");
+                return self.finish_exchange(now, id);
+            }
             log::debug!("peer={peer} request {id} failed: {error}");
             self.events.push_back(Event::Failed {
                 id: RequestId(id),
@@ -1244,6 +1483,9 @@ impl Engine {
         let Some(x) = self.exchanges.remove(&id) else {
             return;
         };
+        if x.established {
+            self.established -= 1;
+        }
         self.by_token.remove(&(x.peer, x.token));
         if let Some(mid) = x.mid {
             self.outgoing.remove(&(x.peer, mid));
@@ -1303,6 +1545,15 @@ fn cut_block(template: &Message, body: &[u8], num: u32, szx: u8) -> Message {
         out.set_uint_option(opt::SIZE2, body.len() as u64);
     }
     out
+}
+
+/// RFC 7641 3.4: is notification `v2`, arriving at `t2`, newer than
+/// `v1`, which arrived at `t1`? Observe values are 24-bit and wrap.
+fn is_fresh(v1: u32, t1: Instant, v2: u32, t2: Instant) -> bool {
+    const HALF: u32 = 1 << 23;
+    (v1 < v2 && v2 - v1 < HALF)
+        || (v1 > v2 && v1 - v2 > HALF)
+        || t2.saturating_duration_since(t1) > Duration::from_secs(128)
 }
 
 /// A response with a diagnostic payload (RFC 7252 5.5.2).

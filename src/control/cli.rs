@@ -24,11 +24,16 @@ Usage:
                                            rpc sensor-1 'Read {\"id\":\"/3/0/9\"}'
   lwm2m-gw devices [OPTIONS]               list registered devices
   lwm2m-gw device [OPTIONS] ENDPOINT       show one registration
+  lwm2m-gw watch [OPTIONS] [ENDPOINT]      print values as devices report them
+                                           (observations and Send)
+  lwm2m-gw stats [OPTIONS]                 the gateway's counters and memory
   lwm2m-gw --version | --help
 
 Methods: Read Discover WriteUpdate WriteReplace WriteAttributes ReadComposite
   WriteComposite Execute Create Delete Observe ObserveCancel ObserveCancelAll
-  ObserveReadAll DiscoverAll (see README.md for their parameters).
+  ObserveReadAll ObserveComposite ObserveCompositeCancel DiscoverAll (see
+  README.md for their parameters). A command for a sleeping queue-mode device
+  answers QUEUED and goes out when the device wakes.
 
 Options (override the config file):
   --config FILE        TOML configuration (see README.md)
@@ -37,8 +42,11 @@ Options (override the config file):
   --models-dir DIR     system models directory (default ./models)
   --control-socket P   control socket (default $RUNTIME_DIRECTORY/control.sock,
                        else control.sock in the data directory)
-  --json               print answers as JSON (rpc, devices, device)
-  --timeout SECONDS    how long rpc waits for the device (default 120)
+  --json               print answers as JSON (rpc, devices, device, watch, stats)
+  --timeout SECONDS    how long rpc waits for the device (default 120); for
+                       watch, how long without a report before it stops
+  --wait               rpc: after QUEUED, wait for the outcome too
+  --count N            watch: stop after N reports
 
 Logging: RUST_LOG=debug (default info).
 ";
@@ -53,6 +61,8 @@ struct Common {
     control_socket: Option<PathBuf>,
     json: bool,
     timeout_s: Option<u64>,
+    wait: bool,
+    count: Option<u64>,
 }
 
 impl Common {
@@ -87,6 +97,8 @@ enum Command {
     Rpc(Common, String, String, Option<String>),
     Devices(Common),
     Device(Common, String),
+    Watch(Common, Option<String>),
+    Stats(Common),
     Help,
     Version,
 }
@@ -104,6 +116,8 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
             Long("control-socket") => c.control_socket = Some(p.value()?.into()),
             Long("json") => c.json = true,
             Long("timeout") => c.timeout_s = Some(p.value()?.parse()?),
+            Long("wait") => c.wait = true,
+            Long("count") => c.count = Some(p.value()?.parse()?),
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
             Value(v) => words.push(v.string()?),
@@ -130,6 +144,9 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
         ["devices"] => Command::Devices(c),
         ["device", ep] => Command::Device(c, ep.to_string()),
         ["device", ..] => return Err("device takes exactly one ENDPOINT".into()),
+        ["watch"] => Command::Watch(c, None),
+        ["watch", ep] => Command::Watch(c, Some(ep.to_string())),
+        ["stats"] => Command::Stats(c),
         [] => return Err("no command given".into()),
         other => {
             return Err(format!("unknown command or extra arguments: {}", other.join(" ")).into())
@@ -178,6 +195,8 @@ fn run(cmd: Command) -> Result<bool, Box<dyn std::error::Error>> {
         Command::Rpc(c, ep, method, params) => return rpc(&c, &ep, &method, params.as_deref()),
         Command::Devices(c) => return devices(&c, None),
         Command::Device(c, ep) => return devices(&c, Some(&ep)),
+        Command::Watch(c, ep) => return watch(&c, ep.as_deref()),
+        Command::Stats(c) => return stats(&c),
         Command::Help => print!("{USAGE}"),
         Command::Version => println!("lwm2m-gw {}", env!("CARGO_PKG_VERSION")),
         Command::Serve(c) => {
@@ -315,17 +334,35 @@ fn rpc(
     req.insert("endpoint".into(), ep.into());
     req.insert("method".into(), method.into());
     req.insert("params".into(), params);
+    if c.wait {
+        req.insert("wait".into(), true.into());
+    }
     let mut answer = client.call(req)?;
-    let ok = is_success(&answer);
+    let queued = answer.get("result").and_then(Json::as_str) == Some("QUEUED");
+    show(c, &mut answer);
+    if !queued {
+        return Ok(is_success(&answer));
+    }
+    if !c.wait {
+        // Held for the device: not a failure.
+        return Ok(true);
+    }
+    let mut outcome = client
+        .next_line()
+        .map_err(|e| format!("no outcome yet ({e}); the request stays queued in the gateway"))?;
+    show(c, &mut outcome);
+    Ok(is_success(&outcome))
+}
+
+fn show(c: &Common, answer: &mut Json) {
     if let Some(m) = answer.as_object_mut() {
         m.remove("id");
     }
     if c.json {
         println!("{answer}");
     } else {
-        print_answer(&answer);
+        print_answer(answer);
     }
-    Ok(ok)
 }
 
 fn is_success(a: &Json) -> bool {
@@ -333,6 +370,71 @@ fn is_success(a: &Json) -> bool {
         a.get("result").and_then(Json::as_str),
         Some("CONTENT" | "CHANGED" | "CREATED" | "DELETED" | "VALID" | "CONTINUE")
     )
+}
+
+/// Streams reports until `--count` is reached, or forever.
+fn watch(c: &Common, ep: Option<&str>) -> Result<bool, Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let mut client = connect(c)?;
+    let mut req = serde_json::Map::new();
+    req.insert("op".into(), "watch".into());
+    if let Some(ep) = ep {
+        req.insert("endpoint".into(), ep.into());
+    }
+    let first = client.call(req)?;
+    if first.get("result").and_then(Json::as_str) != Some("CONTENT") {
+        print_answer(&first);
+        return Ok(false);
+    }
+    client.set_timeout(c.timeout_s.map(|s| Duration::from_secs(s.max(1))))?;
+    let mut seen = 0;
+    let out = std::io::stdout();
+    while c.count.is_none_or(|n| seen < n) {
+        let mut r = client.next_line()?;
+        seen += 1;
+        if let Some(m) = r.as_object_mut() {
+            m.remove("id");
+        }
+        let mut out = out.lock();
+        if c.json {
+            writeln!(out, "{r}")?;
+        } else {
+            let values: Vec<String> = r["values"]
+                .as_array()
+                .map(|v| {
+                    v.iter()
+                        .map(|x| format!("{}={}", x["path"].as_str().unwrap_or("?"), x["value"]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{} {} {}",
+                r["endpoint"].as_str().unwrap_or("?"),
+                r["origin"].as_str().unwrap_or("?"),
+                values.join(" ")
+            )?;
+        }
+        out.flush()?;
+    }
+    Ok(true)
+}
+
+fn stats(c: &Common) -> Result<bool, Box<dyn std::error::Error>> {
+    let mut client = connect(c)?;
+    let mut req = serde_json::Map::new();
+    req.insert("op".into(), "stats".into());
+    let mut a = client.call(req)?;
+    if c.json {
+        show(c, &mut a);
+    } else if let Some(m) = a["value"].as_object() {
+        for (k, v) in m {
+            println!("{k:<20} {v}");
+        }
+    } else {
+        print_answer(&a);
+    }
+    Ok(is_success(&a))
 }
 
 fn print_answer(a: &Json) {

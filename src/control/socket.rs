@@ -5,7 +5,10 @@
 //! `"op": "device"` with an endpoint); the answer is one line with the same
 //! `id` and the fields of the answer (`result`, `value`, `error`). Many
 //! requests may be in flight on one connection; answers come in the order
-//! they complete.
+//! they complete. A command queued for a sleeping device answers QUEUED;
+//! with `"wait": true` a second line with the same `id` brings its outcome.
+//! `"op": "watch"` (optionally with an endpoint) streams decoded reports as
+//! lines with the watch's `id`; `"op": "stats"` gives the gateway's counters.
 
 use crate::server::command::Answer;
 use crate::server::Registration;
@@ -17,6 +20,10 @@ use smol::net::unix::{UnixListener, UnixStream};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Lines beyond answers (notices, watched reports) a connection buffers;
+/// a client that reads slower loses watched reports, never answers.
+pub const EXTRA_LINES: usize = 4096;
 
 /// Longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
@@ -35,8 +42,8 @@ pub struct CtlRequest {
 pub struct Reply {
     /// The line, without the newline.
     pub line: String,
-    /// Released once written.
-    pub permit: SemaphoreGuardArc,
+    /// Released once written; none for the extra lines of `notice` and `watch`.
+    pub permit: Option<SemaphoreGuardArc>,
 }
 
 impl CtlRequest {
@@ -45,9 +52,26 @@ impl CtlRequest {
         let line = with_id(&self.req, answer);
         let _ = self.reply.try_send(Reply {
             line,
-            permit: self.permit,
+            permit: Some(self.permit),
         });
     }
+
+    /// Sends a line for this request ahead of its answer (QUEUED, or the
+    /// start of a watch); false when the client is gone or not reading.
+    pub fn notice(&self, line: Json) -> bool {
+        extra_line(&self.reply, with_id(&self.req, line))
+    }
+
+    /// Did the client ask to wait for the outcome of a queued command?
+    pub fn wants_wait(&self) -> bool {
+        self.req.get("wait").and_then(Json::as_bool) == Some(true)
+    }
+}
+
+/// Queues a line that holds no permit, within `EXTRA_LINES`; false when
+/// the client is gone or too far behind.
+pub fn extra_line(to: &Sender<Reply>, line: String) -> bool {
+    to.len() < EXTRA_LINES && to.try_send(Reply { line, permit: None }).is_ok()
 }
 
 /// The answer JSON with the request's `id` copied in.
@@ -121,10 +145,10 @@ pub async fn serve(
 
 async fn connection(stream: UnixStream, to_gateway: Sender<CtlRequest>, max_in_flight: usize) {
     let in_flight = Arc::new(Semaphore::new(max_in_flight.max(1)));
-    // Capacity equals the permits, so the gateway's try_send never fails
-    // while the client is alive.
+    // Room for every permit plus the extra lines, so an answer's try_send
+    // never fails while the client is alive.
     let (reply_tx, reply_rx): (Sender<Reply>, Receiver<Reply>) =
-        smol::channel::bounded(max_in_flight.max(1));
+        smol::channel::bounded(max_in_flight.max(1) + EXTRA_LINES);
     let mut writer = stream.clone();
     let write_task = smol::spawn(async move {
         let mut buf = Vec::with_capacity(4096);
@@ -163,7 +187,7 @@ async fn connection(stream: UnixStream, to_gateway: Sender<CtlRequest>, max_in_f
                 let _ = reply_tx.try_send(Reply {
                     line: json!({"result": "BAD_REQUEST", "error": "request line too long"})
                         .to_string(),
-                    permit,
+                    permit: Some(permit),
                 });
                 break;
             }
@@ -180,7 +204,7 @@ async fn connection(stream: UnixStream, to_gateway: Sender<CtlRequest>, max_in_f
                     line: Answer::bad_request("a request is one JSON object per line")
                         .to_json()
                         .to_string(),
-                    permit,
+                    permit: Some(permit),
                 });
                 continue;
             }
@@ -272,6 +296,25 @@ impl Client {
                 return Ok(j);
             }
         }
+    }
+
+    /// The next line for the latest request (the outcome after QUEUED, or
+    /// a watched report).
+    pub fn next_line(&mut self) -> io::Result<Json> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        if self.stream.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the gateway closed the control connection",
+            ));
+        }
+        serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Changes how long `call` and `next` wait for a line (none: forever).
+    pub fn set_timeout(&mut self, t: Option<std::time::Duration>) -> io::Result<()> {
+        self.stream.get_ref().set_read_timeout(t)
     }
 }
 

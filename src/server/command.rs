@@ -44,13 +44,17 @@ pub enum Method {
     ObserveCancelAll,
     /// List the device's observations.
     ObserveReadAll,
+    /// Observe several paths as one (FETCH with Observe).
+    ObserveComposite,
+    /// Cancel a composite observation.
+    ObserveCompositeCancel,
     /// What the device registered, without asking it.
     DiscoverAll,
 }
 
 impl Method {
     /// Every method, for help texts.
-    pub const ALL: [Method; 15] = [
+    pub const ALL: [Method; 17] = [
         Method::Read,
         Method::Discover,
         Method::WriteUpdate,
@@ -66,6 +70,8 @@ impl Method {
         Method::ObserveCancelAll,
         Method::ObserveReadAll,
         Method::DiscoverAll,
+        Method::ObserveComposite,
+        Method::ObserveCompositeCancel,
     ];
 
     /// The method's name as written in commands.
@@ -85,6 +91,8 @@ impl Method {
             Method::ObserveCancel => "ObserveCancel",
             Method::ObserveCancelAll => "ObserveCancelAll",
             Method::ObserveReadAll => "ObserveReadAll",
+            Method::ObserveComposite => "ObserveComposite",
+            Method::ObserveCompositeCancel => "ObserveCompositeCancel",
             Method::DiscoverAll => "DiscoverAll",
         }
     }
@@ -230,6 +238,8 @@ pub enum Expect {
     Status,
     /// The first value of an observation at this path.
     Observe(Path),
+    /// The first values of a composite observation.
+    ObserveComposite(Vec<Path>),
 }
 
 /// A command turned into a request for the device.
@@ -250,6 +260,8 @@ pub enum Action {
     Answer(Answer),
     /// Cancel the observation at this path.
     ObserveCancel(Path),
+    /// Cancel the composite observation of these paths.
+    ObserveCompositeCancel(Vec<Path>),
     /// Cancel every observation.
     ObserveCancelAll,
     /// List observations.
@@ -410,7 +422,7 @@ pub fn plan(
             }
             send(p.request(Code::DELETE, &path), Expect::Status)
         }
-        Method::ReadComposite => {
+        Method::ReadComposite | Method::ObserveComposite => {
             let paths = p.targets()?;
             for q in &paths {
                 p.check_readable(q)?;
@@ -420,8 +432,13 @@ pub fn plan(
             m.set_uint_option(opt::CONTENT_FORMAT, ccf.code() as u64);
             m.set_uint_option(opt::ACCEPT, ccf.code() as u64);
             m.payload = format::encode_paths(ccf, &paths).map_err(|e| e.to_string())?;
+            if method == Method::ObserveComposite {
+                m.set_uint_option(opt::OBSERVE, 0);
+                return send(m, Expect::ObserveComposite(paths));
+            }
             send(m, Expect::Composite(paths))
         }
+        Method::ObserveCompositeCancel => Ok(Action::ObserveCompositeCancel(p.targets()?)),
         Method::WriteComposite => {
             let nodes = p
                 .params
@@ -626,9 +643,9 @@ impl Params<'_> {
             .get("ids")
             .or_else(|| self.params.get("keys"))
             .and_then(Json::as_array)
-            .ok_or("ReadComposite needs \"ids\" or \"keys\": a list")?;
+            .ok_or("a composite command needs \"ids\" or \"keys\": a list")?;
         if list.is_empty() {
-            return Err("ReadComposite needs at least one path".into());
+            return Err("a composite command needs at least one path".into());
         }
         list.iter()
             .map(|x| match x {
@@ -848,7 +865,7 @@ pub fn answer(expect: &Expect, resp: &Message, schema: &dyn Schema) -> Answer {
         Expect::Status => return Answer::ok(result, None),
         Expect::Node(p) | Expect::Observe(p) => decode_at(p),
         Expect::Discover => discover_json(&resp.payload),
-        Expect::Composite(paths) => (|| {
+        Expect::Composite(paths) | Expect::ObserveComposite(paths) => (|| {
             let cf = cf
                 .and_then(ContentFormat::from_code)
                 .ok_or("composite answer without a known content format")?;

@@ -1,18 +1,25 @@
-//! The LwM2M server: registration interface over the CoAP engine (sans-IO).
+//! The LwM2M server: registration, device management, observe, Send and
+//! queue mode over the CoAP engine (sans-IO).
 //!
 //! `Server` owns the CoAP engine and the registry. The I/O shell feeds it
-//! datagrams and time, persists the registry events it emits, and sends the
-//! datagrams it hands out.
+//! datagrams and time, persists the registry events and `Persist` records
+//! it emits, and sends the datagrams it hands out.
 
 pub mod command;
+pub mod observe;
+pub mod queue;
 pub mod registry;
 
 use crate::coap::{
     self, opt, Code, Engine, Event, IncomingId, Message, MsgType, RequestError, RequestId, Token,
     Transmit,
 };
-use crate::lwm2m::{ModelLibrary, Path};
+use crate::lwm2m::ModelLibrary;
 use command::{Action, Answer, DeviceSchema, Expect, Method};
+use observe::{ObsKey, Observation};
+pub use observe::{ObservationRecord, Origin, Reading, Report, ReportStats};
+use queue::{DeviceQueue, Queued};
+pub use queue::{QueueConfig, QueuedRecord};
 pub use registry::{Binding, ObjectLink, RegError, RegId, Registration, Registry};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -51,6 +58,31 @@ impl ServerEvent {
     }
 }
 
+/// State the store must follow, besides registrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persist {
+    /// An observation was established.
+    Observation(ObservationRecord),
+    /// One observation ended.
+    ObservationGone {
+        /// The device.
+        endpoint: Box<str>,
+        /// Its token.
+        token: Token,
+    },
+    /// Every observation of a device ended.
+    ObservationsGone(Box<str>),
+    /// A request was queued for a sleeping device.
+    Queued(QueuedRecord),
+    /// A queued request finished.
+    QueuedGone {
+        /// The device.
+        endpoint: Box<str>,
+        /// Its sequence number.
+        seq: u64,
+    },
+}
+
 /// Who asks to register, for the admission policy.
 #[derive(Debug, Clone)]
 pub struct Admission<'a> {
@@ -72,6 +104,10 @@ pub struct ServerConfig {
     pub max_registrations: usize,
     /// Time past a lifetime before a registration is dropped.
     pub expiry_grace: Duration,
+    /// Queue mode.
+    pub queue: QueueConfig,
+    /// Decoded reports held for the I/O shell; the oldest go first.
+    pub max_reports: usize,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +116,8 @@ impl Default for ServerConfig {
             coap: coap::Config::default(),
             max_registrations: 100_000,
             expiry_grace: Duration::from_secs(30),
+            queue: QueueConfig::default(),
+            max_reports: 65_536,
         }
     }
 }
@@ -89,6 +127,8 @@ struct Pending {
     handle: u64,
     endpoint: Box<str>,
     expect: Expect,
+    /// Set for a request that waited in a queue-mode device's queue.
+    queued: Option<Queued>,
 }
 
 /// The sans-IO LwM2M server.
@@ -100,7 +140,17 @@ pub struct Server {
     models: Arc<ModelLibrary>,
     pending: HashMap<RequestId, Pending>,
     answers: VecDeque<(u64, Answer)>,
-    observations: HashMap<Box<str>, BTreeMap<Path, RequestId>>,
+    observations: HashMap<RequestId, Observation>,
+    observed: HashMap<Box<str>, BTreeMap<ObsKey, RequestId>>,
+    reports: VecDeque<Report>,
+    max_reports: usize,
+    report_stats: ReportStats,
+    persist: VecDeque<Persist>,
+    queue_cfg: QueueConfig,
+    queues: HashMap<Box<str>, DeviceQueue>,
+    awake_until: HashMap<Box<str>, Instant>,
+    next_seq: u64,
+    next_sweep: Instant,
     last_unix_ms: u64,
 }
 
@@ -120,6 +170,16 @@ impl Server {
             pending: HashMap::new(),
             answers: VecDeque::new(),
             observations: HashMap::new(),
+            observed: HashMap::new(),
+            reports: VecDeque::new(),
+            max_reports: cfg.max_reports.max(1),
+            report_stats: ReportStats::default(),
+            persist: VecDeque::new(),
+            queue_cfg: cfg.queue,
+            queues: HashMap::new(),
+            awake_until: HashMap::new(),
+            next_seq: 0,
+            next_sweep: Instant::now(),
             last_unix_ms: 0,
         }
     }
@@ -177,31 +237,26 @@ impl Server {
                 return Some(Answer::bad_request(e));
             }
         };
-        let observed = self.observations.get_mut(endpoint);
+        let cancelled = |n: usize| Some(Answer::ok("CONTENT", Some(Json::from(n))));
         match action {
             Action::Answer(a) => Some(a),
-            Action::ObserveReadAll => {
-                let paths: Vec<String> = observed
-                    .map(|o| o.keys().map(|p| p.to_string()).collect())
-                    .unwrap_or_default();
-                Some(Answer::ok("CONTENT", Some(Json::from(paths))))
-            }
+            Action::ObserveReadAll => Some(self.observe_read_all(endpoint)),
             Action::ObserveCancel(path) => {
-                let n = match observed.and_then(|o| o.remove(&path)) {
-                    Some(id) => {
-                        self.engine.cancel(now, id);
-                        1
-                    }
-                    None => 0,
-                };
-                Some(Answer::ok("CONTENT", Some(Json::from(n))))
+                cancelled(self.cancel_observations(now, endpoint, |k| *k == (false, vec![path])))
+            }
+            Action::ObserveCompositeCancel(mut paths) => {
+                paths.sort();
+                cancelled(self.cancel_observations(now, endpoint, |k| {
+                    let mut mine = k.1.clone();
+                    mine.sort();
+                    k.0 && mine == paths
+                }))
             }
             Action::ObserveCancelAll => {
-                let all = observed.map(std::mem::take).unwrap_or_default();
-                for id in all.values() {
-                    self.engine.cancel(now, *id);
-                }
-                Some(Answer::ok("CONTENT", Some(Json::from(all.len()))))
+                cancelled(self.cancel_observations(now, endpoint, |_| true))
+            }
+            Action::Send(_) if self.must_queue(now, endpoint) => {
+                Some(self.enqueue(handle, endpoint, method, params))
             }
             Action::Send(plan) => {
                 log::debug!("ep={endpoint} {} {}", method.name(), plan.msg.code);
@@ -213,6 +268,7 @@ impl Server {
                                 handle,
                                 endpoint: endpoint.into(),
                                 expect: plan.expect,
+                                queued: None,
                             },
                         );
                         None
@@ -237,7 +293,7 @@ impl Server {
     }
 
     fn complete(&mut self, now: Instant, id: RequestId, msg: Message) {
-        let Some(p) = self.pending.remove(&id) else {
+        let Some(mut p) = self.pending.remove(&id) else {
             log::debug!("answer for a request nobody waits for ({})", msg.code);
             return;
         };
@@ -254,12 +310,14 @@ impl Server {
                 "the device left before it answered",
             ),
         };
-        if let Expect::Observe(path) = &p.expect {
+        let key = match &p.expect {
+            Expect::Observe(path) => Some((false, vec![*path])),
+            Expect::ObserveComposite(paths) => Some((true, paths.clone())),
+            _ => None,
+        };
+        if let Some(key) = key {
             if msg.observe().is_some() && answer.is_success() {
-                let obs = self.observations.entry(p.endpoint.clone()).or_default();
-                if let Some(old) = obs.insert(*path, id) {
-                    self.engine.cancel(now, old);
-                }
+                self.established(now, id, &p.endpoint, key, &msg);
             } else {
                 self.engine.cancel(now, id);
             }
@@ -267,33 +325,21 @@ impl Server {
         if !answer.is_success() {
             log::info!("ep={} command answered {}", p.endpoint, answer.result);
         }
-        self.answers.push_back((p.handle, answer));
+        match p.queued.take() {
+            Some(item) => self.queued_answered(now, &p.endpoint, item, Ok(answer)),
+            None => self.answers.push_back((p.handle, answer)),
+        }
     }
 
-    fn fail(&mut self, id: RequestId, error: RequestError) {
-        if let Some(p) = self.pending.remove(&id) {
+    fn fail(&mut self, now: Instant, id: RequestId, error: RequestError) {
+        if let Some(mut p) = self.pending.remove(&id) {
             log::info!("ep={} command failed: {error}", p.endpoint);
-            let result = match error {
-                RequestError::Timeout => "TIMEOUT",
-                RequestError::Reset => "RESET",
-                RequestError::TooLarge => "REQUEST_ENTITY_TOO_LARGE",
-                RequestError::BlockMismatch => "REQUEST_ENTITY_INCOMPLETE",
-            };
-            self.answers
-                .push_back((p.handle, Answer::fail(result, error.to_string())));
-            return;
-        }
-        // An established observation ended.
-        for obs in self.observations.values_mut() {
-            obs.retain(|_, v| *v != id);
-        }
-    }
-
-    /// Forgets a device's observations when its registration ends.
-    fn drop_observations(&mut self, now: Instant, endpoint: &str) {
-        if let Some(obs) = self.observations.remove(endpoint) {
-            for id in obs.into_values() {
-                self.engine.cancel(now, id);
+            match p.queued.take() {
+                Some(item) => self.queued_answered(now, &p.endpoint, item, Err(error)),
+                None => self.answers.push_back((
+                    p.handle,
+                    Answer::fail(failure_name(error), error.to_string()),
+                )),
             }
         }
     }
@@ -318,6 +364,17 @@ impl Server {
         self.last_unix_ms = unix_ms;
         self.engine.handle_datagram(now, peer, bytes);
         self.drain_engine(now, unix_ms);
+        self.touch(now, peer);
+    }
+
+    /// Next change the store must follow.
+    pub fn poll_persist(&mut self) -> Option<Persist> {
+        self.persist.pop_front()
+    }
+
+    /// CoAP engine counters.
+    pub fn coap_stats(&self) -> coap::engine::Stats {
+        self.engine.stats()
     }
 
     /// Runs timers due at `now`.
@@ -326,8 +383,13 @@ impl Server {
         // Timeouts end commands; no request can come out of a timer, so
         // the wall clock of the last datagram is good enough.
         self.drain_engine(now, self.last_unix_ms);
+        if now >= self.next_sweep {
+            self.next_sweep = now + Duration::from_secs(1);
+            self.expire_queued();
+        }
         for reg in self.registry.expire(now) {
             self.drop_observations(now, &reg.endpoint);
+            self.drop_queue(&reg.endpoint);
             log::info!(
                 "ep={} registration {} expired (lifetime {} s)",
                 reg.endpoint,
@@ -340,10 +402,15 @@ impl Server {
 
     /// Earliest deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.engine.poll_timeout(), self.registry.next_expiry()]
-            .into_iter()
-            .flatten()
-            .min()
+        let sweep = (!self.queues.is_empty()).then_some(self.next_sweep);
+        [
+            self.engine.poll_timeout(),
+            self.registry.next_expiry(),
+            sweep,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Next datagram to send.
@@ -363,14 +430,10 @@ impl Server {
                     self.handle_request(now, unix_ms, id, peer, msg)
                 }
                 Event::Response { id, msg, .. } => self.complete(now, id, msg),
-                Event::Notification { peer, msg, .. } => {
-                    log::debug!(
-                        "peer={peer} notification {} ({} bytes)",
-                        msg.code,
-                        msg.payload.len()
-                    );
-                }
-                Event::Failed { id, error, .. } => self.fail(id, error),
+                Event::Notification { id, msg, .. } => self.notification(id, &msg, true),
+                Event::Failed { id, error, .. } => self.fail(now, id, error),
+                // The gateway serves no observations of its own.
+                Event::ObserverGone { .. } => {}
             }
         }
     }
@@ -389,7 +452,10 @@ impl Server {
             (["rd"], Code::POST) => self.register(now, unix_ms, peer, &msg),
             (["rd", reg_id], Code::POST) => self.update(now, unix_ms, peer, reg_id, &msg),
             (["rd", reg_id], Code::DELETE) => self.deregister(now, peer, reg_id),
-            (["rd"], _) | (["rd", _], _) => reply(Code::METHOD_NOT_ALLOWED, "method not allowed"),
+            (["dp"], Code::POST) => self.handle_send(peer, &msg),
+            (["rd"], _) | (["rd", _], _) | (["dp"], _) => {
+                reply(Code::METHOD_NOT_ALLOWED, "method not allowed")
+            }
             _ => reply(Code::NOT_FOUND, "no such resource"),
         };
         self.engine.respond(now, id, resp);
@@ -502,6 +568,7 @@ impl Server {
                     reg.id
                 );
                 self.drop_observations(now, &reg.endpoint);
+                self.drop_queue(&reg.endpoint);
                 self.events.push_back(ServerEvent::Deregistered(reg));
                 reply(Code::DELETED, "")
             }
@@ -522,6 +589,16 @@ fn check_format(msg: &Message) -> Result<(), RegError> {
     }
 }
 
+/// The result name of a request that ended without an answer.
+fn failure_name(e: RequestError) -> &'static str {
+    match e {
+        RequestError::Timeout => "TIMEOUT",
+        RequestError::Reset => "RESET",
+        RequestError::TooLarge => "REQUEST_ENTITY_TOO_LARGE",
+        RequestError::BlockMismatch => "REQUEST_ENTITY_INCOMPLETE",
+    }
+}
+
 fn reply(code: Code, diagnostic: &str) -> Message {
     coap::engine::error_response(code, diagnostic)
 }
@@ -531,3 +608,6 @@ mod tests;
 
 #[cfg(test)]
 mod command_tests;
+
+#[cfg(test)]
+mod report_tests;

@@ -341,6 +341,7 @@ pub struct Registry {
     free: Vec<u32>,
     by_ep: HashMap<Box<str>, u32>,
     by_id: HashMap<RegId, u32>,
+    by_peer: HashMap<SocketAddr, u32>,
     expiry: BTreeSet<(Instant, u32)>,
     max: usize,
     grace: Duration,
@@ -361,6 +362,7 @@ impl Registry {
             free: Vec::new(),
             by_ep: HashMap::new(),
             by_id: HashMap::new(),
+            by_peer: HashMap::new(),
             expiry: BTreeSet::new(),
             max,
             grace,
@@ -395,6 +397,14 @@ impl Registry {
         let id = RegId::parse(id)?;
         self.by_id
             .get(&id)
+            .and_then(|s| self.entry(*s))
+            .map(|e| &e.reg)
+    }
+
+    /// The registration whose device last spoke from `peer`.
+    pub fn get_by_peer(&self, peer: SocketAddr) -> Option<&Registration> {
+        self.by_peer
+            .get(&peer)
             .and_then(|s| self.entry(*s))
             .map(|e| &e.reg)
     }
@@ -485,6 +495,12 @@ impl Registry {
                 reg.content_formats = o.content_formats;
             }
         }
+        if reg.peer != peer {
+            if self.by_peer.get(&reg.peer) == Some(&slot) {
+                self.by_peer.remove(&reg.peer);
+            }
+            self.by_peer.insert(peer, slot);
+        }
         reg.peer = peer;
         reg.updated_at_ms = unix_ms;
         e.expires = now + Duration::from_secs(reg.lifetime as u64) + grace;
@@ -545,6 +561,7 @@ impl Registry {
         self.expiry.insert((expires, slot));
         self.by_id.insert(reg.id, slot);
         self.by_ep.insert(reg.endpoint.as_str().into(), slot);
+        self.by_peer.insert(reg.peer, slot);
         self.slots[slot as usize] = Some(Box::new(Entry { reg, expires }));
     }
 
@@ -553,6 +570,9 @@ impl Registry {
         let e = self.slots.get_mut(slot as usize)?.take()?;
         self.expiry.remove(&(e.expires, slot));
         self.by_id.remove(&e.reg.id);
+        if self.by_peer.get(&e.reg.peer) == Some(&slot) {
+            self.by_peer.remove(&e.reg.peer);
+        }
         self.free.push(slot);
         Some(e.reg)
     }

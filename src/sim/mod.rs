@@ -25,6 +25,12 @@ pub struct SimConfig {
     pub format: ContentFormat,
     /// LwM2M version announced.
     pub lwm2m_version: Version,
+    /// Queue mode: the device listens only for `awake` after it last spoke.
+    pub queue_mode: bool,
+    /// How long a queue-mode device listens after it last spoke.
+    pub awake: Duration,
+    /// Update interval; default three quarters of the lifetime.
+    pub update_every: Option<Duration>,
 }
 
 impl SimConfig {
@@ -40,6 +46,9 @@ impl SimConfig {
             } else {
                 Version::new(1, 1)
             },
+            queue_mode: false,
+            awake: Duration::from_secs(2),
+            update_every: None,
         }
     }
 }
@@ -69,9 +78,20 @@ pub struct SimDevice {
     next_update: Option<Instant>,
     rng: fastrand::Rng,
     observe_seq: u32,
+    observers: BTreeMap<Vec<u8>, Observer>,
+    awake_until: Option<Instant>,
     /// Operations served, by kind, for tests and logs.
     pub served: BTreeMap<&'static str, u64>,
+    /// Datagrams ignored while asleep (queue mode).
+    pub ignored_asleep: u64,
     executed: Vec<Path>,
+}
+
+/// Someone observing one of our resources.
+struct Observer {
+    peer: SocketAddr,
+    /// The Observe request, replayed to build each notification.
+    request: Message,
 }
 
 /// The initial data: (path, JSON value) typed by the models.
@@ -186,7 +206,10 @@ impl SimDevice {
             next_update: None,
             rng: fastrand::Rng::with_seed(seed ^ 0x9e37_79b9),
             observe_seq: 2,
+            observers: BTreeMap::new(),
+            awake_until: None,
             served: BTreeMap::new(),
+            ignored_asleep: 0,
             executed: Vec::new(),
         })
     }
@@ -218,6 +241,11 @@ impl SimDevice {
         ] {
             m.add_option(opt::URI_QUERY, q.into_bytes());
         }
+        if self.cfg.queue_mode {
+            m.add_option(opt::URI_QUERY, b"Q".to_vec());
+        }
+        // A new registration ends every observation (LwM2M 1.1 6.4.1).
+        self.observers.clear();
         m.set_uint_option(opt::CONTENT_FORMAT, ContentFormat::Link.code() as u64);
         m.payload = self.object_links().into_bytes();
         self.send_registration(now, m);
@@ -236,6 +264,7 @@ impl SimDevice {
     }
 
     fn send_registration(&mut self, now: Instant, m: Message) {
+        self.wake(now);
         match self.engine.request(now, self.cfg.server, m) {
             Ok(id) => self.reg_request = Some(id),
             Err(e) => self.state = RegState::Failed(e.to_string()),
@@ -273,12 +302,88 @@ impl SimDevice {
         s
     }
 
+    /// A queue-mode device listens for its awake time after it speaks.
+    fn wake(&mut self, now: Instant) {
+        if self.cfg.queue_mode {
+            self.awake_until = Some(now + self.cfg.awake);
+        }
+    }
+
+    /// False while a queue-mode device sleeps: its radio is off.
+    pub fn is_awake(&self, now: Instant) -> bool {
+        !self.cfg.queue_mode || self.awake_until.is_some_and(|t| t > now)
+    }
+
+    /// Observations the gateway holds on this device.
+    pub fn observers(&self) -> usize {
+        self.observers.len()
+    }
+
+    /// Sends a notification to every observer with fresh values, CON or
+    /// NON; returns how many went out.
+    pub fn notify(&mut self, now: Instant, unix_ms: u64, confirmable: bool) -> usize {
+        self.refresh(unix_ms);
+        let mut sent = 0;
+        let observers: Vec<(SocketAddr, Message)> = self
+            .observers
+            .values()
+            .map(|o| (o.peer, o.request.clone()))
+            .collect();
+        for (peer, req) in observers {
+            let (_, result) = self.dispatch(now, &req);
+            let Ok(mut m) = result else {
+                continue;
+            };
+            self.observe_seq = self.observe_seq.wrapping_add(1) & 0xff_ffff;
+            m.set_uint_option(opt::OBSERVE, self.observe_seq as u64);
+            m.mtype = if confirmable {
+                MsgType::Con
+            } else {
+                MsgType::Non
+            };
+            m.token = req.token;
+            self.engine.notify(now, peer, m);
+            sent += 1;
+        }
+        if sent > 0 {
+            self.wake(now);
+        }
+        sent
+    }
+
+    /// Sends a Send (`POST /dp`) with the values at `paths` in `format`.
+    pub fn send_values(&mut self, now: Instant, unix_ms: u64, paths: &[Path], cf: ContentFormat) {
+        self.refresh(unix_ms);
+        let mut entries = Vec::new();
+        for p in paths {
+            if let Ok(node) = self.node(p, true) {
+                entries.extend(node.entries(p));
+            }
+        }
+        let Ok(payload) = format::encode_entries(cf, &entries) else {
+            return;
+        };
+        let mut m = Message::new(MsgType::Con, Code::POST, 0, Token::EMPTY);
+        m.set_uri_path("/dp");
+        m.set_uint_option(opt::CONTENT_FORMAT, cf.code() as u64);
+        m.payload = payload;
+        self.wake(now);
+        let _ = self.engine.request(now, self.cfg.server, m);
+    }
+
     /// Feeds a datagram from the gateway.
     pub fn handle_datagram(&mut self, now: Instant, unix_ms: u64, peer: SocketAddr, bytes: &[u8]) {
+        if !self.is_awake(now) {
+            self.ignored_asleep += 1;
+            return;
+        }
         self.engine.handle_datagram(now, peer, bytes);
         while let Some(ev) = self.engine.poll_event() {
             match ev {
-                Event::Request { id, msg, .. } => self.serve(now, unix_ms, id, msg),
+                Event::Request { id, msg, peer } => self.serve(now, unix_ms, id, peer, msg),
+                Event::ObserverGone { token, .. } => {
+                    self.observers.remove(token.as_bytes());
+                }
                 Event::Response { id, msg, .. } if Some(id) == self.reg_request => {
                     self.reg_request = None;
                     if msg.code == Code::CREATED {
@@ -305,19 +410,25 @@ impl SimDevice {
     }
 
     fn schedule_update(&mut self, now: Instant) {
-        let secs = (self.cfg.lifetime as u64 * 3 / 4).max(1);
-        self.next_update = Some(now + Duration::from_secs(secs));
+        let every = self.cfg.update_every.unwrap_or(Duration::from_secs(
+            (self.cfg.lifetime as u64 * 3 / 4).max(1),
+        ));
+        self.next_update = Some(now + every);
     }
 
     /// Runs timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.engine.handle_timeout(now);
         while let Some(ev) = self.engine.poll_event() {
-            if let Event::Failed { id, error, .. } = ev {
-                if Some(id) == self.reg_request {
+            match ev {
+                Event::Failed { id, error, .. } if Some(id) == self.reg_request => {
                     self.reg_request = None;
                     self.state = RegState::Failed(error.to_string());
                 }
+                Event::ObserverGone { token, .. } => {
+                    self.observers.remove(token.as_bytes());
+                }
+                _ => {}
             }
         }
         if self.next_update.is_some_and(|t| t <= now) {
@@ -367,12 +478,36 @@ impl SimDevice {
         }
     }
 
-    fn serve(&mut self, now: Instant, unix_ms: u64, id: IncomingId, msg: Message) {
+    fn serve(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        id: IncomingId,
+        peer: SocketAddr,
+        msg: Message,
+    ) {
         self.refresh(unix_ms);
+        self.wake(now);
         let (kind, result) = self.dispatch(now, &msg);
         *self.served.entry(kind).or_default() += 1;
         let resp = match result {
-            Ok(r) => r,
+            Ok(mut r) => {
+                match msg.observe() {
+                    Some(0) if r.code.is_success() => {
+                        self.observe_seq = self.observe_seq.wrapping_add(1) & 0xff_ffff;
+                        r.set_uint_option(opt::OBSERVE, self.observe_seq as u64);
+                        let request = msg.clone();
+                        self.observers
+                            .insert(msg.token.as_bytes().to_vec(), Observer { peer, request });
+                    }
+                    Some(1) => {
+                        self.observers.remove(msg.token.as_bytes());
+                        *self.served.entry("observe-cancel").or_default() += 1;
+                    }
+                    _ => {}
+                }
+                r
+            }
             Err((code, text)) => coap::engine::error_response(code, &text),
         };
         self.engine.respond(now, id, resp);
@@ -397,11 +532,13 @@ impl SimDevice {
             (Code::GET, Some(p)) if accept == Some(ContentFormat::Link.code()) => {
                 ("discover", self.discover(&p))
             }
-            (Code::GET, Some(p)) if msg.observe().is_some() => (
-                "observe",
-                self.read_op(&p, accept, msg.observe() == Some(0)),
-            ),
-            (Code::GET, Some(p)) => ("read", self.read_op(&p, accept, false)),
+            (Code::GET, Some(p)) if msg.observe().is_some() => {
+                ("observe", self.read_op(&p, accept))
+            }
+            (Code::FETCH, None) if msg.observe().is_some() => {
+                ("observe-composite", self.read_composite(msg, accept))
+            }
+            (Code::GET, Some(p)) => ("read", self.read_op(&p, accept)),
             (Code::PUT, Some(p)) if msg.payload.is_empty() && msg.content_format().is_none() => {
                 ("write-attributes", self.write_attributes(&p, msg))
             }
@@ -497,21 +634,12 @@ impl SimDevice {
         Ok(cf)
     }
 
-    fn read_op(
-        &mut self,
-        p: &Path,
-        accept: Option<u16>,
-        observe: bool,
-    ) -> Result<Message, Refusal> {
+    fn read_op(&mut self, p: &Path, accept: Option<u16>) -> Result<Message, Refusal> {
         let node = self.node(p, true)?;
         let cf = self.pick_format(accept, &node)?;
         let payload =
             format::encode(cf, p, &node).map_err(|e| (Code::NOT_ACCEPTABLE, e.to_string()))?;
         let mut m = Message::new(MsgType::Ack, Code::CONTENT, 0, Token::EMPTY);
-        if observe {
-            self.observe_seq = self.observe_seq.wrapping_add(1) & 0xff_ffff;
-            m.set_uint_option(opt::OBSERVE, self.observe_seq as u64);
-        }
         m.set_uint_option(opt::CONTENT_FORMAT, cf.code() as u64);
         m.payload = payload;
         Ok(m)

@@ -5,13 +5,17 @@
 //! sled writes in the background every `flush_every_ms`; callers that
 //! promise durability call `flush` (the server groups one flush per batch).
 
-use crate::server::Registration;
+use crate::server::{ObservationRecord, QueuedRecord, Registration};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 const KEY_V1: u8 = 1;
 const VALUE_V1: u8 = 1;
 const REGISTRATIONS: &str = "registrations";
+const OBSERVATIONS: &str = "observations";
+const QUEUED: &str = "queued";
 
 /// Store settings.
 #[derive(Debug, Clone)]
@@ -72,6 +76,8 @@ pub struct OpenReport {
 pub struct Store {
     db: sled::Db,
     regs: sled::Tree,
+    observations: sled::Tree,
+    queued: sled::Tree,
 }
 
 impl Store {
@@ -138,10 +144,97 @@ impl Store {
         Ok(out)
     }
 
+    /// Writes an observation (durable after the next flush).
+    pub fn put_observation(&self, o: &ObservationRecord) -> Result<(), StoreError> {
+        let key = device_key(&o.endpoint, &o.token);
+        self.observations.insert(key, encode(o)?)?;
+        Ok(())
+    }
+
+    /// Removes one observation.
+    pub fn remove_observation(&self, endpoint: &str, token: &[u8]) -> Result<(), StoreError> {
+        self.observations.remove(device_key(endpoint, token))?;
+        Ok(())
+    }
+
+    /// Removes every observation of a device.
+    pub fn remove_observations(&self, endpoint: &str) -> Result<(), StoreError> {
+        remove_prefix(&self.observations, &device_key(endpoint, &[]))
+    }
+
+    /// Every stored observation.
+    pub fn observations(&self) -> Result<Vec<ObservationRecord>, StoreError> {
+        read_all(&self.observations, "observation")
+    }
+
+    /// Writes a request held for a sleeping device.
+    pub fn put_queued(&self, q: &QueuedRecord) -> Result<(), StoreError> {
+        let key = device_key(&q.endpoint, &q.seq.to_be_bytes());
+        self.queued.insert(key, encode(q)?)?;
+        Ok(())
+    }
+
+    /// Removes a held request.
+    pub fn remove_queued(&self, endpoint: &str, seq: u64) -> Result<(), StoreError> {
+        self.queued
+            .remove(device_key(endpoint, &seq.to_be_bytes()))?;
+        Ok(())
+    }
+
+    /// Every held request, per device in order of arrival.
+    pub fn queued(&self) -> Result<Vec<QueuedRecord>, StoreError> {
+        read_all(&self.queued, "queued request")
+    }
+
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<usize, StoreError> {
         Ok(self.db.flush()?)
     }
+}
+
+/// A key under a device: schema byte, endpoint length, endpoint, suffix.
+/// The length keeps one endpoint's prefix from matching a longer name.
+fn device_key(endpoint: &str, suffix: &[u8]) -> Vec<u8> {
+    let ep = endpoint.as_bytes();
+    let len = ep.len().min(u16::MAX as usize) as u16;
+    let mut k = Vec::with_capacity(3 + ep.len() + suffix.len());
+    k.push(KEY_V1);
+    k.extend_from_slice(&len.to_be_bytes());
+    k.extend_from_slice(&ep[..len as usize]);
+    k.extend_from_slice(suffix);
+    k
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    let mut value = vec![VALUE_V1];
+    value.extend(postcard::to_stdvec(v).map_err(|e| StoreError::Encode(e.to_string()))?);
+    Ok(value)
+}
+
+fn remove_prefix(tree: &sled::Tree, prefix: &[u8]) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    for item in tree.scan_prefix(prefix).keys() {
+        batch.remove(item?);
+    }
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
+/// Every value of a tree in key order; entries that do not decode are
+/// logged and left for a newer binary.
+fn read_all<T: DeserializeOwned>(tree: &sled::Tree, what: &str) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for item in tree.scan_prefix([KEY_V1]) {
+        let (_, v) = item?;
+        match v.split_first() {
+            Some((&VALUE_V1, body)) => match postcard::from_bytes::<T>(body) {
+                Ok(x) => out.push(x),
+                Err(e) => log::warn!("stored {what} does not decode ({e}); skipped"),
+            },
+            _ => log::warn!("stored {what} has an unknown format; skipped"),
+        }
+    }
+    Ok(out)
 }
 
 fn reg_key(endpoint: &str) -> Vec<u8> {
@@ -158,6 +251,8 @@ fn open_and_check(cfg: &StoreConfig, path: &Path) -> Result<Store, Failure> {
     let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
         || -> Result<Store, sled::Error> {
             let regs = db.open_tree(REGISTRATIONS)?;
+            let observations = db.open_tree(OBSERVATIONS)?;
+            let queued = db.open_tree(QUEUED)?;
             for name in db.tree_names() {
                 for item in db.open_tree(name)?.iter() {
                     item?;
@@ -166,6 +261,8 @@ fn open_and_check(cfg: &StoreConfig, path: &Path) -> Result<Store, Failure> {
             Ok(Store {
                 db: db.clone(),
                 regs,
+                observations,
+                queued,
             })
         },
     ));
@@ -345,5 +442,56 @@ mod tests {
             f.seek(SeekFrom::Start(100)).unwrap();
             f.write_all(&[0x5a; 2000]).unwrap();
         });
+    }
+
+    #[test]
+    fn observations_and_queued_requests_survive_reopen_per_device() {
+        let c = cfg("obsq");
+        {
+            let (s, _) = Store::open(&c).unwrap();
+            for (ep, tk) in [("a", 1u8), ("a", 2), ("ab", 3)] {
+                s.put_observation(&ObservationRecord {
+                    endpoint: ep.into(),
+                    reg_id: 1,
+                    peer: "127.0.0.1:9".parse().unwrap(),
+                    token: vec![tk; 8],
+                    paths: vec!["/3/0/9".into()],
+                    composite: false,
+                    format: 112,
+                    request: vec![0x40, 1, 0, 0],
+                })
+                .unwrap();
+            }
+            for seq in [3u64, 1, 300] {
+                s.put_queued(&QueuedRecord {
+                    endpoint: "a".into(),
+                    seq,
+                    method: "Read".into(),
+                    params: "{}".into(),
+                    queued_ms: 1,
+                    expires_ms: 2,
+                })
+                .unwrap();
+            }
+            s.remove_observation("a", &[1; 8]).unwrap();
+            s.remove_queued("a", 3).unwrap();
+            s.flush().unwrap();
+        }
+        let (s, _) = Store::open(&c).unwrap();
+        let obs = s.observations().unwrap();
+        assert_eq!(obs.len(), 2);
+        assert_eq!(obs[0].token, vec![2; 8]);
+        let seqs: Vec<u64> = s.queued().unwrap().iter().map(|q| q.seq).collect();
+        assert_eq!(seqs, [1, 300], "in order of arrival");
+        // Removing device "a" leaves "ab" alone.
+        s.remove_observations("a").unwrap();
+        let left: Vec<String> = s
+            .observations()
+            .unwrap()
+            .into_iter()
+            .map(|o| o.endpoint)
+            .collect();
+        assert_eq!(left, ["ab"]);
+        let _ = std::fs::remove_dir_all(&c.dir);
     }
 }

@@ -219,6 +219,53 @@ pub fn decode_entries(
         .collect()
 }
 
+/// One reported value: full path, typed value, and the time the device
+/// gave it (seconds; absolute, or relative to now when below 2^28 as in
+/// RFC 8428 4.5.3).
+pub type Reading = (Path, Value, Option<f64>);
+
+/// Decodes a notification or Send payload into readings. `at` is the
+/// observed path, needed by the formats without absolute paths.
+pub fn decode_readings(
+    cf: ContentFormat,
+    at: Option<&Path>,
+    bytes: &[u8],
+    schema: &dyn Schema,
+) -> Result<Vec<Reading>, FormatError> {
+    let timed = match cf {
+        ContentFormat::SenmlJson => senml::decode_json_timed(bytes)?,
+        ContentFormat::SenmlCbor => senml::decode_cbor_timed(bytes)?,
+        ContentFormat::OmaJson | ContentFormat::Lwm2mCbor => {
+            let entries = decode_entries(cf, bytes, schema)?;
+            return Ok(entries.into_iter().map(|(p, v)| (p, v, None)).collect());
+        }
+        other => {
+            let Some(at) = at else {
+                return err(format!("{other} needs a path to decode against"));
+            };
+            let node = decode(other, at, bytes, schema)?;
+            return Ok(node
+                .entries(at)
+                .into_iter()
+                .map(|(p, v)| (p, v, None))
+                .collect());
+        }
+    };
+    if timed.len() > MAX_READINGS {
+        return err("too many values in one report");
+    }
+    timed
+        .into_iter()
+        .map(|(p, v, t)| match v {
+            Some(v) => Ok((p, typed(&p, v, schema)?, t)),
+            None => err(format!("{p} has no value")),
+        })
+        .collect()
+}
+
+/// Most values one report may carry.
+const MAX_READINGS: usize = 65_536;
+
 /// Encodes the path list of a Read-Composite or Observe-Composite request.
 pub fn encode_paths(cf: ContentFormat, paths: &[Path]) -> Result<Vec<u8>, FormatError> {
     match cf {

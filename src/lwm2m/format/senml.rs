@@ -10,6 +10,13 @@ use serde_json::{Map, Value as Json};
 /// Decoded records: full path and value (none in a path list).
 pub type Records = Vec<(Path, Option<Value>)>;
 
+/// Decoded records with their SenML time (`bt` + `t`), when given.
+pub type TimedRecords = Vec<(Path, Option<Value>, Option<f64>)>;
+
+fn untimed(r: TimedRecords) -> Records {
+    r.into_iter().map(|(p, v, _)| (p, v)).collect()
+}
+
 /// Most records one payload may hold, so a small packet cannot
 /// make the decoder allocate without limit.
 const MAX_RECORDS: usize = 65_536;
@@ -91,6 +98,11 @@ pub fn encode_paths_json(paths: &[Path]) -> Vec<u8> {
 
 /// Decodes SenML JSON records.
 pub fn decode_json(b: &[u8]) -> Result<Records, FormatError> {
+    decode_json_timed(b).map(untimed)
+}
+
+/// Decodes SenML JSON records with their times.
+pub fn decode_json_timed(b: &[u8]) -> Result<TimedRecords, FormatError> {
     let j: Json =
         serde_json::from_slice(b).map_err(|e| FormatError(format!("malformed SenML JSON: {e}")))?;
     let Json::Array(records) = j else {
@@ -100,6 +112,7 @@ pub fn decode_json(b: &[u8]) -> Result<Records, FormatError> {
         return err("too many SenML records");
     }
     let mut bn = String::new();
+    let mut bt = None;
     let mut out = Vec::with_capacity(records.len());
     for r in records {
         let Json::Object(r) = r else {
@@ -111,6 +124,19 @@ pub fn decode_json(b: &[u8]) -> Result<Records, FormatError> {
                 .ok_or_else(|| FormatError("SenML bn is not a string".into()))?
                 .to_string();
         }
+        let number = |k: &str| -> Result<Option<f64>, FormatError> {
+            match r.get(k) {
+                None => Ok(None),
+                Some(j) => j
+                    .as_f64()
+                    .map(Some)
+                    .ok_or_else(|| FormatError(format!("SenML {k} is not a number"))),
+            }
+        };
+        if let Some(b) = number("bt")? {
+            bt = Some(b);
+        }
+        let t = record_time(bt, number("t")?);
         let n = match r.get("n") {
             Some(Json::String(s)) => s.as_str(),
             Some(_) => return err("SenML n is not a string"),
@@ -147,11 +173,21 @@ pub fn decode_json(b: &[u8]) -> Result<Records, FormatError> {
         } else {
             None
         };
-        out.push((p, v));
+        out.push((p, v, t));
     }
     Ok(out)
 }
 
+/// A record's time: base time plus its own, when either is given.
+fn record_time(bt: Option<f64>, t: Option<f64>) -> Option<f64> {
+    match (bt, t) {
+        (None, None) => None,
+        (b, t) => Some(b.unwrap_or(0.0) + t.unwrap_or(0.0)),
+    }
+}
+
+const BT: i64 = -3;
+const T: i64 = 6;
 const BN: i64 = -2;
 const N: i64 = 0;
 const V: i64 = 2;
@@ -199,6 +235,11 @@ pub fn encode_paths_cbor(paths: &[Path]) -> Vec<u8> {
 
 /// Decodes SenML CBOR records.
 pub fn decode_cbor(b: &[u8]) -> Result<Records, FormatError> {
+    decode_cbor_timed(b).map(untimed)
+}
+
+/// Decodes SenML CBOR records with their times.
+pub fn decode_cbor_timed(b: &[u8]) -> Result<TimedRecords, FormatError> {
     let mut d = Decoder::new(b);
     let n = d
         .array()
@@ -208,8 +249,10 @@ pub fn decode_cbor(b: &[u8]) -> Result<Records, FormatError> {
         return err("too many SenML records");
     }
     let mut bn = String::new();
+    let mut bt = None;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
+        let mut t = None;
         let fields = d
             .map()
             .map_err(cbor_err)?
@@ -224,6 +267,8 @@ pub fn decode_cbor(b: &[u8]) -> Result<Records, FormatError> {
             match key {
                 Ok(BN) => bn = d.str().map_err(cbor_err)?.to_string(),
                 Ok(N) => name = d.str().map_err(cbor_err)?.to_string(),
+                Ok(BT) => bt = Some(cbor_number(&mut d)?),
+                Ok(T) => t = Some(cbor_number(&mut d)?),
                 Ok(V) => {
                     value = Some(match read_value(&mut d)? {
                         v @ (Value::Integer(_) | Value::Unsigned(_) | Value::Float(_)) => v,
@@ -241,10 +286,19 @@ pub fn decode_cbor(b: &[u8]) -> Result<Records, FormatError> {
                 _ => d.skip().map_err(cbor_err)?,
             }
         }
-        out.push((join(&bn, &name)?, value));
+        out.push((join(&bn, &name)?, value, record_time(bt, t)));
     }
     if d.position() != b.len() {
         return err("trailing bytes after SenML CBOR");
     }
     Ok(out)
+}
+
+fn cbor_number(d: &mut Decoder) -> Result<f64, FormatError> {
+    match read_value(d)? {
+        Value::Integer(i) => Ok(i as f64),
+        Value::Unsigned(u) => Ok(u as f64),
+        Value::Float(f) => Ok(f),
+        _ => err("SenML time is not a number"),
+    }
 }
