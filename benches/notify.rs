@@ -1,0 +1,145 @@
+//! Notifications decoded per second through the real UDP socket, with
+//! 10 000 observed simulated devices, and the gateway's memory while it runs.
+//!
+//! Run: `cargo bench --bench notify` (options after `--`: `--devices N
+//! --interval-ms MS --seconds S --con 1`). For each format (SenML CBOR, then
+//! TLV) it starts the gateway and `lwm2m-gw-sim`, observes one object
+//! instance per device, lets every device notify every MS milliseconds, and
+//! samples the gateway's counters and RSS once a second.
+
+mod common;
+
+use serde_json::Value as Json;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stats(sock: &Path) -> Json {
+    let s = UnixStream::connect(sock).unwrap();
+    let mut w = s.try_clone().unwrap();
+    w.write_all(b"{\"id\":1,\"op\":\"stats\"}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str::<Json>(&line).unwrap()["value"].clone()
+}
+
+/// Observes /3303/0 on every device, `window` requests in flight.
+fn observe_all(sock: &Path, devices: usize, window: usize) {
+    let s = UnixStream::connect(sock).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let (mut sent, mut line, mut buf) = (0, String::new(), String::new());
+    for done in 0..devices {
+        buf.clear();
+        while sent < devices && sent - done < window {
+            buf.push_str(&format!(
+                "{{\"id\":{sent},\"op\":\"rpc\",\"endpoint\":\"n-{sent}\",\"method\":\"Observe\",\"params\":{{\"id\":\"/3303/0\"}}}}\n"
+            ));
+            sent += 1;
+        }
+        w.write_all(buf.as_bytes()).unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains("\"CONTENT\""), "observe failed: {line}");
+    }
+}
+
+fn run(format: &str, devices: usize, interval_ms: usize, seconds: usize, con: bool) {
+    let dir = std::env::temp_dir().join(format!(
+        "lwm2m-gw-notify-bench-{}-{format}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("gw.toml"),
+        "[coap]\nbind = \"127.0.0.1\"\nport = 0\n",
+    )
+    .unwrap();
+    let sock = dir.join("control.sock");
+    let (gw, addr) = common::start_gateway(
+        &dir,
+        &["--control-socket".as_ref(), sock.as_os_str()],
+        "warn,lwm2m_gw::runtime=info",
+    );
+    let _gw = Kill(gw);
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw-sim"))
+        .args(["--server", &addr.to_string(), "--prefix", "n-"])
+        .args(["--format", format, "--count", &devices.to_string()])
+        .args(["--notify-ms", &interval_ms.to_string()])
+        .args(if con { &["--con"][..] } else { &[][..] })
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start simulator");
+    let mut first = String::new();
+    BufReader::new(sim.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _sim = Kill(sim);
+    assert!(first.contains(&format!("{0}/{0}", devices)), "{first}");
+    let t = Instant::now();
+    observe_all(&sock, devices, 256);
+    println!(
+        "{format}: {devices} devices registered and observed in {} ms",
+        t.elapsed().as_millis()
+    );
+    // Let the rate settle, then sample once a second.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut rates = Vec::new();
+    let mut rss = Vec::new();
+    let mut last = stats(&sock);
+    let mut t_last = Instant::now();
+    for _ in 0..seconds {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = stats(&sock);
+        let dt = t_last.elapsed().as_secs_f64();
+        t_last = Instant::now();
+        let n = now["notifications"].as_u64().unwrap() - last["notifications"].as_u64().unwrap();
+        rates.push(n as f64 / dt);
+        rss.push(now["rssKb"].as_u64().unwrap());
+        last = now;
+    }
+    let mut sorted = rates.clone();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{format}: per-second rates {:?}",
+        rates.iter().map(|r| *r as u64).collect::<Vec<_>>()
+    );
+    println!(
+        "{format}: median {:.0} notifications/s decoded ({} notifications every {interval_ms} ms from {devices} devices; target >= 100000)",
+        sorted[sorted.len() / 2],
+        if con { "CON" } else { "NON" },
+    );
+    println!(
+        "{format}: gateway RSS first/last/max {} / {} / {} KiB; readings {}, undecodable {}, stale {}, reports dropped {}",
+        rss[0],
+        rss[rss.len() - 1],
+        rss.iter().max().unwrap(),
+        last["readings"],
+        last["undecodable"],
+        last["staleNotifications"],
+        last["reportsDropped"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn main() {
+    let devices = common::arg("--devices", 10_000);
+    let interval = common::arg("--interval-ms", 50);
+    let seconds = common::arg("--seconds", 10);
+    let con = common::arg("--con", 0) == 1;
+    for format in ["senml-cbor", "tlv"] {
+        run(format, devices, interval, seconds, con);
+    }
+}
