@@ -128,6 +128,12 @@ impl Gateway {
             .get_ref()
             .local_addr()
             .map_err(|e| RunError::Io("udp socket".into(), e))?;
+        // The control socket is bound before the start-up line: whoever waits
+        // for that line may use the socket at once.
+        let ctl_path = cfg.control_socket();
+        let control = socket::bind(&ctl_path)
+            .map_err(|e| RunError::Io(format!("control socket {}", ctl_path.display()), e))?;
+        log::info!("control socket {}", ctl_path.display());
         log::info!(
             "lwm2m-gw {} listening on CoAP udp {addr}{}; data {}; {} object models; {kept} registrations restored ({dropped} expired while stopped)",
             env!("CARGO_PKG_VERSION"),
@@ -136,10 +142,6 @@ impl Gateway {
             models.len(),
         );
         log::info!("{observed} observations and {held} queued requests restored");
-        let ctl_path = cfg.control_socket();
-        let control = socket::bind(&ctl_path)
-            .map_err(|e| RunError::Io(format!("control socket {}", ctl_path.display()), e))?;
-        log::info!("control socket {}", ctl_path.display());
         Ok(Gateway {
             cfg,
             server,

@@ -42,6 +42,11 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the binary with `config` (TOML) in `dir`, on an OS-chosen port.
     pub fn start(dir: &Path, config: &str) -> Gateway {
+        Gateway::start_on(dir, config, 0)
+    }
+
+    /// Starts the binary on CoAP port `port` (0: OS-chosen).
+    pub fn start_on(dir: &Path, config: &str, port: u16) -> Gateway {
         let cfg = dir.join("gw.toml");
         std::fs::write(&cfg, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
@@ -49,7 +54,7 @@ impl Gateway {
             .arg(&cfg)
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .args(["--coap-port", "0"])
+            .args(["--coap-port", &port.to_string()])
             .env("RUST_LOG", "info,sled=warn")
             .env_remove("RUNTIME_DIRECTORY")
             .stdout(Stdio::null())
@@ -233,6 +238,17 @@ pub struct Sim {
 impl Sim {
     /// Starts `count` devices against `gw` and waits until all registered.
     pub fn start(gw: SocketAddr, count: usize, prefix: &str, formats: &str) -> Sim {
+        Sim::start_with(gw, count, prefix, formats, &[])
+    }
+
+    /// Like `start`, with more `lwm2m-gw-sim` options.
+    pub fn start_with(
+        gw: SocketAddr,
+        count: usize,
+        prefix: &str,
+        formats: &str,
+        extra: &[&str],
+    ) -> Sim {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw-sim"))
             .arg("--server")
             .arg(SocketAddr::new([127, 0, 0, 1].into(), gw.port()).to_string())
@@ -245,6 +261,7 @@ impl Sim {
                 formats,
             ])
             .args(["--threads", "1"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -280,4 +297,147 @@ pub fn rpc(
         unreachable!()
     };
     c.call(m).expect("control answer")
+}
+
+/// A port that was free a moment ago, for a gateway that must come back
+/// on the same address after a restart.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A control connection streaming decoded reports (`op: watch`).
+pub struct Watch(lwm2m_gw::control::socket::Client);
+
+impl Watch {
+    pub fn start(gw: &Gateway, endpoint: Option<&str>) -> Watch {
+        let mut c = gw.control();
+        let mut req = serde_json::Map::new();
+        req.insert("op".into(), "watch".into());
+        if let Some(ep) = endpoint {
+            req.insert("endpoint".into(), ep.into());
+        }
+        let a = c.call(req).expect("watch answer");
+        assert_eq!(a["result"], "CONTENT", "{a}");
+        c.set_timeout(Some(Duration::from_millis(100))).unwrap();
+        Watch(c)
+    }
+
+    /// Every report that arrives within `d`.
+    pub fn collect(&mut self, d: Duration) -> Vec<serde_json::Value> {
+        let end = Instant::now() + d;
+        let mut out = Vec::new();
+        while Instant::now() < end {
+            if let Ok(r) = self.0.next_line() {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// The next report, waiting up to `d`.
+    pub fn next(&mut self, d: Duration) -> Option<serde_json::Value> {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            if let Ok(r) = self.0.next_line() {
+                return Some(r);
+            }
+        }
+        None
+    }
+}
+
+enum LiveCmd {
+    Notify(bool),
+    Served(std::sync::mpsc::Sender<(std::collections::BTreeMap<&'static str, u64>, usize)>),
+}
+
+/// A simulated device (the library's `SimDevice`) on a real UDP socket in
+/// a thread of the test, so the test decides when it notifies.
+pub struct LiveDevice {
+    cmds: std::sync::mpsc::Sender<LiveCmd>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LiveDevice {
+    pub fn start(
+        gw: SocketAddr,
+        endpoint: &str,
+        format: lwm2m_gw::lwm2m::ContentFormat,
+    ) -> LiveDevice {
+        use lwm2m_gw::sim::{RegState, SimConfig, SimDevice};
+        let models = Arc::new(lwm2m_gw::lwm2m::ModelLibrary::embedded());
+        let cfg = SimConfig::new(endpoint, gw, format);
+        let mut dev = SimDevice::new(cfg, models, fastrand::u64(..)).unwrap();
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let (reg_tx, reg_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            dev.register(Instant::now());
+            let mut told = false;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                while let Some(t) = dev.poll_transmit() {
+                    let _ = sock.send_to(&t.bytes, t.peer);
+                }
+                if !told && matches!(dev.state(), RegState::Registered(_)) {
+                    told = true;
+                    let _ = reg_tx.send(());
+                }
+                while let Ok(cmd) = rx.try_recv() {
+                    match cmd {
+                        LiveCmd::Notify(con) => {
+                            dev.notify(Instant::now(), lwm2m_gw::runtime::unix_ms(), con);
+                        }
+                        LiveCmd::Served(back) => {
+                            let _ = back.send((dev.served.clone(), dev.observers()));
+                        }
+                    }
+                }
+                while let Some(t) = dev.poll_transmit() {
+                    let _ = sock.send_to(&t.bytes, t.peer);
+                }
+                if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                    dev.handle_datagram(
+                        Instant::now(),
+                        lwm2m_gw::runtime::unix_ms(),
+                        peer,
+                        &buf[..n],
+                    );
+                }
+                if dev.poll_timeout().is_some_and(|t| t <= Instant::now()) {
+                    dev.handle_timeout(Instant::now());
+                }
+            }
+        });
+        reg_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("live device registered");
+        LiveDevice { cmds: tx, stop }
+    }
+
+    /// Sends a notification with fresh values to every observer.
+    pub fn notify(&self, confirmable: bool) {
+        self.cmds.send(LiveCmd::Notify(confirmable)).unwrap();
+    }
+
+    /// Requests served by kind, and observers held.
+    pub fn served(&self) -> (std::collections::BTreeMap<&'static str, u64>, usize) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.cmds.send(LiveCmd::Served(tx)).unwrap();
+        rx.recv_timeout(Duration::from_secs(5)).unwrap()
+    }
+}
+
+impl Drop for LiveDevice {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
