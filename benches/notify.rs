@@ -13,17 +13,7 @@ use serde_json::Value as Json;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn stats(sock: &Path) -> Json {
     let s = UnixStream::connect(sock).unwrap();
@@ -56,38 +46,21 @@ fn observe_all(sock: &Path, devices: usize, window: usize) {
 }
 
 fn run(format: &str, devices: usize, interval_ms: usize, seconds: usize, con: bool) {
-    let dir = std::env::temp_dir().join(format!(
-        "lwm2m-gw-notify-bench-{}-{format}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("gw.toml"),
-        "[coap]\nbind = \"127.0.0.1\"\nport = 0\n",
-    )
-    .unwrap();
+    let dir = common::bench_dir(&format!("notify-bench-{format}"));
     let sock = dir.join("control.sock");
     let (gw, addr) = common::start_gateway(
         &dir,
         &["--control-socket".as_ref(), sock.as_os_str()],
         "warn,lwm2m_gw::runtime=info",
     );
-    let _gw = Kill(gw);
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw-sim"))
-        .args(["--server", &addr.to_string(), "--prefix", "n-"])
-        .args(["--format", format, "--count", &devices.to_string()])
-        .args(["--notify-ms", &interval_ms.to_string()])
-        .args(if con { &["--con"][..] } else { &[][..] })
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start simulator");
-    let mut first = String::new();
-    BufReader::new(sim.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let _sim = Kill(sim);
-    assert!(first.contains(&format!("{0}/{0}", devices)), "{first}");
+    let _gw = common::Kill(gw);
+    let (server, n) = (addr.to_string(), interval_ms.to_string());
+    let mut args = vec!["--server", &server, "--prefix", "n-", "--format", format];
+    args.extend(["--notify-ms", &n]);
+    if con {
+        args.push("--con");
+    }
+    let (_sim, _) = common::start_sim(&args, devices);
     let t = Instant::now();
     observe_all(&sock, devices, 256);
     println!(

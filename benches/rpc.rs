@@ -11,7 +11,6 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Opts {
@@ -31,15 +30,6 @@ fn opts() -> Opts {
         per_round: common::arg("--per-round", 50_000),
         clients: common::arg("--clients", 2),
         window: common::arg("--window", 256),
-    }
-}
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -80,41 +70,25 @@ fn pipelined(sock: &Path, count: usize, window: usize, devices: usize, offset: u
 
 fn main() {
     let o = opts();
-    let dir = std::env::temp_dir().join(format!("lwm2m-gw-rpc-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("gw.toml"),
-        "[coap]\nbind = \"127.0.0.1\"\nport = 0\n",
-    )
-    .unwrap();
+    let dir = common::bench_dir("rpc-bench");
     let sock: PathBuf = dir.join("control.sock");
     let (gw, addr) = common::start_gateway(
         &dir,
         &["--control-socket".as_ref(), sock.as_os_str()],
         "warn,lwm2m_gw::runtime=info",
     );
-    let gw = Kill(gw);
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw-sim"))
-        .args([
-            "--server",
-            &addr.to_string(),
-            "--prefix",
-            "b-",
-            "--format",
-            "senml-cbor",
-        ])
-        .args(["--count", &o.devices.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start simulator");
-    let mut first = String::new();
-    BufReader::new(sim.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let _sim = Kill(sim);
+    let gw = common::Kill(gw);
+    let server = addr.to_string();
+    let args = [
+        "--server",
+        &server,
+        "--prefix",
+        "b-",
+        "--format",
+        "senml-cbor",
+    ];
+    let (_sim, first) = common::start_sim(&args, o.devices);
     print!("{first}");
-    assert!(first.contains(&format!("{0}/{0}", o.devices)), "{first}");
 
     // Warm-up.
     pipelined(&sock, 5_000, 64, o.devices, 0);

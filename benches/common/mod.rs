@@ -6,6 +6,47 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+/// A child process killed on drop.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A fresh directory for one benchmark run, holding a `gw.toml` that binds
+/// the gateway to loopback on an OS-chosen port.
+pub fn bench_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lwm2m-gw-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("gw.toml"),
+        "[coap]\nbind = \"127.0.0.1\"\nport = 0\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// Starts `lwm2m-gw-sim` with `args` and waits until its `count` devices
+/// registered; returns it and its first line.
+pub fn start_sim(args: &[&str], count: usize) -> (Kill, String) {
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw-sim"))
+        .args(args)
+        .args(["--count", &count.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start simulator");
+    let mut first = String::new();
+    BufReader::new(sim.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains(&format!("{0}/{0}", count)), "{first}");
+    (Kill(sim), first)
+}
+
 /// The value of `--name N` on the command line, else `default`.
 pub fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();

@@ -1,95 +1,15 @@
 //! The command language against a simulated device, in memory on a virtual clock.
 
-use super::*;
+use super::test_pair::Pair;
 use crate::lwm2m::ContentFormat;
-use crate::sim::{RegState, SimConfig, SimDevice};
 use serde_json::json;
-
-const GW: &str = "[::1]:5683";
-const DEV: &str = "[::1]:40000";
-
-struct Pair {
-    gw: Server,
-    dev: SimDevice,
-    t: Instant,
-    next: u64,
-    /// Drop everything the gateway sends (a device gone silent).
-    mute: bool,
-}
-
-impl Pair {
-    fn new(format: ContentFormat) -> Pair {
-        let models = Arc::new(ModelLibrary::embedded());
-        let mut gw = Server::new(ServerConfig::default(), 5);
-        gw.set_models(models.clone());
-        let cfg = SimConfig::new("dev1", GW.parse().unwrap(), format);
-        let dev = SimDevice::new(cfg, models, 77).expect("sim fits the models");
-        let mut p = Pair {
-            gw,
-            dev,
-            t: Instant::now(),
-            next: 0,
-            mute: false,
-        };
-        p.dev.register(p.t);
-        p.pump();
-        assert!(
-            matches!(p.dev.state(), RegState::Registered(_)),
-            "{:?}",
-            p.dev.state()
-        );
-        p
-    }
-
-    fn pump(&mut self) {
-        loop {
-            let mut moved = false;
-            while let Some(t) = self.dev.poll_transmit() {
-                self.gw
-                    .handle_datagram(self.t, 1_700_000_000_000, DEV.parse().unwrap(), &t.bytes);
-                moved = true;
-            }
-            while let Some(t) = self.gw.poll_transmit() {
-                if !self.mute {
-                    self.dev.handle_datagram(
-                        self.t,
-                        1_700_000_000_000,
-                        GW.parse().unwrap(),
-                        &t.bytes,
-                    );
-                }
-                moved = true;
-            }
-            if !moved {
-                break;
-            }
-        }
-    }
-
-    fn rpc(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
-        self.next += 1;
-        let h = self.next;
-        self.gw.command(self.t, h, "dev1", method, &params);
-        for _ in 0..200 {
-            self.pump();
-            if let Some((got, a)) = self.gw.poll_answer() {
-                assert_eq!(got, h);
-                return a.to_json();
-            }
-            self.t += Duration::from_secs(1);
-            self.gw.handle_timeout(self.t);
-            self.dev.handle_timeout(self.t);
-        }
-        panic!("no answer to {method}");
-    }
-}
 
 fn ok(a: &serde_json::Value, result: &str) {
     assert_eq!(a["result"], result, "{a}");
 }
 
 fn every_command_in(format: ContentFormat) {
-    let mut p = Pair::new(format);
+    let mut p = Pair::new(format, false);
     let f = format.name();
     // Read: resource by id, by versioned id, by key, instance, object, multiple resource.
     let a = p.rpc("Read", json!({"id": "/3/0/9"}));
@@ -262,7 +182,7 @@ fn every_command_works_in_oma_json() {
 
 #[test]
 fn bad_commands_are_refused_before_anything_is_sent() {
-    let mut p = Pair::new(ContentFormat::SenmlCbor);
+    let mut p = Pair::new(ContentFormat::SenmlCbor, false);
     let served_before: u64 = p.dev.served.values().sum();
     for (m, params, why) in [
         ("Reed", json!({"id": "/3/0/9"}), "unknown method"),
@@ -345,7 +265,7 @@ fn bad_commands_are_refused_before_anything_is_sent() {
 
 #[test]
 fn unknown_devices_and_silent_devices_get_gateway_outcomes() {
-    let mut p = Pair::new(ContentFormat::Tlv);
+    let mut p = Pair::new(ContentFormat::Tlv, false);
     p.next += 1;
     p.gw.command(p.t, 99, "nobody", "Read", &json!({"id": "/3/0/9"}));
     let (h, a) = p.gw.poll_answer().unwrap();
@@ -358,7 +278,7 @@ fn unknown_devices_and_silent_devices_get_gateway_outcomes() {
 
 #[test]
 fn device_errors_come_back_with_their_code_name() {
-    let mut p = Pair::new(ContentFormat::SenmlJson);
+    let mut p = Pair::new(ContentFormat::SenmlJson, false);
     let a = p.rpc("Read", json!({"id": "/3/0/22"}));
     assert_eq!(a["result"], "NOT_FOUND", "{a}");
     let a = p.rpc("Create", json!({"id": "/3", "value": {"1": {"14": "+1"}}}));

@@ -522,6 +522,7 @@ impl Server {
         reg_id: &str,
         msg: &Message,
     ) -> Message {
+        let old_peer = self.registry.get_by_id(reg_id).map(|r| r.peer);
         let result = (|| {
             let params = registry::parse_params(&msg.uri_query())?;
             if params.endpoint.is_some() || params.version.is_some() {
@@ -546,6 +547,9 @@ impl Server {
                     reg.id,
                     reg.lifetime
                 );
+                if old_peer.is_some_and(|p| p != peer) {
+                    self.move_observations(now, &reg, peer);
+                }
                 self.events.push_back(ServerEvent::Updated(reg));
                 reply(Code::CHANGED, "")
             }
@@ -611,3 +615,6 @@ mod command_tests;
 
 #[cfg(test)]
 mod report_tests;
+
+#[cfg(test)]
+mod test_pair;

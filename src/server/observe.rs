@@ -131,17 +131,8 @@ impl Server {
             self.engine.cancel(now, old);
         }
         if let Some(req) = self.engine.request_message(id) {
-            self.persist
-                .push_back(super::Persist::Observation(ObservationRecord {
-                    endpoint: endpoint.to_string(),
-                    reg_id,
-                    peer,
-                    token: req.token.as_bytes().to_vec(),
-                    paths: key.1.iter().map(Path::to_string).collect(),
-                    composite: key.0,
-                    format: req.uint_option(crate::coap::opt::ACCEPT).unwrap_or(0) as u16,
-                    request: req.encode(),
-                }));
+            let rec = record(&endpoint, reg_id, peer, &key, &req);
+            self.persist.push_back(super::Persist::Observation(rec));
         }
         log::debug!("ep={endpoint} observing {}", describe(&key));
         self.observations.insert(
@@ -193,6 +184,45 @@ impl Server {
             .insert(key.clone(), id);
         self.observations.insert(id, Observation { endpoint, key });
         true
+    }
+
+    /// The device now speaks from `peer` (NAT rebinding, a new bearer):
+    /// its observations follow, so its notifications are not reset.
+    pub(super) fn move_observations(
+        &mut self,
+        now: Instant,
+        reg: &super::Registration,
+        peer: SocketAddr,
+    ) {
+        let Some(obs) = self.observed.get(reg.endpoint.as_str()) else {
+            return;
+        };
+        let moved: Vec<(ObsKey, RequestId)> = obs.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        for (key, old) in moved {
+            let Some(req) = self.engine.request_message(old) else {
+                continue;
+            };
+            // Dropped here only; the device's next notification uses the new address.
+            self.engine.cancel(now, old);
+            self.observations.remove(&old);
+            let Ok(id) = self.engine.adopt_observation(peer, req.clone()) else {
+                if let Some(o) = self.observed.get_mut(reg.endpoint.as_str()) {
+                    o.remove(&key);
+                }
+                continue;
+            };
+            if let Some(o) = self.observed.get_mut(reg.endpoint.as_str()) {
+                o.insert(key.clone(), id);
+            }
+            let rec = record(&reg.endpoint, reg.id.0, peer, &key, &req);
+            self.persist.push_back(super::Persist::Observation(rec));
+            let endpoint: Arc<str> = reg.endpoint.as_str().into();
+            self.observations.insert(id, Observation { endpoint, key });
+        }
+        log::info!(
+            "ep={} moved to {peer}; its observations follow",
+            reg.endpoint
+        );
     }
 
     /// Decodes a notification (or establishing answer) into a report.
@@ -428,6 +458,26 @@ fn device_time_ms(t: f64, now_ms: u64) -> u64 {
         ms as u64
     } else {
         now_ms
+    }
+}
+
+/// The stored form of an observation.
+fn record(
+    endpoint: &str,
+    reg_id: u64,
+    peer: SocketAddr,
+    key: &ObsKey,
+    req: &Message,
+) -> ObservationRecord {
+    ObservationRecord {
+        endpoint: endpoint.to_string(),
+        reg_id,
+        peer,
+        token: req.token.as_bytes().to_vec(),
+        paths: key.1.iter().map(Path::to_string).collect(),
+        composite: key.0,
+        format: req.uint_option(crate::coap::opt::ACCEPT).unwrap_or(0) as u16,
+        request: req.encode(),
     }
 }
 

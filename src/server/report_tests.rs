@@ -3,106 +3,9 @@
 
 use super::*;
 use crate::lwm2m::{ContentFormat, Path};
-use crate::sim::{SimConfig, SimDevice};
 use serde_json::json;
 
-const GW: &str = "[::1]:5683";
-const DEV: &str = "[::1]:40000";
-const UNIX: u64 = 1_700_000_000_000;
-
-struct Pair {
-    gw: Server,
-    dev: SimDevice,
-    t: Instant,
-    next: u64,
-    /// Gateway datagrams seen by the device, decoded.
-    to_device: Vec<Message>,
-}
-
-impl Pair {
-    fn new(format: ContentFormat, queue: bool) -> Pair {
-        let models = Arc::new(ModelLibrary::embedded());
-        let cfg = ServerConfig {
-            queue: QueueConfig {
-                awake_window: Duration::from_secs(5),
-                ..QueueConfig::default()
-            },
-            ..ServerConfig::default()
-        };
-        let mut gw = Server::new(cfg, 5);
-        gw.set_models(models.clone());
-        let mut cfg = SimConfig::new("dev1", GW.parse().unwrap(), format);
-        cfg.queue_mode = queue;
-        cfg.awake = Duration::from_secs(3);
-        cfg.update_every = Some(Duration::from_secs(60));
-        let dev = SimDevice::new(cfg, models, 77).expect("sim fits the models");
-        let mut p = Pair {
-            gw,
-            dev,
-            t: Instant::now(),
-            next: 0,
-            to_device: Vec::new(),
-        };
-        p.dev.register(p.t);
-        p.pump();
-        p
-    }
-
-    fn pump(&mut self) {
-        loop {
-            let mut moved = false;
-            while let Some(t) = self.dev.poll_transmit() {
-                self.gw
-                    .handle_datagram(self.t, UNIX, DEV.parse().unwrap(), &t.bytes);
-                moved = true;
-            }
-            while let Some(t) = self.gw.poll_transmit() {
-                self.to_device.push(Message::decode(&t.bytes).unwrap());
-                self.dev
-                    .handle_datagram(self.t, UNIX, GW.parse().unwrap(), &t.bytes);
-                moved = true;
-            }
-            if !moved {
-                break;
-            }
-        }
-    }
-
-    fn advance(&mut self, d: Duration) {
-        self.t += d;
-        self.gw.handle_timeout(self.t);
-        self.dev.handle_timeout(self.t);
-        self.pump();
-    }
-
-    fn start(&mut self, method: &str, params: serde_json::Value) -> u64 {
-        self.next += 1;
-        self.gw.command(self.t, self.next, "dev1", method, &params);
-        self.pump();
-        self.next
-    }
-
-    fn answer(&mut self, h: u64) -> serde_json::Value {
-        for _ in 0..200 {
-            self.pump();
-            if let Some((got, a)) = self.gw.poll_answer() {
-                assert_eq!(got, h);
-                return a.to_json();
-            }
-            self.advance(Duration::from_millis(500));
-        }
-        panic!("no answer");
-    }
-
-    fn rpc(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
-        let h = self.start(method, params);
-        self.answer(h)
-    }
-
-    fn reports(&mut self) -> Vec<Report> {
-        std::iter::from_fn(|| self.gw.poll_report()).collect()
-    }
-}
+use super::test_pair::{Pair, DEV, UNIX};
 
 fn values(r: &[Report]) -> Vec<(String, serde_json::Value)> {
     r.iter()
@@ -370,4 +273,57 @@ fn restored_observation_takes_notifications_without_a_new_observe() {
     let mut stale = rec.clone();
     stale.reg_id ^= 1;
     assert!(!p.gw.restore_observation(&stale));
+}
+
+#[test]
+fn observations_follow_a_device_that_updates_from_a_new_address() {
+    let mut p = Pair::new(ContentFormat::SenmlCbor, false);
+    p.rpc("Observe", json!({"id": "/3/0/9"}));
+    p.reports();
+    p.dev_addr = "[::1]:40999".parse().unwrap();
+    p.advance(Duration::from_secs(61));
+    assert_eq!(p.gw.registry().get("dev1").unwrap().peer, p.dev_addr);
+    p.to_device.clear();
+    p.dev.notify(p.t, UNIX, true);
+    p.pump();
+    assert_eq!(p.reports().len(), 1);
+    assert!(
+        p.to_device.iter().all(|m| m.mtype != MsgType::Rst),
+        "{:?}",
+        p.to_device
+    );
+    let moved = std::iter::from_fn(|| p.gw.poll_persist())
+        .any(|x| matches!(x, Persist::Observation(o) if o.peer == "[::1]:40999".parse().unwrap()));
+    assert!(moved, "the stored observation names the new address");
+}
+
+#[test]
+fn a_stored_queued_request_goes_out_when_the_device_wakes_after_a_restart() {
+    let mut p = Pair::new(ContentFormat::SenmlCbor, true);
+    p.advance(Duration::from_secs(10));
+    let reg = p.gw.registry().get("dev1").unwrap().clone();
+    let mut gw = Server::new(ServerConfig::default(), 9);
+    gw.set_models(Arc::new(ModelLibrary::embedded()));
+    assert!(gw.restore(p.t, UNIX, reg));
+    let rec = QueuedRecord {
+        endpoint: "dev1".into(),
+        seq: 41,
+        method: "Execute".into(),
+        params: r#"{"id":"/3/0/4"}"#.into(),
+        queued_ms: UNIX,
+        expires_ms: UNIX + 3_600_000,
+    };
+    assert!(gw.restore_queued(&rec));
+    assert_eq!(gw.queued_count(), 1);
+    p.gw = gw;
+    p.t += Duration::from_secs(60);
+    p.advance(Duration::from_secs(1));
+    assert_eq!(
+        p.dev.executed().last().map(|x| x.to_string()),
+        Some("/3/0/4".into())
+    );
+    assert_eq!(p.gw.queued_count(), 0);
+    let gone = std::iter::from_fn(|| p.gw.poll_persist())
+        .any(|x| matches!(x, Persist::QueuedGone { seq: 41, .. }));
+    assert!(gone);
 }
