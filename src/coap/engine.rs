@@ -321,6 +321,8 @@ pub struct Engine {
     /// message id) can be matched to its observer; oldest first out.
     non_notifications: HashMap<(SocketAddr, u16), Token>,
     non_order: VecDeque<(SocketAddr, u16)>,
+    /// The confirmable notification in transit per observer.
+    con_notifications: HashMap<(SocketAddr, Token), u16>,
     peers: HashMap<SocketAddr, PeerState>,
     assemblies: HashMap<BlockKey, Assembly>,
     bodies: HashMap<BlockKey, CachedBody>,
@@ -350,6 +352,7 @@ impl Engine {
             established: 0,
             non_notifications: HashMap::new(),
             non_order: VecDeque::new(),
+            con_notifications: HashMap::new(),
             peers: HashMap::new(),
             assemblies: HashMap::new(),
             bodies: HashMap::new(),
@@ -625,6 +628,12 @@ impl Engine {
         msg.mid = self.next_mid(now, peer);
         let bytes = msg.encode();
         if msg.mtype == MsgType::Con {
+            // RFC 7641 4.5.2: a newer notification replaces one still in
+            // transit, so an observer that is slow to acknowledge does not
+            // get every stale state retransmitted.
+            if let Some(old) = self.con_notifications.insert((peer, msg.token), msg.mid) {
+                self.outgoing.remove(&(peer, old));
+            }
             let owner = Owner::Notification(msg.token);
             self.track_con(now, peer, msg.mid, bytes.clone(), owner);
         } else {
@@ -956,6 +965,7 @@ impl Engine {
         let id = match owner {
             Owner::Exchange(id) => id,
             Owner::Notification(token) => {
+                self.con_notifications.remove(&(peer, token));
                 if msg.mtype == MsgType::Rst {
                     self.events.push_back(Event::ObserverGone { peer, token });
                 }
@@ -1074,7 +1084,10 @@ impl Engine {
             }
             return;
         }
-        let keep = x.observe && msg.observe().is_some() && msg.code.is_success();
+        let keep = x.observe
+            && msg.observe().is_some()
+            && msg.code.is_success()
+            && self.established < self.cfg.max_observations;
         if keep {
             // From now on it is an observation: it leaves the NSTART count.
             x.established = true;
@@ -1344,6 +1357,7 @@ impl Engine {
                     log::debug!("peer={peer} separate response mid={mid} never acknowledged")
                 }
                 Owner::Notification(token) => {
+                    self.con_notifications.remove(&(peer, token));
                     self.events.push_back(Event::ObserverGone { peer, token })
                 }
             }

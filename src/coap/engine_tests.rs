@@ -898,3 +898,43 @@ fn notifying_an_observer_that_resets_reports_it_gone() {
         .iter()
         .any(|ev| matches!(ev, Event::ObserverGone { .. })));
 }
+
+#[test]
+fn observations_beyond_the_bound_are_not_kept() {
+    let (mut e, t0) = engine(Config {
+        max_observations: 1,
+        ..Config::default()
+    });
+    let (_, first) = observing(&mut e, t0);
+    let (_, second) = observing(&mut e, t0);
+    drain(&mut e);
+    for (mid, tk) in [(1, first), (2, second)] {
+        e.handle_datagram(
+            t0,
+            peer(),
+            &notification(MsgType::Non, mid, tk, 20, b"v").encode(),
+        );
+    }
+    assert_eq!(notified(&mut e).len(), 1);
+    assert_eq!(
+        drain(&mut e)[0].mtype,
+        MsgType::Rst,
+        "the second is unknown"
+    );
+    let mut req = con(Code::GET, 0, b"t3", "1");
+    req.set_uint_option(opt::OBSERVE, 0);
+    assert_eq!(e.adopt_observation(peer(), req), Err(EngineError::Busy));
+}
+
+#[test]
+fn a_newer_confirmable_notification_replaces_one_in_transit() {
+    let (mut e, t0) = engine(Config::default());
+    let tk = Token::new(b"ob").unwrap();
+    e.notify(t0, peer(), notification(MsgType::Con, 0, tk, 3, b"old"));
+    e.notify(t0, peer(), notification(MsgType::Con, 0, tk, 4, b"new"));
+    assert_eq!(drain(&mut e).len(), 2);
+    e.handle_timeout(t0 + Duration::from_secs(4));
+    let again = drain(&mut e);
+    assert_eq!(again.len(), 1, "only the newer one is retransmitted");
+    assert_eq!(again[0].payload, b"new");
+}

@@ -119,6 +119,13 @@ impl Server {
         let Some(reg) = self.registry.get(endpoint) else {
             return self.engine.cancel(now, id);
         };
+        if self.engine.token(id).is_none() {
+            log::warn!(
+                "ep={endpoint} observation of {} not kept: the observation table is full (coap.max_observations)",
+                describe(&key)
+            );
+            return;
+        }
         let (reg_id, peer) = (reg.id.0, reg.peer);
         let endpoint: Arc<str> = endpoint.into();
         let obs = self
@@ -128,6 +135,12 @@ impl Server {
         if let Some(old) = obs.insert(key.clone(), id) {
             // The same target observed again: the newer observation wins.
             self.observations.remove(&old);
+            if let Some(token) = self.engine.token(old) {
+                self.persist.push_back(super::Persist::ObservationGone {
+                    endpoint: endpoint.as_ref().into(),
+                    token,
+                });
+            }
             self.engine.cancel(now, old);
         }
         if let Some(req) = self.engine.request_message(id) {

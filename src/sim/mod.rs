@@ -159,6 +159,10 @@ fn initial_data(endpoint: &str) -> Vec<(&'static str, serde_json::Value)> {
     ]
 }
 
+/// Observations one device keeps; beyond them an Observe is answered as
+/// a plain read (RFC 7641 allows a server to decline).
+const MAX_OBSERVERS: usize = 64;
+
 /// Executions remembered for `executed()`.
 const MAX_EXECUTED: usize = 256;
 
@@ -493,7 +497,7 @@ impl SimDevice {
         let resp = match result {
             Ok(mut r) => {
                 match msg.observe() {
-                    Some(0) if r.code.is_success() => {
+                    Some(0) if r.code.is_success() && self.observers.len() < MAX_OBSERVERS => {
                         self.observe_seq = self.observe_seq.wrapping_add(1) & 0xff_ffff;
                         r.set_uint_option(opt::OBSERVE, self.observe_seq as u64);
                         let request = msg.clone();
