@@ -11,6 +11,7 @@ use crate::lwm2m::node::{within, Node, Schema};
 use crate::lwm2m::Resource;
 use crate::lwm2m::{link, ModelLibrary, Path};
 use serde_json::{json, Map, Value as Json};
+use std::cell::Cell;
 use std::sync::Arc;
 
 /// The methods of the command language.
@@ -200,20 +201,43 @@ pub struct DeviceSchema<'a> {
     pub lib: &'a ModelLibrary,
     /// The device.
     pub reg: &'a Registration,
+    /// The last object looked up: a payload's values nearly always share
+    /// one object, and this lookup is the hot path of notification decoding.
+    last: Cell<Option<LastModel<'a>>>,
 }
 
-impl DeviceSchema<'_> {
+/// An object id and its model, if the library has one.
+type LastModel<'a> = (u16, Option<&'a Arc<ObjectModel>>);
+
+impl<'a> DeviceSchema<'a> {
+    /// Types for `reg` from `lib`.
+    pub fn new(lib: &'a ModelLibrary, reg: &'a Registration) -> DeviceSchema<'a> {
+        DeviceSchema {
+            lib,
+            reg,
+            last: Cell::new(None),
+        }
+    }
+
     /// The model of `object` at the version the device announced.
-    pub fn model(&self, object: u16) -> Option<&Arc<ObjectModel>> {
+    pub fn model(&self, object: u16) -> Option<&'a Arc<ObjectModel>> {
+        if let Some((o, m)) = self.last.get() {
+            if o == object {
+                return m;
+            }
+        }
         let ver = self
             .reg
             .objects
             .iter()
             .find(|o| o.object == object)
             .and_then(|o| o.version);
-        self.lib
+        let m = self
+            .lib
             .get(object, ver)
-            .or_else(|| self.lib.get(object, None))
+            .or_else(|| self.lib.get(object, None));
+        self.last.set(Some((object, m)));
+        m
     }
 }
 
@@ -278,7 +302,7 @@ pub fn plan(
     let p = Params {
         reg,
         lib,
-        schema: DeviceSchema { lib, reg },
+        schema: DeviceSchema::new(lib, reg),
         params,
     };
     let cf = p.format()?;

@@ -299,10 +299,7 @@ impl Server {
         };
         let answer = match self.registry.get(&p.endpoint) {
             Some(reg) => {
-                let schema = DeviceSchema {
-                    lib: &self.models,
-                    reg,
-                };
+                let schema = DeviceSchema::new(&self.models, reg);
                 command::answer(&p.expect, &msg, &schema)
             }
             None => Answer::fail(

@@ -257,10 +257,7 @@ impl Server {
         let Some(reg) = self.registry.get(&endpoint) else {
             return;
         };
-        let schema = DeviceSchema {
-            lib: &self.models,
-            reg,
-        };
+        let schema = DeviceSchema::new(&self.models, reg);
         let at = match &obs.key {
             (false, paths) => paths.first(),
             (true, _) => None,
@@ -390,10 +387,7 @@ impl Server {
                 );
             }
         };
-        let schema = DeviceSchema {
-            lib: &self.models,
-            reg,
-        };
+        let schema = DeviceSchema::new(&self.models, reg);
         match format::decode_readings(cf, None, &msg.payload, &schema) {
             Ok(r) if r.is_empty() => reply(Code::BAD_REQUEST, "Send without values"),
             Ok(r) => {
