@@ -3,7 +3,9 @@
 pub mod coap;
 pub mod config;
 pub mod control;
+pub mod credentials;
 pub mod lwm2m;
+pub mod profile;
 pub mod runtime;
 pub mod server;
 pub mod sim;

@@ -1,0 +1,299 @@
+//! Device profiles: per device type, which resources become attributes,
+//! telemetry and observations, their keys, notification attributes, the
+//! preferred content format and the queue-mode awake window.
+
+use crate::lwm2m::format::ContentFormat;
+use crate::lwm2m::model::camel_case_key;
+use crate::lwm2m::{ModelLibrary, Path, ResourceType};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The profile of devices that have none of their own.
+pub const DEFAULT: &str = "default";
+
+/// A device profile, as written in TOML.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Name devices refer to.
+    pub name: String,
+    /// Objects the device type supports.
+    #[serde(default)]
+    pub objects: Vec<u16>,
+    /// Preferred content format (`SENML_CBOR`, `TLV`, ...).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Queue mode: seconds a device counts as awake after its last message.
+    #[serde(default)]
+    pub awake_window_s: Option<u64>,
+    /// Publish a log of the device's CoAP exchanges as telemetry `transportLog`.
+    #[serde(default)]
+    pub transport_log: bool,
+    /// Per resource (`"/3/0/9"`): what it becomes.
+    #[serde(default)]
+    pub resources: BTreeMap<String, ResourceRule>,
+    /// Notification attributes written on connect, per object, instance or
+    /// resource path.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, NotifyAttributes>,
+    /// Firmware update settings, for the OTA issue.
+    #[serde(default)]
+    pub ota: Option<OtaSettings>,
+    /// Bootstrap settings, for the bootstrap issue.
+    #[serde(default)]
+    pub bootstrap: Option<BootstrapSettings>,
+}
+
+/// What one resource becomes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceRule {
+    /// Key name; default the camelCase of the resource name.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Read on connect and sent as a client attribute.
+    #[serde(default)]
+    pub attribute: bool,
+    /// Sent as time series.
+    #[serde(default)]
+    pub telemetry: bool,
+    /// Observed on connect.
+    #[serde(default)]
+    pub observe: bool,
+}
+
+/// Write-Attributes parameters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyAttributes {
+    /// Minimum period, seconds.
+    #[serde(default)]
+    pub pmin: Option<u32>,
+    /// Maximum period, seconds.
+    #[serde(default)]
+    pub pmax: Option<u32>,
+    /// Greater than.
+    #[serde(default)]
+    pub gt: Option<f64>,
+    /// Less than.
+    #[serde(default)]
+    pub lt: Option<f64>,
+    /// Step.
+    #[serde(default)]
+    pub st: Option<f64>,
+}
+
+/// Firmware update settings (used by the OTA issue).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtaSettings {
+    /// How firmware reaches the device: `push` (Block1 to /5/0/0) or `pull` (URI in /5/0/1).
+    #[serde(default)]
+    pub strategy: Option<String>,
+}
+
+/// Bootstrap settings (used by the bootstrap issue).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapSettings {
+    /// Whether devices of this profile are bootstrapped by the gateway.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// A profile that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileError(pub String);
+
+impl fmt::Display for ProfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProfileError {}
+
+/// One resource of a profile, checked and resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapped {
+    /// The resource (object, instance, resource).
+    pub path: Path,
+    /// Its key.
+    pub key: String,
+    /// The rule.
+    pub rule: ResourceRule,
+}
+
+impl Profile {
+    /// The built-in profile: nothing read, observed or written on connect.
+    pub fn default_profile() -> Profile {
+        Profile {
+            name: DEFAULT.into(),
+            objects: Vec::new(),
+            format: None,
+            awake_window_s: None,
+            transport_log: false,
+            resources: BTreeMap::new(),
+            attributes: BTreeMap::new(),
+            ota: None,
+            bootstrap: None,
+        }
+    }
+
+    /// Parses TOML text; the result still has to pass `check`.
+    pub fn from_toml(text: &str) -> Result<Profile, ProfileError> {
+        toml::from_str(text).map_err(|e| ProfileError(e.to_string().trim_end().to_string()))
+    }
+
+    /// Checks the profile against the object models: known objects and
+    /// resources, readable where read or observed, unique keys, sane
+    /// notification attributes.
+    pub fn check(&self, lib: &ModelLibrary) -> Result<(), ProfileError> {
+        let bad = |m: String| Err(ProfileError(format!("profile {:?}: {m}", self.name)));
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return bad("a name is 1 to 64 letters, digits, '-', '_' or '.'".into());
+        }
+        for o in &self.objects {
+            if lib.get(*o, None).is_none() {
+                return bad(format!("object {o} has no model in the library"));
+            }
+        }
+        if let Some(f) = &self.format {
+            match ContentFormat::from_name(f) {
+                Some(cf) if cf.is_structured() => {}
+                _ => return bad(format!("format {f:?} is not a structured content format")),
+            }
+        }
+        let mut keys = BTreeMap::new();
+        for m in self.mapped(lib)? {
+            if let Some(other) = keys.insert(m.key.to_ascii_lowercase(), m.path) {
+                return bad(format!("key {:?} names both {other} and {}", m.key, m.path));
+            }
+        }
+        for (p, a) in &self.attributes {
+            let path = self.path_in(p, lib)?;
+            if path.resource_instance.is_some() {
+                return bad(format!(
+                    "{p}: attributes go to an object, instance or resource"
+                ));
+            }
+            if let (Some(pmin), Some(pmax)) = (a.pmin, a.pmax) {
+                if pmin > pmax {
+                    return bad(format!("{p}: pmin {pmin} is above pmax {pmax}"));
+                }
+            }
+            if a.st.is_some_and(|st| st <= 0.0) {
+                return bad(format!("{p}: st must be above 0"));
+            }
+            if let (Some(lt), Some(gt)) = (a.lt, a.gt) {
+                if lt >= gt {
+                    return bad(format!("{p}: lt {lt} must be below gt {gt}"));
+                }
+            }
+            if a.gt.is_some() || a.lt.is_some() || a.st.is_some() {
+                let numeric = path.resource.is_some_and(|r| {
+                    lib.resource(path.object, r).is_some_and(|m| {
+                        matches!(
+                            m.rtype,
+                            ResourceType::Integer
+                                | ResourceType::UnsignedInteger
+                                | ResourceType::Float
+                        )
+                    })
+                });
+                if !numeric {
+                    return bad(format!("{p}: gt, lt and st need a numeric resource"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A path of the profile: parsed, of a known object, and of an object
+    /// the profile lists (when it lists any).
+    fn path_in(&self, p: &str, lib: &ModelLibrary) -> Result<Path, ProfileError> {
+        let err = |m: String| ProfileError(format!("profile {:?}: {p}: {m}", self.name));
+        let path = Path::parse(p).map_err(|e| err(e.to_string()))?;
+        let Some(model) = lib.get(path.object, None) else {
+            return Err(err(format!("object {} has no model", path.object)));
+        };
+        if !self.objects.is_empty() && !self.objects.contains(&path.object) {
+            return Err(err(format!(
+                "object {} is not among the profile's objects",
+                path.object
+            )));
+        }
+        if let Some(r) = path.resource {
+            if model.resource(r).is_none() {
+                return Err(err(format!("object {} has no resource {r}", path.object)));
+            }
+        }
+        Ok(path)
+    }
+
+    /// Every resource rule, resolved against the models.
+    pub fn mapped(&self, lib: &ModelLibrary) -> Result<Vec<Mapped>, ProfileError> {
+        let mut out = Vec::with_capacity(self.resources.len());
+        for (p, rule) in &self.resources {
+            let path = self.path_in(p, lib)?;
+            let err = |m: &str| ProfileError(format!("profile {:?}: {p}: {m}", self.name));
+            let (Some(_), Some(r)) = (path.instance, path.resource) else {
+                return Err(err("rules go to a resource, like /3/0/9"));
+            };
+            if path.resource_instance.is_some() {
+                return Err(err("rules go to a resource, like /3/0/9"));
+            }
+            let Some(model) = lib.resource(path.object, r) else {
+                return Err(err("no such resource"));
+            };
+            if (rule.attribute || rule.telemetry || rule.observe) && !model.operations.read {
+                return Err(err(&format!("{} is not readable", model.name)));
+            }
+            let key = match &rule.key {
+                Some(k) if k.trim().is_empty() => return Err(err("empty key")),
+                Some(k) => k.clone(),
+                None => camel_case_key(&model.name),
+            };
+            out.push(Mapped {
+                path,
+                key,
+                rule: rule.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The preferred content format, if any.
+    pub fn content_format(&self) -> Option<ContentFormat> {
+        self.format.as_deref().and_then(ContentFormat::from_name)
+    }
+}
+
+impl NotifyAttributes {
+    /// The attributes as a Write-Attributes parameter object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        if let Some(v) = self.pmin {
+            m.insert("pmin".into(), v.into());
+        }
+        if let Some(v) = self.pmax {
+            m.insert("pmax".into(), v.into());
+        }
+        for (k, v) in [("gt", self.gt), ("lt", self.lt), ("st", self.st)] {
+            if let Some(v) = v {
+                m.insert(k.into(), v.into());
+            }
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests;
