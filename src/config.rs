@@ -148,6 +148,9 @@ pub struct RegistrationSection {
     pub max_registrations: usize,
     /// Seconds past a lifetime before a registration is dropped.
     pub expiry_grace_s: u64,
+    /// Admit endpoints that have no credential (plain CoAP, default profile).
+    /// Handy on a developer's first run; production configs set it false.
+    pub allow_unknown_endpoints: bool,
 }
 
 /// `[store]`.
@@ -205,6 +208,7 @@ impl Default for RegistrationSection {
         RegistrationSection {
             max_registrations: s.max_registrations,
             expiry_grace_s: s.expiry_grace.as_secs(),
+            allow_unknown_endpoints: true,
         }
     }
 }

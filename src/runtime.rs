@@ -82,6 +82,24 @@ impl Gateway {
         let models = Arc::new(ModelLibrary::load(&cfg.models.dir, &cfg.site_models_dir()));
         let mut server = Server::new(cfg.server(), random_seed());
         server.set_models(models.clone());
+        for p in store.profiles()? {
+            let name = p.name.clone();
+            if let Err(e) = server.set_profile(p) {
+                log::error!("stored profile {name:?} no longer fits the models: {e}");
+            }
+        }
+        let credentials = store.credentials()?;
+        let provisioned = credentials.len();
+        for c in credentials {
+            server.restore_credential(c);
+        }
+        server.set_allow_unknown(cfg.registration.allow_unknown_endpoints);
+        if cfg.registration.allow_unknown_endpoints {
+            log::warn!(
+                "endpoints without a credential are admitted over plain CoAP with the default profile \
+                 (registration.allow_unknown_endpoints = true); production configs set it to false"
+            );
+        }
         let (now, unix) = (Instant::now(), unix_ms());
         let (mut kept, mut dropped) = (0, 0);
         for reg in store.registrations()? {
@@ -141,7 +159,10 @@ impl Gateway {
             cfg.data_dir().display(),
             models.len(),
         );
-        log::info!("{observed} observations and {held} queued requests restored");
+        log::info!(
+            "{observed} observations and {held} queued requests restored; {} profiles, {provisioned} device credentials",
+            server.profiles().len()
+        );
         Ok(Gateway {
             cfg,
             server,
@@ -315,6 +336,142 @@ impl Gateway {
         self.report_subscribers.retain(|(tx, _)| !tx.is_closed());
     }
 
+    /// Profile and credential administration: checked by the server,
+    /// stored and flushed before the answer, in force at once.
+    fn provision(&mut self, op: &str, req: &Json) -> Answer {
+        use crate::credentials::Credential;
+        use crate::profile::Profile;
+        let text = |k: &str| req.get(k).and_then(Json::as_str).unwrap_or("").to_string();
+        let stored = |r: Result<(), StoreError>, store: &Store| {
+            r.and_then(|_| store.flush().map(|_| ()))
+                .map_err(|e| Answer::fail("INTERNAL_SERVER_ERROR", format!("store: {e}")))
+        };
+        let result: Result<Answer, Answer> = (|| match op {
+            "profiles" => {
+                let list: Vec<Json> = self
+                    .server
+                    .profiles()
+                    .into_iter()
+                    .map(|p| {
+                        let users = self
+                            .server
+                            .credentials()
+                            .iter()
+                            .filter(|c| c.profile == p.name)
+                            .count();
+                        serde_json::json!({"name": p.name, "objects": p.objects,
+                            "resources": p.resources.len(), "devices": users})
+                    })
+                    .collect();
+                Ok(Answer::ok("CONTENT", Some(Json::Array(list))))
+            }
+            "profile" => {
+                let name = text("name");
+                let p = self
+                    .server
+                    .profile(&name)
+                    .ok_or_else(|| Answer::fail("NOT_FOUND", format!("no profile {name:?}")))?;
+                let toml = toml::to_string(p).unwrap_or_default();
+                Ok(Answer::ok("CONTENT", Some(Json::from(toml))))
+            }
+            "profile-put" => {
+                let p = Profile::from_toml(&text("toml")).map_err(|e| Answer::bad_request(e.0))?;
+                let name = p.name.clone();
+                let existed = self.server.profile(&name).is_some();
+                if name == crate::profile::DEFAULT && !existed {
+                    return Err(Answer::bad_request("\"default\" is reserved"));
+                }
+                self.server
+                    .set_profile(p.clone())
+                    .map_err(Answer::bad_request)?;
+                stored(self.store.put_profile(&p), &self.store)?;
+                log::info!(
+                    "profile {name:?} {}",
+                    if existed { "replaced" } else { "added" }
+                );
+                Ok(Answer::ok(
+                    if existed { "CHANGED" } else { "CREATED" },
+                    None,
+                ))
+            }
+            "profile-rm" => {
+                let name = text("name");
+                self.server
+                    .remove_profile(&name)
+                    .map_err(Answer::bad_request)?;
+                stored(self.store.remove_profile(&name), &self.store)?;
+                log::info!("profile {name:?} removed");
+                Ok(Answer::ok("DELETED", None))
+            }
+            "credentials" => {
+                let list: Vec<Json> = self
+                    .server
+                    .credentials()
+                    .into_iter()
+                    .map(Credential::to_json)
+                    .collect();
+                Ok(Answer::ok("CONTENT", Some(Json::Array(list))))
+            }
+            "device-add" | "device-import" => {
+                let list: Vec<Credential> = match op {
+                    "device-add" => vec![serde_json::from_value(
+                        req.get("credential").cloned().unwrap_or(Json::Null),
+                    )
+                    .map_err(|e| Answer::bad_request(format!("credential: {e}")))?],
+                    _ => serde_json::from_value(
+                        req.get("credentials").cloned().unwrap_or(Json::Null),
+                    )
+                    .map_err(|e| Answer::bad_request(format!("credentials: {e}")))?,
+                };
+                // All or nothing: a failure puts the earlier ones back.
+                let mut undo: Vec<(String, Option<Credential>)> = Vec::new();
+                for c in &list {
+                    let check = crate::credentials::check_endpoint(&c.endpoint)
+                        .map_err(|e| e.0)
+                        .and_then(|_| {
+                            let before = self.server.credential(&c.endpoint).cloned();
+                            self.server.set_credential(c.clone())?;
+                            undo.push((c.endpoint.clone(), before));
+                            Ok(())
+                        });
+                    if let Err(e) = check {
+                        for (ep, before) in undo.into_iter().rev() {
+                            self.server.remove_credential(&ep);
+                            if let Some(b) = before {
+                                self.server.restore_credential(b);
+                            }
+                        }
+                        return Err(Answer::bad_request(format!("{}: {e}", c.endpoint)));
+                    }
+                }
+                for c in &list {
+                    stored(self.store.put_credential(c), &self.store)?;
+                    log::info!(
+                        "ep={} credential {} with profile {:?} stored",
+                        c.endpoint,
+                        c.security.mode(),
+                        c.profile
+                    );
+                }
+                Ok(Answer::ok("CHANGED", Some(Json::from(list.len()))))
+            }
+            "device-rm" => {
+                let ep = text("endpoint");
+                if self.server.remove_credential(&ep).is_none() {
+                    return Err(Answer::fail(
+                        "NOT_FOUND",
+                        format!("no credential for {ep:?}"),
+                    ));
+                }
+                stored(self.store.remove_credential(&ep), &self.store)?;
+                log::info!("ep={ep} credential removed");
+                Ok(Answer::ok("DELETED", None))
+            }
+            _ => Err(Answer::bad_request(format!("unknown op {op:?}"))),
+        })();
+        result.unwrap_or_else(|a| a)
+    }
+
     /// Counters for `lwm2m-gw stats` and the benchmarks.
     fn stats_json(&self) -> Json {
         let r = self.server.report_stats();
@@ -370,13 +527,37 @@ impl Gateway {
                 r.answer(Answer::ok("CONTENT", Some(Json::Array(list))).to_json());
             }
             ("device", Some(ep)) => {
-                let a = match self.server.registry().get(ep) {
-                    Some(reg) => Answer::ok("CONTENT", Some(socket::device_json(reg))),
-                    None => Answer::fail(
+                let reg = self.server.registry().get(ep);
+                let cred = self.server.credential(ep);
+                let latest = self.server.latest_json(ep);
+                let known = reg.is_some()
+                    || cred.is_some()
+                    || latest["telemetry"].as_object().is_some_and(|m| !m.is_empty())
+                    || latest["attributes"].as_object().is_some_and(|m| !m.is_empty());
+                let a = if known {
+                    let mut v = match reg {
+                        Some(reg) => socket::device_json(reg),
+                        None => serde_json::json!({"endpoint": ep}),
+                    };
+                    v["registered"] = reg.is_some().into();
+                    v["credential"] = cred.map_or(Json::Null, |c| c.to_json());
+                    v["attributes"] = latest["attributes"].clone();
+                    v["telemetry"] = latest["telemetry"].clone();
+                    Answer::ok("CONTENT", Some(v))
+                } else {
+                    Answer::fail(
                         "DEVICE_NOT_REGISTERED",
-                        format!("no registration for endpoint {ep:?}"),
-                    ),
+                        format!("no registration or credential for endpoint {ep:?}"),
+                    )
                 };
+                r.answer(a.to_json());
+            }
+            (
+                "profile-put" | "profile-rm" | "profiles" | "profile" | "device-add"
+                | "device-import" | "device-rm" | "credentials",
+                _,
+            ) => {
+                let a = self.provision(&op, &r.req);
                 r.answer(a.to_json());
             }
             ("watch", ep) => {
@@ -396,7 +577,8 @@ impl Gateway {
             }
             (op, _) => r.answer(
                 Answer::bad_request(format!(
-                    "unknown op {op:?}; known: rpc, devices, device, watch, stats"
+                    "unknown op {op:?}; known: rpc, devices, device, watch, stats, profiles, \
+                     profile, profile-put, profile-rm, credentials, device-add, device-import, device-rm"
                 ))
                 .to_json(),
             ),

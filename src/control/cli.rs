@@ -23,7 +23,18 @@ Usage:
                                            run a command on a device, e.g.
                                            rpc sensor-1 'Read {\"id\":\"/3/0/9\"}'
   lwm2m-gw devices [OPTIONS]               list registered devices
-  lwm2m-gw device [OPTIONS] ENDPOINT       show one registration
+  lwm2m-gw device [OPTIONS] ENDPOINT       show one device: registration, credential,
+                                           latest attributes and telemetry
+  lwm2m-gw device add [OPTIONS] ENDPOINT [--profile NAME] [--psk-identity ID --psk-key HEX
+                      | --rpk-key BASE64 | --x509-cert FILE | --x509]
+                                           provision a device's credential and profile
+  lwm2m-gw device list [OPTIONS]           list provisioned devices
+  lwm2m-gw device rm [OPTIONS] ENDPOINT    remove a device's credential
+  lwm2m-gw device import [OPTIONS] FILE    provision the [[device]] tables of a TOML file
+  lwm2m-gw profile import [OPTIONS] FILE...  add or replace device profiles (TOML)
+  lwm2m-gw profile list [OPTIONS]          list profiles
+  lwm2m-gw profile show [OPTIONS] NAME     print a profile as TOML
+  lwm2m-gw profile rm [OPTIONS] NAME       remove a profile no device uses
   lwm2m-gw watch [OPTIONS] [ENDPOINT]      print values as devices report them
                                            (observations and Send)
   lwm2m-gw stats [OPTIONS]                 the gateway's counters and memory
@@ -63,6 +74,7 @@ struct Common {
     timeout_s: Option<u64>,
     wait: bool,
     count: Option<u64>,
+    cred: crate::credentials::CredentialSpec,
 }
 
 impl Common {
@@ -99,6 +111,14 @@ enum Command {
     Device(Common, String),
     Watch(Common, Option<String>),
     Stats(Common),
+    DeviceAdd(Common, String),
+    DeviceList(Common),
+    DeviceRm(Common, String),
+    DeviceImport(Common, PathBuf),
+    ProfileImport(Common, Vec<PathBuf>),
+    ProfileList(Common),
+    ProfileShow(Common, String),
+    ProfileRm(Common, String),
     Help,
     Version,
 }
@@ -118,6 +138,12 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
             Long("timeout") => c.timeout_s = Some(p.value()?.parse()?),
             Long("wait") => c.wait = true,
             Long("count") => c.count = Some(p.value()?.parse()?),
+            Long("profile") => c.cred.profile = Some(p.value()?.string()?),
+            Long("psk-identity") => c.cred.psk_identity = Some(p.value()?.string()?),
+            Long("psk-key") => c.cred.psk_key = Some(p.value()?.string()?),
+            Long("rpk-key") => c.cred.rpk_key = Some(p.value()?.string()?),
+            Long("x509-cert") => c.cred.x509_cert = Some(p.value()?.string()?),
+            Long("x509") => c.cred.x509 = true,
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
             Value(v) => words.push(v.string()?),
@@ -142,7 +168,21 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
         ),
         ["rpc", ..] => return Err("rpc takes ENDPOINT and 'METHOD {JSON}'".into()),
         ["devices"] => Command::Devices(c),
+        ["device", "add", ep] => Command::DeviceAdd(c, ep.to_string()),
+        ["device", "list"] => Command::DeviceList(c),
+        ["device", "rm", ep] => Command::DeviceRm(c, ep.to_string()),
+        ["device", "import", f] => Command::DeviceImport(c, PathBuf::from(f)),
+        ["device", "add" | "rm" | "import", ..] => {
+            return Err("device add/rm take one ENDPOINT, device import one FILE".into())
+        }
         ["device", ep] => Command::Device(c, ep.to_string()),
+        ["profile", "import", rest @ ..] => Command::ProfileImport(c, files(rest)?),
+        ["profile", "list"] => Command::ProfileList(c),
+        ["profile", "show", name] => Command::ProfileShow(c, name.to_string()),
+        ["profile", "rm", name] => Command::ProfileRm(c, name.to_string()),
+        ["profile", ..] => {
+            return Err("profile takes import FILE..., list, show NAME or rm NAME".into())
+        }
         ["device", ..] => return Err("device takes exactly one ENDPOINT".into()),
         ["watch"] => Command::Watch(c, None),
         ["watch", ep] => Command::Watch(c, Some(ep.to_string())),
@@ -196,6 +236,49 @@ fn run(cmd: Command) -> Result<bool, Box<dyn std::error::Error>> {
         Command::Devices(c) => return devices(&c, None),
         Command::Device(c, ep) => return devices(&c, Some(&ep)),
         Command::Watch(c, ep) => return watch(&c, ep.as_deref()),
+        Command::DeviceAdd(c, ep) => {
+            let mut spec = c.cred.clone();
+            spec.endpoint = ep;
+            let cred = spec.build(std::path::Path::new("."))?;
+            let j = serde_json::json!({"op": "device-add", "credential": cred});
+            return admin(&c, j);
+        }
+        Command::DeviceImport(c, file) => {
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let parsed: crate::credentials::ImportFile =
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            let base = file.parent().unwrap_or(std::path::Path::new("."));
+            let creds = parsed
+                .device
+                .iter()
+                .map(|s| s.build(base))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            let j = serde_json::json!({"op": "device-import", "credentials": creds});
+            return admin(&c, j);
+        }
+        Command::DeviceList(c) => return admin(&c, serde_json::json!({"op": "credentials"})),
+        Command::DeviceRm(c, ep) => {
+            return admin(&c, serde_json::json!({"op": "device-rm", "endpoint": ep}))
+        }
+        Command::ProfileImport(c, files) => {
+            let mut ok = true;
+            for f in files {
+                let text =
+                    std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+                print!("{}: ", f.display());
+                ok &= admin(&c, serde_json::json!({"op": "profile-put", "toml": text}))?;
+            }
+            return Ok(ok);
+        }
+        Command::ProfileList(c) => return admin(&c, serde_json::json!({"op": "profiles"})),
+        Command::ProfileShow(c, name) => {
+            return admin(&c, serde_json::json!({"op": "profile", "name": name}))
+        }
+        Command::ProfileRm(c, name) => {
+            return admin(&c, serde_json::json!({"op": "profile-rm", "name": name}))
+        }
         Command::Stats(c) => return stats(&c),
         Command::Help => print!("{USAGE}"),
         Command::Version => println!("lwm2m-gw {}", env!("CARGO_PKG_VERSION")),
@@ -420,6 +503,45 @@ fn watch(c: &Common, ep: Option<&str>) -> Result<bool, Box<dyn std::error::Error
     Ok(true)
 }
 
+/// The credential and the latest values of `device EP`.
+fn print_provisioning(value: &Json, ago: &dyn Fn(&Json) -> String) {
+    let cred = &value["credential"];
+    if cred.is_object() {
+        println!(
+            "{:<16} {} (profile {})",
+            "security",
+            cred["mode"].as_str().unwrap_or("?"),
+            cred["profile"].as_str().unwrap_or("?")
+        );
+    } else {
+        println!("{:<16} none provisioned (default profile)", "security");
+    }
+    for (section, label) in [("attributes", "attributes"), ("telemetry", "telemetry")] {
+        let Some(m) = value[section].as_object() else {
+            continue;
+        };
+        if m.is_empty() {
+            continue;
+        }
+        println!("{label}:");
+        for (k, v) in m {
+            println!("  {k:<24} {:<24} {}", v["value"].to_string(), ago(&v["ts"]));
+        }
+    }
+}
+
+/// One administration request to the running gateway; prints its answer.
+fn admin(c: &Common, req: Json) -> Result<bool, Box<dyn std::error::Error>> {
+    let mut client = connect(c)?;
+    let Json::Object(m) = req else {
+        return Err("internal: request is not an object".into());
+    };
+    let mut a = client.call(m)?;
+    let ok = is_success(&a);
+    show(c, &mut a);
+    Ok(ok)
+}
+
 fn stats(c: &Common) -> Result<bool, Box<dyn std::error::Error>> {
     let mut client = connect(c)?;
     let mut req = serde_json::Map::new();
@@ -481,6 +603,15 @@ fn devices(c: &Common, one: Option<&str>) -> Result<bool, Box<dyn std::error::Er
         format!("{}s ago", now.saturating_sub(t) / 1000)
     };
     match one {
+        Some(_) if value["registered"] == Json::Bool(false) => {
+            println!(
+                "{:<16} {}",
+                "endpoint",
+                value["endpoint"].as_str().unwrap_or("")
+            );
+            println!("{:<16} not registered", "registration");
+            print_provisioning(&value, &ago);
+        }
         Some(_) => {
             for (k, label) in [
                 ("endpoint", "endpoint"),
@@ -508,6 +639,7 @@ fn devices(c: &Common, one: Option<&str>) -> Result<bool, Box<dyn std::error::Er
             }
             println!("{:<16} {}", "registered", ago(&value["registeredAt"]));
             println!("{:<16} {}", "last seen", ago(&value["lastSeen"]));
+            print_provisioning(&value, &ago);
         }
         None => {
             let list = value.as_array().cloned().unwrap_or_default();

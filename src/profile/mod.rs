@@ -276,6 +276,42 @@ impl Profile {
     }
 }
 
+/// A checked profile with its rules resolved, as the server uses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    /// The profile.
+    pub profile: Profile,
+    /// Its resource rules, resolved.
+    pub mapped: Vec<Mapped>,
+}
+
+impl Resolved {
+    /// Checks `profile` against `lib` and resolves its rules.
+    pub fn new(profile: Profile, lib: &ModelLibrary) -> Result<Resolved, ProfileError> {
+        profile.check(lib)?;
+        let mapped = profile.mapped(lib)?;
+        Ok(Resolved { profile, mapped })
+    }
+
+    /// The rule of the resource at `path` (resource instances share their
+    /// resource's rule).
+    pub fn rule_for(&self, path: &Path) -> Option<&Mapped> {
+        self.mapped.iter().find(|m| {
+            m.path.object == path.object
+                && m.path.instance == path.instance
+                && m.path.resource == path.resource
+        })
+    }
+
+    /// The resource a key names, case ignored.
+    pub fn path_of(&self, key: &str) -> Option<Path> {
+        self.mapped
+            .iter()
+            .find(|m| m.key.eq_ignore_ascii_case(key))
+            .map(|m| m.path)
+    }
+}
+
 impl NotifyAttributes {
     /// The attributes as a Write-Attributes parameter object.
     pub fn to_json(&self) -> serde_json::Value {

@@ -10,6 +10,7 @@ use crate::lwm2m::model::{camel_case_key, ObjectModel, ResourceType, Version};
 use crate::lwm2m::node::{within, Node, Schema};
 use crate::lwm2m::Resource;
 use crate::lwm2m::{link, ModelLibrary, Path};
+use crate::profile::Resolved;
 use serde_json::{json, Map, Value as Json};
 use std::cell::Cell;
 use std::sync::Arc;
@@ -296,6 +297,7 @@ pub enum Action {
 pub fn plan(
     reg: &Registration,
     lib: &ModelLibrary,
+    profile: Option<&Resolved>,
     method: Method,
     params: &Json,
 ) -> Result<Action, String> {
@@ -303,6 +305,7 @@ pub fn plan(
         reg,
         lib,
         schema: DeviceSchema::new(lib, reg),
+        profile,
         params,
     };
     let cf = p.format()?;
@@ -577,11 +580,13 @@ struct Params<'a> {
     reg: &'a Registration,
     lib: &'a ModelLibrary,
     schema: DeviceSchema<'a>,
+    profile: Option<&'a Resolved>,
     params: &'a Json,
 }
 
 impl Params<'_> {
-    /// The content format: the command's `format`, else the device's choice.
+    /// The content format: the command's `format`, else the profile's,
+    /// else the device's choice.
     fn format(&self) -> Result<ContentFormat, String> {
         match self.params.get("format") {
             Some(Json::String(s)) => {
@@ -593,7 +598,10 @@ impl Params<'_> {
                 .and_then(ContentFormat::from_code)
                 .ok_or_else(|| format!("unknown content format {n}")),
             Some(other) => Err(format!("format must be a name or number, not {other}")),
-            None => Ok(device_format(self.reg)),
+            None => Ok(self
+                .profile
+                .and_then(|p| p.profile.content_format())
+                .unwrap_or_else(|| device_format(self.reg))),
         }
     }
 
@@ -726,6 +734,15 @@ impl Params<'_> {
     }
 
     fn resolve_key(&self, key: &str) -> Result<Path, String> {
+        if let Some(path) = self.profile.and_then(|p| p.path_of(key)) {
+            if !self.reg.objects.iter().any(|o| o.object == path.object) {
+                return Err(format!(
+                    "key {key:?} is {path} in the profile, and the device did not register object {}",
+                    path.object
+                ));
+            }
+            return Ok(path);
+        }
         let mut seen = Vec::new();
         for o in &self.reg.objects {
             if seen.contains(&o.object) {

@@ -7,6 +7,7 @@
 
 pub mod command;
 pub mod observe;
+mod provision;
 pub mod queue;
 pub mod registry;
 
@@ -151,6 +152,11 @@ pub struct Server {
     awake_until: HashMap<Box<str>, Instant>,
     next_seq: u64,
     next_sweep: Instant,
+    profiles: HashMap<String, Arc<crate::profile::Resolved>>,
+    credentials: HashMap<String, crate::credentials::Credential>,
+    allow_unknown: bool,
+    latest: provision::Latest,
+    to_apply: Vec<Registration>,
     last_unix_ms: u64,
 }
 
@@ -180,6 +186,17 @@ impl Server {
             awake_until: HashMap::new(),
             next_seq: 0,
             next_sweep: Instant::now(),
+            profiles: HashMap::from([(
+                crate::profile::DEFAULT.to_string(),
+                Arc::new(crate::profile::Resolved {
+                    profile: crate::profile::Profile::default_profile(),
+                    mapped: Vec::new(),
+                }),
+            )]),
+            credentials: HashMap::new(),
+            allow_unknown: true,
+            latest: HashMap::new(),
+            to_apply: Vec::new(),
             last_unix_ms: 0,
         }
     }
@@ -230,7 +247,8 @@ impl Server {
             ));
         };
         let peer = reg.peer;
-        let action = match command::plan(reg, &self.models, method, params) {
+        let profile = self.profile_of(endpoint).map(|r| &**r);
+        let action = match command::plan(reg, &self.models, profile, method, params) {
             Ok(a) => a,
             Err(e) => {
                 log::info!("ep={endpoint} {} refused: {e}", method.name());
@@ -322,6 +340,11 @@ impl Server {
         if !answer.is_success() {
             log::info!("ep={} command answered {}", p.endpoint, answer.result);
         }
+        if let (Some(item), Expect::Node(path)) = (&p.queued, &p.expect) {
+            if item.internal && answer.is_success() {
+                self.profile_read(&p.endpoint, path, &msg);
+            }
+        }
         match p.queued.take() {
             Some(item) => self.queued_answered(now, &p.endpoint, item, Ok(answer)),
             None => self.answers.push_back((p.handle, answer)),
@@ -361,6 +384,9 @@ impl Server {
         self.last_unix_ms = unix_ms;
         self.engine.handle_datagram(now, peer, bytes);
         self.drain_engine(now, unix_ms);
+        for reg in std::mem::take(&mut self.to_apply) {
+            self.apply_profile(now, &reg);
+        }
         self.touch(now, peer);
     }
 
@@ -387,6 +413,7 @@ impl Server {
         for reg in self.registry.expire(now) {
             self.drop_observations(now, &reg.endpoint);
             self.drop_queue(&reg.endpoint);
+            self.forget_latest(&reg.endpoint);
             log::info!(
                 "ep={} registration {} expired (lifetime {} s)",
                 reg.endpoint,
@@ -468,6 +495,7 @@ impl Server {
                 .ok_or_else(|| RegError::BadRequest("missing ep".into()))?;
             check_format(msg)?;
             let objects = registry::parse_object_list(&msg.payload)?;
+            self.admit(ep, false).map_err(RegError::Forbidden)?;
             (self.admission)(&Admission { endpoint: ep, peer }).map_err(RegError::Forbidden)?;
             self.registry.register(now, unix_ms, peer, params, objects)
         })();
@@ -491,6 +519,9 @@ impl Server {
                 if replaced.is_some() {
                     self.drop_observations(now, &reg.endpoint);
                 }
+                // Applied once the 2.01 is on its way: a client may ignore
+                // requests that overtake its registration's answer.
+                self.to_apply.push(reg.clone());
                 self.events.push_back(ServerEvent::Registered {
                     reg,
                     replaced: replaced.map(Box::new),
@@ -570,6 +601,7 @@ impl Server {
                 );
                 self.drop_observations(now, &reg.endpoint);
                 self.drop_queue(&reg.endpoint);
+                self.forget_latest(&reg.endpoint);
                 self.events.push_back(ServerEvent::Deregistered(reg));
                 reply(Code::DELETED, "")
             }
@@ -615,3 +647,6 @@ mod report_tests;
 
 #[cfg(test)]
 mod test_pair;
+
+#[cfg(test)]
+mod provision_tests;

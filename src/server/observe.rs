@@ -19,6 +19,8 @@ pub enum Origin {
     Observe,
     /// A Send (`POST /dp`).
     Send,
+    /// A read the device's profile asked for on registration.
+    Read,
 }
 
 /// One value a device reported.
@@ -54,7 +56,11 @@ impl Report {
             .collect();
         json!({
             "endpoint": &*self.endpoint,
-            "origin": match self.origin { Origin::Observe => "observe", Origin::Send => "send" },
+            "origin": match self.origin {
+                Origin::Observe => "observe",
+                Origin::Send => "send",
+                Origin::Read => "read",
+            },
             "values": values,
         })
     }
@@ -404,7 +410,12 @@ impl Server {
         }
     }
 
-    fn push_report(&mut self, endpoint: Arc<str>, origin: Origin, r: Vec<format::Reading>) {
+    pub(super) fn push_report(
+        &mut self,
+        endpoint: Arc<str>,
+        origin: Origin,
+        r: Vec<format::Reading>,
+    ) {
         let now_ms = self.last_unix_ms;
         let readings: Vec<Reading> = r
             .into_iter()
@@ -425,11 +436,13 @@ impl Server {
                 );
             }
         }
-        self.reports.push_back(Report {
+        let report = Report {
             endpoint,
             origin,
             readings,
-        });
+        };
+        self.record_latest(&report);
+        self.reports.push_back(report);
     }
 
     /// Next decoded report.

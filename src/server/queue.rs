@@ -57,6 +57,9 @@ pub(super) struct Queued {
     pub(super) handle: Option<u64>,
     pub(super) queued_ms: u64,
     pub(super) expires_ms: u64,
+    /// Made by the gateway (the profile on registration): not stored, and
+    /// its outcome is only logged.
+    pub(super) internal: bool,
 }
 
 /// One device's held requests.
@@ -116,6 +119,7 @@ impl Server {
             handle: Some(handle),
             queued_ms: now_ms,
             expires_ms: now_ms + self.queue_cfg.ttl.as_millis() as u64,
+            internal: false,
         };
         self.persist
             .push_back(Persist::Queued(record(endpoint, &item)));
@@ -156,6 +160,7 @@ impl Server {
                 handle: None,
                 queued_ms: rec.queued_ms,
                 expires_ms: rec.expires_ms,
+                internal: false,
             });
         true
     }
@@ -178,8 +183,11 @@ impl Server {
             return;
         }
         let ep: Box<str> = reg.endpoint.as_str().into();
-        self.awake_until
-            .insert(ep.clone(), now + self.queue_cfg.awake_window);
+        let window = self
+            .profile_of(&ep)
+            .and_then(|r| r.profile.awake_window_s)
+            .map_or(self.queue_cfg.awake_window, Duration::from_secs);
+        self.awake_until.insert(ep.clone(), now + window);
         self.drain_queue(now, &ep);
     }
 
@@ -209,7 +217,8 @@ impl Server {
             };
             let peer = reg.peer;
             // Planned again: the device may have re-registered with other objects.
-            let plan = match command::plan(reg, &self.models, item.method, &item.params) {
+            let profile = self.profile_of(endpoint).map(|r| &**r);
+            let plan = match command::plan(reg, &self.models, profile, item.method, &item.params) {
                 Ok(Action::Send(plan)) => plan,
                 Ok(_) => {
                     self.queued_done(endpoint, item, Answer::bad_request("not a device request"));
@@ -294,6 +303,21 @@ impl Server {
 
     /// A held request is finished: removed from the store, outcome given.
     fn queued_done(&mut self, endpoint: &str, item: Queued, answer: Answer) {
+        if item.internal {
+            if !answer.is_success() {
+                log::info!(
+                    "ep={endpoint} profile {} {}: {}{}",
+                    item.method.name(),
+                    item.params.get("id").and_then(Json::as_str).unwrap_or(""),
+                    answer.result,
+                    answer
+                        .error
+                        .as_deref()
+                        .map_or(String::new(), |e| format!(" ({e})"))
+                );
+            }
+            return;
+        }
         log::info!(
             "ep={endpoint} queued {} #{} (waited {} s): {}{}",
             item.method.name(),

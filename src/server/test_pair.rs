@@ -24,6 +24,15 @@ pub(super) struct Pair {
 
 impl Pair {
     pub(super) fn new(format: ContentFormat, queue: bool) -> Pair {
+        Pair::with(format, queue, |_| {})
+    }
+
+    /// Like `new`, with `setup` run on the server before the device registers.
+    pub(super) fn with(
+        format: ContentFormat,
+        queue: bool,
+        setup: impl FnOnce(&mut Server),
+    ) -> Pair {
         let models = Arc::new(ModelLibrary::embedded());
         let cfg = ServerConfig {
             queue: QueueConfig {
@@ -34,6 +43,7 @@ impl Pair {
         };
         let mut gw = Server::new(cfg, 5);
         gw.set_models(models.clone());
+        setup(&mut gw);
         let mut cfg = SimConfig::new("dev1", GW.parse().unwrap(), format);
         cfg.queue_mode = queue;
         cfg.awake = Duration::from_secs(3);

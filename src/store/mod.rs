@@ -5,6 +5,8 @@
 //! sled writes in the background every `flush_every_ms`; callers that
 //! promise durability call `flush` (the server groups one flush per batch).
 
+use crate::credentials::Credential;
+use crate::profile::Profile;
 use crate::server::{ObservationRecord, QueuedRecord, Registration};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -16,6 +18,8 @@ const VALUE_V1: u8 = 1;
 const REGISTRATIONS: &str = "registrations";
 const OBSERVATIONS: &str = "observations";
 const QUEUED: &str = "queued";
+const PROFILES: &str = "profiles";
+const CREDENTIALS: &str = "credentials";
 
 /// Store settings.
 #[derive(Debug, Clone)]
@@ -78,6 +82,8 @@ pub struct Store {
     regs: sled::Tree,
     observations: sled::Tree,
     queued: sled::Tree,
+    profiles: sled::Tree,
+    credentials: sled::Tree,
 }
 
 impl Store {
@@ -186,6 +192,40 @@ impl Store {
         read_all(&self.queued, "queued request")
     }
 
+    /// Writes a profile.
+    pub fn put_profile(&self, p: &Profile) -> Result<(), StoreError> {
+        self.profiles.insert(reg_key(&p.name), encode(p)?)?;
+        Ok(())
+    }
+
+    /// Removes a profile.
+    pub fn remove_profile(&self, name: &str) -> Result<(), StoreError> {
+        self.profiles.remove(reg_key(name))?;
+        Ok(())
+    }
+
+    /// Every stored profile.
+    pub fn profiles(&self) -> Result<Vec<Profile>, StoreError> {
+        read_all(&self.profiles, "profile")
+    }
+
+    /// Writes an endpoint's credential.
+    pub fn put_credential(&self, c: &Credential) -> Result<(), StoreError> {
+        self.credentials.insert(reg_key(&c.endpoint), encode(c)?)?;
+        Ok(())
+    }
+
+    /// Removes an endpoint's credential.
+    pub fn remove_credential(&self, endpoint: &str) -> Result<(), StoreError> {
+        self.credentials.remove(reg_key(endpoint))?;
+        Ok(())
+    }
+
+    /// Every stored credential.
+    pub fn credentials(&self) -> Result<Vec<Credential>, StoreError> {
+        read_all(&self.credentials, "credential")
+    }
+
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<usize, StoreError> {
         Ok(self.db.flush()?)
@@ -253,6 +293,8 @@ fn open_and_check(cfg: &StoreConfig, path: &Path) -> Result<Store, Failure> {
             let regs = db.open_tree(REGISTRATIONS)?;
             let observations = db.open_tree(OBSERVATIONS)?;
             let queued = db.open_tree(QUEUED)?;
+            let profiles = db.open_tree(PROFILES)?;
+            let credentials = db.open_tree(CREDENTIALS)?;
             for name in db.tree_names() {
                 for item in db.open_tree(name)?.iter() {
                     item?;
@@ -263,6 +305,8 @@ fn open_and_check(cfg: &StoreConfig, path: &Path) -> Result<Store, Failure> {
                 regs,
                 observations,
                 queued,
+                profiles,
+                credentials,
             })
         },
     ));

@@ -1,0 +1,156 @@
+//! Profiles and credentials in the server, against a simulated device.
+
+use super::test_pair::{Pair, DEV, UNIX};
+use super::*;
+use crate::credentials::{Credential, Security};
+use crate::lwm2m::ContentFormat;
+use crate::profile::Profile;
+use serde_json::json;
+
+const THERMO: &str = r#"
+name = "thermo"
+objects = [3, 3303]
+[resources."/3/0/0"]
+attribute = true
+[resources."/3/0/9"]
+telemetry = true
+key = "battery"
+[resources."/3303/0/5700"]
+telemetry = true
+observe = true
+key = "temperature"
+[attributes."/3303/0/5700"]
+pmin = 10
+pmax = 60
+"#;
+
+fn provision(gw: &mut Server, ep: &str, security: Security) {
+    gw.set_profile(Profile::from_toml(THERMO).unwrap()).unwrap();
+    gw.set_credential(Credential {
+        endpoint: ep.into(),
+        profile: "thermo".into(),
+        security,
+    })
+    .unwrap();
+}
+
+#[test]
+fn the_profile_is_applied_on_registration() {
+    let mut p = Pair::with(ContentFormat::SenmlCbor, false, |gw| {
+        provision(gw, "dev1", Security::NoSec)
+    });
+    p.advance(Duration::from_millis(100));
+    let served = &p.dev.served;
+    assert_eq!(served.get("write-attributes"), Some(&1), "{served:?}");
+    assert_eq!(served.get("read"), Some(&2), "{served:?}");
+    assert_eq!(served.get("observe"), Some(&1), "{served:?}");
+    // The attributes went out before the observation.
+    let wa = p
+        .to_device
+        .iter()
+        .position(|m| m.code == Code::PUT)
+        .unwrap();
+    let ob = p
+        .to_device
+        .iter()
+        .position(|m| m.observe() == Some(0))
+        .unwrap();
+    assert!(wa < ob);
+    let query = p.to_device[wa].uri_query();
+    assert_eq!(query, ["pmax=60", "pmin=10"]);
+    let reports = p.reports();
+    let origins: Vec<(Origin, String)> = reports
+        .iter()
+        .map(|r| (r.origin, r.readings[0].path.to_string()))
+        .collect();
+    assert_eq!(
+        origins,
+        [
+            (Origin::Read, "/3/0/0".to_string()),
+            (Origin::Read, "/3/0/9".to_string()),
+            (Origin::Observe, "/3303/0/5700".to_string()),
+        ]
+    );
+    p.dev.notify(p.t, UNIX, false);
+    p.pump();
+    let latest = p.gw.latest_json("dev1");
+    assert_eq!(
+        latest["attributes"]["manufacturer"]["value"],
+        "lwm2m-gw simulator"
+    );
+    assert!(latest["telemetry"]["battery"]["value"].is_i64(), "{latest}");
+    assert!(
+        latest["telemetry"]["temperature"]["value"].is_f64(),
+        "{latest}"
+    );
+    // Profile keys name resources in commands.
+    assert_eq!(
+        p.rpc("Read", json!({"key": "Battery"}))["result"],
+        "CONTENT"
+    );
+    assert_eq!(
+        p.rpc("ObserveReadAll", json!({}))["value"],
+        json!(["/3303/0/5700"])
+    );
+}
+
+#[test]
+fn secure_credentials_and_unknown_endpoints_are_refused_on_plain_coap() {
+    let register = |gw: &mut Server, ep: &str, mid: u16| -> Code {
+        let mut m = Message::new(MsgType::Con, Code::POST, mid, Token::from_u64(mid as u64));
+        m.set_uri_path("rd");
+        m.add_option(opt::URI_QUERY, format!("ep={ep}").into_bytes());
+        gw.handle_datagram(Instant::now(), UNIX, DEV.parse().unwrap(), &m.encode());
+        let t = gw.poll_transmit().unwrap();
+        Message::decode(&t.bytes).unwrap().code
+    };
+    let mut gw = Server::new(ServerConfig::default(), 1);
+    provision(
+        &mut gw,
+        "psk-dev",
+        Security::Psk {
+            identity: "id".into(),
+            key: vec![1; 16],
+        },
+    );
+    gw.set_credential(Credential {
+        endpoint: "known".into(),
+        profile: "default".into(),
+        security: Security::NoSec,
+    })
+    .unwrap();
+    assert_eq!(register(&mut gw, "psk-dev", 1), Code::FORBIDDEN);
+    assert_eq!(register(&mut gw, "stranger", 2), Code::CREATED);
+    gw.set_allow_unknown(false);
+    assert_eq!(register(&mut gw, "stranger2", 3), Code::FORBIDDEN);
+    assert_eq!(register(&mut gw, "known", 4), Code::CREATED);
+}
+
+#[test]
+fn profiles_and_credentials_keep_each_other_consistent() {
+    let mut gw = Server::new(ServerConfig::default(), 1);
+    let psk = |ep: &str, id: &str| Credential {
+        endpoint: ep.into(),
+        profile: "thermo".into(),
+        security: Security::Psk {
+            identity: id.into(),
+            key: vec![2; 16],
+        },
+    };
+    let e = gw.set_credential(psk("a", "id-a")).unwrap_err();
+    assert!(e.contains("unknown profile \"thermo\""), "{e}");
+    gw.set_profile(Profile::from_toml(THERMO).unwrap()).unwrap();
+    gw.set_credential(psk("a", "id-a")).unwrap();
+    let e = gw.set_credential(psk("b", "id-a")).unwrap_err();
+    assert!(e.contains("already belongs to a"), "{e}");
+    gw.set_credential(psk("a", "id-a")).unwrap();
+    let e = gw.remove_profile("thermo").unwrap_err();
+    assert!(e.contains("used by a"), "{e}");
+    assert!(gw.remove_profile("default").is_err());
+    gw.remove_credential("a").unwrap();
+    gw.remove_profile("thermo").unwrap();
+    let bad =
+        Profile::from_toml("name = \"x\"\n[resources.\"/3/0/999\"]\ntelemetry = true\n").unwrap();
+    assert!(gw.set_profile(bad).is_err());
+    assert_eq!(gw.profiles().len(), 1);
+}
