@@ -68,7 +68,7 @@ pub struct Gateway {
     dual_stack: bool,
     models: Arc<ModelLibrary>,
     subscribers: Vec<(Sender<ServerEvent>, u64)>,
-    report_subscribers: Vec<(Sender<Report>, u64)>,
+    report_subscribers: Vec<(Sender<Arc<Report>>, u64)>,
     watchers: Vec<Watcher>,
     control: Option<UnixListener>,
     ctl_pending: HashMap<u64, CtlRequest>,
@@ -195,7 +195,7 @@ impl Gateway {
 
     /// A bounded stream of decoded reports (observations and Send), for
     /// the northbound side; a subscriber that falls behind loses reports.
-    pub fn subscribe_reports(&mut self, capacity: usize) -> Receiver<Report> {
+    pub fn subscribe_reports(&mut self, capacity: usize) -> Receiver<Arc<Report>> {
         let (tx, rx) = smol::channel::bounded(capacity.max(1));
         self.report_subscribers.push((tx, 0));
         rx

@@ -50,10 +50,21 @@ impl Path {
     /// Parses `/3/0/9` or `/3_1.2/0/9`, returning the object version if given.
     pub fn parse_versioned(s: &str) -> Result<(Path, Option<Version>), PathError> {
         let body = s.strip_prefix('/').unwrap_or(s);
-        let segs: Vec<&str> = body.split('/').collect();
-        if body.is_empty() || segs.len() > 4 {
+        // No allocation: payload decoders parse a path per value.
+        let mut segs = [""; 4];
+        let mut n = 0;
+        for seg in body.split('/') {
+            if n == 4 {
+                n = 5;
+                break;
+            }
+            segs[n] = seg;
+            n += 1;
+        }
+        if body.is_empty() || n > 4 {
             return Err(PathError(format!("{s:?}: expected 1 to 4 segments")));
         }
+        let segs = &segs[..n];
         let (obj, version) = match segs[0].split_once('_') {
             Some((o, v)) => (
                 o,

@@ -143,7 +143,7 @@ pub struct Server {
     answers: VecDeque<(u64, Answer)>,
     observations: HashMap<RequestId, Observation>,
     observed: HashMap<Box<str>, BTreeMap<ObsKey, RequestId>>,
-    reports: VecDeque<Report>,
+    reports: VecDeque<Arc<Report>>,
     max_reports: usize,
     report_stats: ReportStats,
     persist: VecDeque<Persist>,

@@ -436,17 +436,17 @@ impl Server {
                 );
             }
         }
-        let report = Report {
+        let report = Arc::new(Report {
             endpoint,
             origin,
             readings,
-        };
+        });
         self.record_latest(&report);
         self.reports.push_back(report);
     }
 
     /// Next decoded report.
-    pub fn poll_report(&mut self) -> Option<Report> {
+    pub fn poll_report(&mut self) -> Option<Arc<Report>> {
         self.reports.pop_front()
     }
 

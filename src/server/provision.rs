@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Values kept per device for `device <ep>`; more distinct paths are not kept.
-const MAX_LATEST: usize = 1024;
+/// Reports kept per device for `device <ep>`, one per shape; the oldest
+/// shape goes first.
+const MAX_LATEST: usize = 64;
 
 impl Server {
     /// Adds or replaces a profile after checking it against the models.
@@ -203,27 +204,44 @@ impl Server {
         self.drain_queue(now, &reg.endpoint);
     }
 
-    /// Remembers the latest value of every path a device reported.
-    pub(super) fn record_latest(&mut self, report: &Report) {
-        let m = self.latest.entry(report.endpoint.clone()).or_default();
-        for r in &report.readings {
-            if m.len() >= MAX_LATEST && !m.contains_key(&r.path) {
-                continue;
-            }
-            m.insert(r.path, (r.value.clone(), r.ts_ms));
+    /// Remembers a device's latest reports: the newest report of each
+    /// shape (same paths) replaces the older one. Sharing the report keeps
+    /// this to a pointer swap on the notification path; the values are
+    /// merged only when someone asks.
+    pub(super) fn record_latest(&mut self, report: &Arc<Report>) {
+        let slots = self.latest.entry(report.endpoint.clone()).or_default();
+        let shape = |r: &Report| {
+            (
+                r.readings.len(),
+                r.readings.first().map(|x| x.path),
+                r.readings.last().map(|x| x.path),
+            )
+        };
+        let mine = shape(report);
+        if let Some(pos) = slots.iter().position(|s| shape(s) == mine) {
+            slots.remove(pos);
+        } else if slots.len() >= MAX_LATEST {
+            slots.pop_front();
         }
+        slots.push_back(report.clone());
     }
 
     /// The latest values of a device by key (the profile's key, else the
     /// camelCase of the resource name; `key_<n>` for a resource instance),
     /// split into attributes and telemetry as the profile says.
     pub fn latest_json(&self, endpoint: &str) -> Json {
-        let Some(values) = self.latest.get(endpoint) else {
+        let Some(slots) = self.latest.get(endpoint) else {
             return json!({"attributes": {}, "telemetry": {}});
         };
+        let mut values: HashMap<Path, (&Value, u64)> = HashMap::new();
+        for r in slots {
+            for x in &r.readings {
+                values.insert(x.path, (&x.value, x.ts_ms));
+            }
+        }
         let profile = self.profile_of(endpoint);
         let (mut attributes, mut telemetry) = (Map::new(), Map::new());
-        let mut sorted: Vec<(&Path, &(Value, u64))> = values.iter().collect();
+        let mut sorted: Vec<(&Path, &(&Value, u64))> = values.iter().collect();
         sorted.sort_by_key(|(p, _)| **p);
         for (path, (value, ts)) in sorted {
             let rule = profile.and_then(|r| r.rule_for(path));
@@ -272,5 +290,5 @@ impl Server {
     }
 }
 
-/// Latest values per device, by path.
-pub(super) type Latest = HashMap<Arc<str>, HashMap<Path, (Value, u64)>>;
+/// The latest reports per device.
+pub(super) type Latest = HashMap<Arc<str>, std::collections::VecDeque<Arc<Report>>>;

@@ -123,6 +123,8 @@ impl Pair {
     }
 
     pub(super) fn reports(&mut self) -> Vec<Report> {
-        std::iter::from_fn(|| self.gw.poll_report()).collect()
+        std::iter::from_fn(|| self.gw.poll_report())
+            .map(|r| (*r).clone())
+            .collect()
     }
 }

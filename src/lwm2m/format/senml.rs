@@ -55,8 +55,18 @@ fn relative(p: &Path, bn: &str) -> String {
 }
 
 fn join(bn: &str, n: &str) -> Result<Path, FormatError> {
-    let name = format!("{bn}{n}");
-    Path::parse(&name).map_err(|e| FormatError(format!("SenML name: {e}")))
+    let err = |e: crate::lwm2m::path::PathError| FormatError(format!("SenML name: {e}"));
+    // Names are short: join them on the stack, not in a new String per record.
+    let mut buf = [0u8; 64];
+    let len = bn.len() + n.len();
+    if len <= buf.len() {
+        buf[..bn.len()].copy_from_slice(bn.as_bytes());
+        buf[bn.len()..len].copy_from_slice(n.as_bytes());
+        if let Ok(name) = std::str::from_utf8(&buf[..len]) {
+            return Path::parse(name).map_err(err);
+        }
+    }
+    Path::parse(&format!("{bn}{n}")).map_err(err)
 }
 
 /// Encodes values as SenML JSON.
@@ -248,7 +258,7 @@ pub fn decode_cbor_timed(b: &[u8]) -> Result<TimedRecords, FormatError> {
     if n > MAX_RECORDS.min(b.len()) {
         return err("too many SenML records");
     }
-    let mut bn = String::new();
+    let mut bn = "";
     let mut bt = None;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -257,7 +267,7 @@ pub fn decode_cbor_timed(b: &[u8]) -> Result<TimedRecords, FormatError> {
             .map()
             .map_err(cbor_err)?
             .ok_or_else(|| FormatError("indefinite-length SenML record".into()))?;
-        let mut name = String::new();
+        let mut name = "";
         let mut value = None;
         for _ in 0..fields {
             let key: Result<i64, &str> = match d.datatype().map_err(cbor_err)? {
@@ -265,8 +275,8 @@ pub fn decode_cbor_timed(b: &[u8]) -> Result<TimedRecords, FormatError> {
                 _ => Ok(d.i64().map_err(cbor_err)?),
             };
             match key {
-                Ok(BN) => bn = d.str().map_err(cbor_err)?.to_string(),
-                Ok(N) => name = d.str().map_err(cbor_err)?.to_string(),
+                Ok(BN) => bn = d.str().map_err(cbor_err)?,
+                Ok(N) => name = d.str().map_err(cbor_err)?,
                 Ok(BT) => bt = Some(cbor_number(&mut d)?),
                 Ok(T) => t = Some(cbor_number(&mut d)?),
                 Ok(V) => {
@@ -286,7 +296,7 @@ pub fn decode_cbor_timed(b: &[u8]) -> Result<TimedRecords, FormatError> {
                 _ => d.skip().map_err(cbor_err)?,
             }
         }
-        out.push((join(&bn, &name)?, value, record_time(bt, t)));
+        out.push((join(bn, name)?, value, record_time(bt, t)));
     }
     if d.position() != b.len() {
         return err("trailing bytes after SenML CBOR");
