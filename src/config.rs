@@ -28,6 +28,51 @@ pub struct Config {
     pub queue: QueueSection,
     /// Reported values (observations and Send).
     pub reporting: ReportingSection,
+    /// Northbound MQTT bridge.
+    pub mqtt: MqttSection,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttSection {
+    /// Broker, `mqtt://host:port`; empty: no northbound bridge.
+    pub url: String,
+    /// MQTT client id.
+    pub client_id: String,
+    /// ThingsBoard gateway device access token (sent as the user name).
+    pub access_token: Option<String>,
+    /// User name, when not using an access token.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+    /// Keep-alive in seconds.
+    pub keepalive_s: u64,
+    /// QoS of uplink messages: 1 (at least once) or 0.
+    pub qos: u8,
+    /// Messages published and not yet acknowledged.
+    pub max_in_flight: usize,
+    /// Store-and-forward queue bound in MiB; the oldest messages go first.
+    pub max_queue_mb: u64,
+    /// Largest telemetry or attributes message built from one batch, KiB.
+    pub max_batch_kb: usize,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        MqttSection {
+            url: String::new(),
+            client_id: "lwm2m-gw".into(),
+            access_token: None,
+            username: None,
+            password: None,
+            keepalive_s: 30,
+            qos: 1,
+            max_in_flight: 1000,
+            max_queue_mb: 64,
+            max_batch_kb: 64,
+        }
+    }
 }
 
 /// `[queue]`.
@@ -316,6 +361,20 @@ impl Config {
                 "control.max_connections and control.max_in_flight must be at least 1".into(),
             );
         }
+        if !self.mqtt.url.is_empty() {
+            self.mqtt_settings()?;
+        }
+        if self.mqtt.qos > 1 {
+            return bad(format!("mqtt.qos = {}: must be 0 or 1", self.mqtt.qos));
+        }
+        if self.mqtt.max_in_flight == 0
+            || self.mqtt.max_queue_mb == 0
+            || self.mqtt.max_batch_kb == 0
+        {
+            return bad(
+                "mqtt.max_in_flight, max_queue_mb and max_batch_kb must be at least 1".into(),
+            );
+        }
         if self.store.cache_mb == 0 {
             return bad("store.cache_mb must be at least 1".into());
         }
@@ -384,6 +443,30 @@ impl Config {
             },
             max_reports: self.reporting.max_buffered_reports,
         }
+    }
+
+    /// The MQTT bridge settings, or none when `mqtt.url` is empty.
+    pub fn mqtt_settings(&self) -> Result<Option<crate::northbound::MqttSettings>, ConfigError> {
+        let m = &self.mqtt;
+        if m.url.is_empty() {
+            return Ok(None);
+        }
+        let (host, port) = crate::northbound::parse_url(&m.url).map_err(|e| ConfigError(e.0))?;
+        if m.access_token.is_some() && m.username.is_some() {
+            return Err(ConfigError(
+                "mqtt: give access_token or username, not both".into(),
+            ));
+        }
+        Ok(Some(crate::northbound::MqttSettings {
+            host,
+            port,
+            client_id: m.client_id.clone(),
+            username: m.access_token.clone().or_else(|| m.username.clone()),
+            password: m.password.clone(),
+            keepalive: Duration::from_secs(m.keepalive_s),
+            qos: m.qos,
+            window: m.max_in_flight,
+        }))
     }
 
     /// Store settings.

@@ -5,6 +5,7 @@ pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod lwm2m;
+pub mod northbound;
 pub mod profile;
 pub mod runtime;
 pub mod server;

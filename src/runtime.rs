@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::control::socket::{self, CtlRequest};
 use crate::lwm2m::ModelLibrary;
+use crate::northbound::{thingsboard, Downlink, Northbound};
 use crate::server::command::Answer;
 use crate::server::{Persist, Report, Server, ServerEvent};
 use crate::store::{Store, StoreError};
@@ -29,6 +30,8 @@ pub enum RunError {
     Store(StoreError),
     /// A socket failed.
     Io(String, io::Error),
+    /// The configuration cannot be used.
+    Config(String),
 }
 
 impl fmt::Display for RunError {
@@ -36,6 +39,7 @@ impl fmt::Display for RunError {
         match self {
             RunError::Store(e) => write!(f, "{e}"),
             RunError::Io(what, e) => write!(f, "{what}: {e}"),
+            RunError::Config(e) => write!(f, "{e}"),
         }
     }
 }
@@ -72,6 +76,13 @@ pub struct Gateway {
     watchers: Vec<Watcher>,
     control: Option<UnixListener>,
     ctl_pending: HashMap<u64, CtlRequest>,
+    /// RPCs from the platform: device and request id, by handle.
+    mqtt_pending: HashMap<u64, (String, Json)>,
+    /// Writes of shared attributes, for the log: device and key, by handle.
+    internal_pending: HashMap<u64, (String, String)>,
+    northbound: Option<Northbound>,
+    batch: thingsboard::Batch,
+    max_batch: usize,
     next_handle: u64,
 }
 
@@ -163,6 +174,24 @@ impl Gateway {
             "{observed} observations and {held} queued requests restored; {} profiles, {provisioned} device credentials",
             server.profiles().len()
         );
+        let northbound = match cfg.mqtt_settings().map_err(|e| RunError::Config(e.0))? {
+            Some(s) => {
+                log::info!(
+                    "northbound: MQTT to {}:{} as {:?}, QoS {}, queue up to {} MiB",
+                    s.host,
+                    s.port,
+                    s.client_id,
+                    s.qos,
+                    cfg.mqtt.max_queue_mb
+                );
+                Some(Northbound::start(s, &store, cfg.mqtt.max_queue_mb << 20)?)
+            }
+            None => {
+                log::info!("northbound: off (no mqtt.url)");
+                None
+            }
+        };
+        let max_batch = cfg.mqtt.max_batch_kb << 10;
         Ok(Gateway {
             cfg,
             server,
@@ -176,6 +205,11 @@ impl Gateway {
             watchers: Vec::new(),
             control: Some(control),
             ctl_pending: HashMap::new(),
+            mqtt_pending: HashMap::new(),
+            internal_pending: HashMap::new(),
+            northbound,
+            batch: thingsboard::Batch::default(),
+            max_batch,
             next_handle: 0,
         })
     }
@@ -219,7 +253,9 @@ impl Gateway {
         enum Wake {
             Io,
             Control(CtlRequest),
+            Downlink(Downlink),
         }
+        let down_rx = self.northbound.as_ref().map(|n| n.downlink.clone());
         loop {
             let deadline = self.server.poll_timeout();
             let socket = &self.socket;
@@ -248,10 +284,29 @@ impl Gateway {
                     Err(_) => std::future::pending().await,
                 }
             };
-            let wake = smol::future::or(io, ctl).await;
+            let down = async {
+                match &down_rx {
+                    Some(rx) => match rx.recv().await {
+                        Ok(d) => Wake::Downlink(d),
+                        Err(_) => std::future::pending().await,
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            let wake = smol::future::or(io, smol::future::or(ctl, down)).await;
             let now = Instant::now();
-            if let Wake::Control(r) = wake {
-                self.control_request(now, r);
+            match wake {
+                Wake::Control(r) => self.control_request(now, r),
+                Wake::Downlink(d) => self.downlink(now, d),
+                Wake::Io => {}
+            }
+            if let Some(rx) = &down_rx {
+                for _ in 0..BATCH {
+                    match rx.try_recv() {
+                        Ok(d) => self.downlink(now, d),
+                        Err(_) => break,
+                    }
+                }
             }
             for _ in 0..BATCH {
                 match ctl_rx.try_recv() {
@@ -259,13 +314,16 @@ impl Gateway {
                     Err(_) => break,
                 }
             }
-            let (now, unix) = (Instant::now(), unix_ms());
+            let now = Instant::now();
             for _ in 0..BATCH {
                 match self.socket.get_ref().recv_from(&mut buf) {
                     Ok((n, peer)) if n > max => {
                         log::debug!("peer={} datagram over {max} bytes dropped", canonical(peer));
                     }
                     Ok((n, peer)) => {
+                        // The wall clock per datagram: it stamps reported
+                        // values, and two in one batch are two data points.
+                        let unix = unix_ms();
                         self.server
                             .handle_datagram(now, unix, canonical(peer), &buf[..n])
                     }
@@ -282,6 +340,37 @@ impl Gateway {
             self.send_all().await;
             self.publish_reports();
             while let Some((handle, answer)) = self.server.poll_answer() {
+                if let Some((device, id)) = self.mqtt_pending.get(&handle) {
+                    // The platform gets one answer per RPC: the outcome.
+                    if answer.result != "QUEUED" {
+                        let body = thingsboard::rpc_answer(device, id, answer.to_json());
+                        if let Some(nb) = &self.northbound {
+                            nb.publish(thingsboard::RPC, &body);
+                        }
+                        self.mqtt_pending.remove(&handle);
+                    }
+                    continue;
+                }
+                if let Some((device, key)) = self.internal_pending.remove(&handle) {
+                    if answer.result == "QUEUED" {
+                        continue;
+                    }
+                    let level = if answer.is_success() {
+                        log::Level::Info
+                    } else {
+                        log::Level::Warn
+                    };
+                    log::log!(
+                        level,
+                        "ep={device} shared attribute {key:?} written: {}{}",
+                        answer.result,
+                        answer
+                            .error
+                            .as_deref()
+                            .map_or(String::new(), |e| format!(" ({e})"))
+                    );
+                    continue;
+                }
                 if answer.result == "QUEUED" {
                     if let Some(r) = self.ctl_pending.get(&handle) {
                         if r.wants_wait() {
@@ -298,9 +387,52 @@ impl Gateway {
         }
     }
 
+    /// A message from the platform: an RPC runs the command language; a
+    /// shared attribute becomes a write of the resource its key names.
+    fn downlink(&mut self, now: Instant, d: Downlink) {
+        match d {
+            Downlink::Rpc {
+                device,
+                id,
+                method,
+                params,
+            } => {
+                self.next_handle += 1;
+                let h = self.next_handle;
+                log::info!("ep={device} RPC {method} (id {id}) from the platform");
+                self.mqtt_pending.insert(h, (device.clone(), id));
+                self.server.command(now, h, &device, &method, &params);
+            }
+            Downlink::SharedUpdate { device, values } => {
+                for (key, value) in values {
+                    let Some(path) = self.server.path_of_key(&device, &key) else {
+                        log::info!(
+                            "ep={device} shared attribute {key:?} names no resource; ignored"
+                        );
+                        continue;
+                    };
+                    self.next_handle += 1;
+                    let h = self.next_handle;
+                    self.internal_pending.insert(h, (device.clone(), key));
+                    let params = serde_json::json!({"id": path.to_string(), "value": value});
+                    self.server
+                        .command(now, h, &device, "WriteReplace", &params);
+                }
+            }
+        }
+    }
+
     /// Hands decoded reports to subscribers and watching control clients.
     fn publish_reports(&mut self) {
         while let Some(report) = self.server.poll_report() {
+            if self.northbound.is_some() {
+                for (key, value, ts, attribute) in self.server.keyed(&report) {
+                    self.batch.add(&report.endpoint, key, value, ts, attribute);
+                }
+                if self.batch.size() >= self.max_batch {
+                    self.flush_batch();
+                }
+            }
             for (tx, dropped) in &mut self.report_subscribers {
                 if let Err(TrySendError::Full(_)) = tx.try_send(report.clone()) {
                     *dropped += 1;
@@ -334,6 +466,47 @@ impl Gateway {
             self.watchers.retain(|w| !w.tx.is_closed());
         }
         self.report_subscribers.retain(|(tx, _)| !tx.is_closed());
+        self.flush_batch();
+    }
+
+    /// Queues the gathered telemetry and attributes for the broker.
+    fn flush_batch(&mut self) {
+        let Some(nb) = &self.northbound else {
+            return;
+        };
+        for (topic, body) in self.batch.take() {
+            nb.publish(topic, &body);
+        }
+    }
+
+    /// Registry events as the platform sees them: a registration connects
+    /// the sub-device (and asks for its shared attributes), leaving
+    /// disconnects it.
+    fn publish_events(&mut self, events: &[ServerEvent]) {
+        let Some(nb) = &self.northbound else {
+            return;
+        };
+        for ev in events {
+            let ep = &ev.registration().endpoint;
+            match ev {
+                ServerEvent::Registered { .. } => {
+                    nb.publish(
+                        thingsboard::CONNECT,
+                        &thingsboard::connect(ep, &self.server.profile_name(ep)),
+                    );
+                    let shared = self.server.shared_keys(ep);
+                    if !shared.is_empty() {
+                        self.next_handle += 1;
+                        let body = thingsboard::attributes_request(self.next_handle, ep, &shared);
+                        nb.publish(thingsboard::ATTRIBUTES_REQUEST, &body);
+                    }
+                }
+                ServerEvent::Deregistered(_) | ServerEvent::Expired(_) => {
+                    nb.publish(thingsboard::DISCONNECT, &thingsboard::disconnect(ep));
+                }
+                ServerEvent::Updated(_) => {}
+            }
+        }
     }
 
     /// Profile and credential administration: checked by the server,
@@ -491,6 +664,7 @@ impl Gateway {
             "retransmissions": c.retransmissions,
             "overloadRefusals": c.overload_refusals,
             "watchers": self.watchers.len(),
+            "mqtt": self.northbound.as_ref().map_or(Json::Null, |n| n.status.to_json(n.queue_stats())),
             "rssKb": rss_kb(),
         })
     }
@@ -642,6 +816,7 @@ impl Gateway {
         if events.is_empty() && persisted == 0 {
             return;
         }
+        self.publish_events(&events);
         let store = self.store.clone();
         if let Err(e) = smol::unblock(move || store.flush()).await {
             log::error!("store flush failed: {e}");

@@ -53,6 +53,8 @@ Options (override the config file):
   --models-dir DIR     system models directory (default ./models)
   --control-socket P   control socket (default $RUNTIME_DIRECTORY/control.sock,
                        else control.sock in the data directory)
+  --mqtt-url URL       serve: northbound MQTT broker, mqtt://host:port (the rest
+                       of the MQTT settings live in [mqtt] of the config file)
   --json               print answers as JSON (rpc, devices, device, watch, stats)
   --timeout SECONDS    how long rpc waits for the device (default 120); for
                        watch, how long without a report before it stops
@@ -70,6 +72,7 @@ struct Common {
     data_dir: Option<PathBuf>,
     models_dir: Option<PathBuf>,
     control_socket: Option<PathBuf>,
+    mqtt_url: Option<String>,
     json: bool,
     timeout_s: Option<u64>,
     wait: bool,
@@ -94,6 +97,9 @@ impl Common {
         }
         if let Some(p) = &self.control_socket {
             c.control.socket = Some(p.clone());
+        }
+        if let Some(u) = &self.mqtt_url {
+            c.mqtt.url = u.clone();
         }
         c.validate()?;
         Ok(c)
@@ -134,6 +140,7 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
             Long("data-dir") => c.data_dir = Some(p.value()?.into()),
             Long("models-dir") => c.models_dir = Some(p.value()?.into()),
             Long("control-socket") => c.control_socket = Some(p.value()?.into()),
+            Long("mqtt-url") => c.mqtt_url = Some(p.value()?.string()?),
             Long("json") => c.json = true,
             Long("timeout") => c.timeout_s = Some(p.value()?.parse()?),
             Long("wait") => c.wait = true,

@@ -239,31 +239,105 @@ impl Server {
                 values.insert(x.path, (&x.value, x.ts_ms));
             }
         }
-        let profile = self.profile_of(endpoint);
+        let profile = self.profile_of(endpoint).map(|r| &**r);
         let (mut attributes, mut telemetry) = (Map::new(), Map::new());
         let mut sorted: Vec<(&Path, &(&Value, u64))> = values.iter().collect();
         sorted.sort_by_key(|(p, _)| **p);
         for (path, (value, ts)) in sorted {
-            let rule = profile.and_then(|r| r.rule_for(path));
-            let base = match rule {
-                Some(m) => m.key.clone(),
-                None => path
-                    .resource
-                    .and_then(|r| self.models.resource(path.object, r))
-                    .map_or_else(|| path.to_string(), |m| camel_case_key(&m.name)),
-            };
-            let key = match path.resource_instance {
-                Some(ri) => format!("{base}_{ri}"),
-                None => base,
-            };
+            let (key, attribute) = self.key_of(profile, path);
             let entry = json!({"value": value.to_json(), "ts": ts});
-            if rule.is_some_and(|m| m.rule.attribute && !m.rule.telemetry) {
+            if attribute {
                 attributes.insert(key, entry);
             } else {
                 telemetry.insert(key, entry);
             }
         }
         json!({"attributes": attributes, "telemetry": telemetry})
+    }
+
+    /// The key of a path (the profile's, else the camelCase of the resource
+    /// name; `key_<n>` for a resource instance) and whether the profile
+    /// makes it a client attribute rather than telemetry.
+    fn key_of(&self, profile: Option<&Resolved>, path: &Path) -> (String, bool) {
+        let rule = profile.and_then(|r| r.rule_for(path));
+        let base = match rule {
+            Some(m) => m.key.clone(),
+            None => path
+                .resource
+                .and_then(|r| self.models.resource(path.object, r))
+                .map_or_else(|| path.to_string(), |m| camel_case_key(&m.name)),
+        };
+        let key = match path.resource_instance {
+            Some(ri) => format!("{base}_{ri}"),
+            None => base,
+        };
+        (
+            key,
+            rule.is_some_and(|m| m.rule.attribute && !m.rule.telemetry),
+        )
+    }
+
+    /// A report's values as (key, value, time, is a client attribute), for
+    /// the northbound side.
+    pub fn keyed(&self, report: &Report) -> Vec<(String, Json, u64, bool)> {
+        let profile = self.profile_of(&report.endpoint).map(|r| &**r);
+        report
+            .readings
+            .iter()
+            .map(|r| {
+                let (key, attribute) = self.key_of(profile, &r.path);
+                (key, r.value.to_json(), r.ts_ms, attribute)
+            })
+            .collect()
+    }
+
+    /// The profile name in force for an endpoint.
+    pub fn profile_name(&self, endpoint: &str) -> String {
+        self.profile_of(endpoint)
+            .map_or(profile::DEFAULT.to_string(), |r| r.profile.name.clone())
+    }
+
+    /// Keys of the profile's writable resources: the shared attributes the
+    /// platform may set.
+    pub fn shared_keys(&self, endpoint: &str) -> Vec<String> {
+        let Some(r) = self.profile_of(endpoint) else {
+            return Vec::new();
+        };
+        r.mapped
+            .iter()
+            .filter(|m| {
+                m.path
+                    .resource
+                    .and_then(|res| self.models.resource(m.path.object, res))
+                    .is_some_and(|rm| rm.operations.write)
+            })
+            .map(|m| m.key.clone())
+            .collect()
+    }
+
+    /// The resource a key names for this device (profile key, else the
+    /// camelCase resource name among its objects).
+    pub fn path_of_key(&self, endpoint: &str, key: &str) -> Option<Path> {
+        if let Some(p) = self.profile_of(endpoint).and_then(|r| r.path_of(key)) {
+            return Some(p);
+        }
+        let reg = self.registry.get(endpoint)?;
+        for o in &reg.objects {
+            let model = self.models.get(o.object, None)?;
+            if let Some(r) = model
+                .resources
+                .iter()
+                .find(|r| camel_case_key(&r.name).eq_ignore_ascii_case(key))
+            {
+                return Some(Path {
+                    object: o.object,
+                    instance: Some(o.instance.unwrap_or(0)),
+                    resource: Some(r.id),
+                    resource_instance: None,
+                });
+            }
+        }
+        None
     }
 
     /// Forgets the latest values of a device that left and has no credential.

@@ -20,6 +20,7 @@ const OBSERVATIONS: &str = "observations";
 const QUEUED: &str = "queued";
 const PROFILES: &str = "profiles";
 const CREDENTIALS: &str = "credentials";
+const UPLINK: &str = "uplink";
 
 /// Store settings.
 #[derive(Debug, Clone)]
@@ -224,6 +225,12 @@ impl Store {
     /// Every stored credential.
     pub fn credentials(&self) -> Result<Vec<Credential>, StoreError> {
         read_all(&self.credentials, "credential")
+    }
+
+    /// The tree of the northbound store-and-forward queue (its owner,
+    /// `northbound::UplinkQueue`, keeps its own key and value format).
+    pub fn uplink_tree(&self) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(UPLINK)?)
     }
 
     /// Makes every write so far durable.

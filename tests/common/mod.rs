@@ -136,8 +136,8 @@ impl Drop for Gateway {
 }
 
 /// Locks the log even after a failed assertion poisoned it.
-pub fn lock(log: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
-    log.lock().unwrap_or_else(|e| e.into_inner())
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The log lines so far.
@@ -391,7 +391,8 @@ impl LiveDevice {
                     told = true;
                     let _ = reg_tx.send(());
                 }
-                while let Ok(cmd) = rx.try_recv() {
+                // One command per turn, so notifications keep the test's pace.
+                if let Ok(cmd) = rx.try_recv() {
                     match cmd {
                         LiveCmd::Notify(con) => {
                             dev.notify(Instant::now(), lwm2m_gw::runtime::unix_ms(), con);
@@ -439,5 +440,220 @@ impl LiveDevice {
 impl Drop for LiveDevice {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A mosquitto broker on a loopback port, with persistence in its own
+/// directory (so a subscriber's session outlives a broker restart).
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    conf: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Broker {
+    pub fn start(dir: &Path) -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data = dir.join("mosquitto");
+        std::fs::create_dir_all(&data).unwrap();
+        let log = dir.join("mosquitto.log");
+        // Run as root, mosquitto drops to its own user, which cannot write
+        // the test's directory; keep root there.
+        let user = if unsafe { libc::geteuid() } == 0 {
+            "user root\n"
+        } else {
+            ""
+        };
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nlog_dest file {}\nlog_type all\n{user}",
+                data.display(),
+                log.display()
+            ),
+        )
+        .unwrap();
+        let mut b = Broker {
+            child: None,
+            port,
+            conf,
+            log,
+        };
+        b.restart();
+        b
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the broker and waits until it listens.
+    pub fn restart(&mut self) {
+        let child = Command::new(tool_or("mosquitto", "/usr/sbin/mosquitto"))
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto starts (scripts/setup.sh --test installs it)");
+        self.child = Some(child);
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < end,
+                "mosquitto did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the broker cleanly (it saves its sessions).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|s| s.contains(needle))
+    }
+
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if self.log_contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Publishes one message with `mosquitto_pub`.
+    pub fn publish(&self, topic: &str, payload: &str) {
+        let ok = Command::new(tool("mosquitto_pub"))
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-m",
+                payload,
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mosquitto_pub to {topic}");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn tool_or(name: &str, fallback: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    PathBuf::from(fallback)
+}
+
+/// `mosquitto_sub` with a persistent QoS 1 session on `v1/gateway/#`: it
+/// gets what was published while it reconnected after a broker restart.
+pub struct Subscriber {
+    child: Child,
+    lines: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl Subscriber {
+    pub fn start(broker: &Broker, id: &str) -> Subscriber {
+        let mut child = Command::new(tool("mosquitto_sub"))
+            .args([
+                "-p",
+                &broker.port.to_string(),
+                "-c",
+                "-i",
+                id,
+                "-q",
+                "1",
+                "-v",
+            ])
+            .args(["-t", "v1/gateway/#"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub starts");
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some((topic, body)) = line.split_once(' ') {
+                    let j = serde_json::from_str(body)
+                        .unwrap_or(serde_json::Value::String(body.into()));
+                    lock(&sink).push((topic.to_string(), j));
+                }
+            }
+        });
+        assert!(
+            broker.wait_log(&format!(" as {id} "), Duration::from_secs(10)),
+            "subscriber {id} did not connect"
+        );
+        // Let the subscription settle.
+        std::thread::sleep(Duration::from_millis(100));
+        Subscriber { child, lines }
+    }
+
+    /// Every message on `topic` so far.
+    pub fn on(&self, topic: &str) -> Vec<serde_json::Value> {
+        lock(&self.lines)
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, j)| j.clone())
+            .collect()
+    }
+
+    /// Waits until `pred` holds for the messages on `topic`.
+    pub fn wait(
+        &self,
+        topic: &str,
+        limit: Duration,
+        pred: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let end = Instant::now() + limit;
+        loop {
+            let got = self.on(topic);
+            if pred(&got) || Instant::now() > end {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

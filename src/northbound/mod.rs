@@ -1,0 +1,403 @@
+//! Northbound: the MQTT bridge to the cloud platform (ThingsBoard's gateway
+//! API) with a sled-backed store-and-forward queue.
+//!
+//! The gateway loop appends uplink messages to the queue and wakes the
+//! bridge thread. That thread (rumqttc on a small tokio runtime of its own)
+//! flushes the queue to disk, publishes in order with QoS 1 and a bounded
+//! window, and removes a message only when the broker acknowledges it.
+//! After a broker outage or a restart it starts again from the oldest
+//! message still queued. What the platform sends down comes back to the
+//! gateway loop as `Downlink`s.
+
+pub mod queue;
+pub mod thingsboard;
+
+use crate::store::Store;
+pub use queue::{QueueStats, UplinkQueue};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use smol::channel::{Receiver, Sender};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+pub use thingsboard::Downlink;
+
+/// Where and how to connect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSettings {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client id.
+    pub client_id: String,
+    /// User name (a ThingsBoard gateway's access token goes here).
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+    /// Keep-alive.
+    pub keepalive: Duration,
+    /// QoS of uplink messages: 0 or 1.
+    pub qos: u8,
+    /// Messages published and not yet acknowledged.
+    pub window: usize,
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsError(pub String);
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+/// Splits `mqtt://host:port` (port 1883 by default).
+pub fn parse_url(url: &str) -> Result<(String, u16), SettingsError> {
+    let bad = |m: &str| SettingsError(format!("mqtt url {url:?}: {m}"));
+    let rest = match url.split_once("://") {
+        Some(("mqtt" | "tcp", rest)) => rest,
+        Some(("mqtts" | "ssl", _)) => {
+            return Err(bad(
+                "TLS is not built into this gateway yet; use mqtt:// on a trusted link",
+            ))
+        }
+        Some((scheme, _)) => return Err(bad(&format!("unknown scheme {scheme:?}"))),
+        None => url,
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| bad("the port is not a number from 1 to 65535"))?,
+        ),
+        _ => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(bad("no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+/// Bridge state for `stats`.
+#[derive(Default)]
+pub struct Status {
+    connected: AtomicBool,
+    connects: AtomicU64,
+    published: AtomicU64,
+    bad_downlink: AtomicU64,
+}
+
+impl Status {
+    /// True while the broker connection is up.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// As JSON.
+    pub fn to_json(&self, q: QueueStats) -> serde_json::Value {
+        serde_json::json!({
+            "connected": self.connected(),
+            "connects": self.connects.load(Ordering::Relaxed),
+            "published": self.published.load(Ordering::Relaxed),
+            "badDownlink": self.bad_downlink.load(Ordering::Relaxed),
+            "queuedMessages": q.messages,
+            "queuedBytes": q.bytes,
+            "dropped": q.dropped,
+            "appended": q.appended,
+            "acked": q.acked,
+        })
+    }
+}
+
+/// The running bridge, as the gateway loop sees it.
+pub struct Northbound {
+    queue: Arc<UplinkQueue>,
+    wake: Sender<()>,
+    /// What the platform sends down.
+    pub downlink: Receiver<Downlink>,
+    /// Connection state and counters.
+    pub status: Arc<Status>,
+}
+
+impl Northbound {
+    /// Opens the queue and starts the bridge thread.
+    pub fn start(
+        settings: MqttSettings,
+        store: &Store,
+        max_queue_bytes: u64,
+    ) -> Result<Northbound, crate::store::StoreError> {
+        let queue = Arc::new(UplinkQueue::open(store.uplink_tree()?, max_queue_bytes)?);
+        let left = queue.stats();
+        if left.messages > 0 {
+            log::info!(
+                "uplink queue holds {} messages ({} bytes) from before; they go first",
+                left.messages,
+                left.bytes
+            );
+        }
+        let (wake, wake_rx) = smol::channel::bounded(1);
+        let (down_tx, downlink) = smol::channel::bounded(1024);
+        let status = Arc::new(Status::default());
+        let bridge = Bridge {
+            settings,
+            queue: queue.clone(),
+            store: store.clone(),
+            wake: wake_rx,
+            down: down_tx,
+            status: status.clone(),
+        };
+        std::thread::Builder::new()
+            .name("northbound".into())
+            .spawn(move || bridge.run())
+            .map_err(|e| crate::store::StoreError::Io("northbound thread".into(), e))?;
+        Ok(Northbound {
+            queue,
+            wake,
+            downlink,
+            status,
+        })
+    }
+
+    /// Queues a message for the broker; it is durable at the bridge's next
+    /// flush, before it is published.
+    pub fn publish(&self, topic: &str, payload: &[u8]) {
+        if let Err(e) = self.queue.append(topic, payload) {
+            log::error!("uplink message to {topic} not queued: {e}");
+            return;
+        }
+        let _ = self.wake.try_send(());
+    }
+
+    /// Queue counters.
+    pub fn queue_stats(&self) -> QueueStats {
+        self.queue.stats()
+    }
+}
+
+struct Bridge {
+    settings: MqttSettings,
+    queue: Arc<UplinkQueue>,
+    store: Store,
+    wake: Receiver<()>,
+    down: Sender<Downlink>,
+    status: Arc<Status>,
+}
+
+/// Topics the gateway takes from the platform.
+const SUBSCRIBE: [&str; 3] = [
+    thingsboard::RPC,
+    thingsboard::ATTRIBUTES,
+    thingsboard::ATTRIBUTES_RESPONSE,
+];
+
+impl Bridge {
+    fn run(self) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                log::error!("northbound: cannot start its runtime: {e}; no uplink");
+                return;
+            }
+        };
+        rt.block_on(self.serve());
+    }
+
+    fn options(&self) -> MqttOptions {
+        let s = &self.settings;
+        let mut o = MqttOptions::new(&s.client_id, &s.host, s.port);
+        o.set_keep_alive(s.keepalive.max(Duration::from_secs(5)));
+        o.set_clean_session(true);
+        o.set_inflight(s.window.clamp(1, u16::MAX as usize) as u16);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        if let Some(u) = &s.username {
+            o.set_credentials(u, s.password.clone().unwrap_or_default());
+        }
+        o
+    }
+
+    async fn serve(self) {
+        let mut backoff = Duration::from_millis(500);
+        while !self.wake.is_closed() {
+            if self.connection().await {
+                backoff = Duration::from_millis(500);
+            }
+            self.status.connected.store(false, Ordering::Relaxed);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// One broker connection, from connect to failure. A fresh client each
+    /// time: what the broker did not acknowledge is published again from
+    /// the queue, in order. Returns whether it got connected at all.
+    async fn connection(&self) -> bool {
+        let s = &self.settings;
+        let (client, mut el) = AsyncClient::new(self.options(), s.window.max(1) + 8);
+        // Queue positions handed to the client, waiting for their packet id.
+        let mut unassigned: VecDeque<u64> = VecDeque::new();
+        let mut by_pkid: HashMap<u16, u64> = HashMap::new();
+        let mut cursor = 0u64;
+        let mut connected = false;
+        loop {
+            if connected {
+                if let Err(e) = self.fill(&client, &mut cursor, &mut unassigned, by_pkid.len()) {
+                    log::error!("northbound: uplink queue: {e}");
+                }
+            }
+            tokio::select! {
+                ev = el.poll() => match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connected = true;
+                        self.status.connected.store(true, Ordering::Relaxed);
+                        let n = self.status.connects.fetch_add(1, Ordering::Relaxed) + 1;
+                        log::info!(
+                            "northbound: connected to {}:{} (connection {n}); {} messages queued",
+                            s.host,
+                            s.port,
+                            self.queue.stats().messages
+                        );
+                        for t in SUBSCRIBE {
+                            let _ = client.try_subscribe(t, QoS::AtLeastOnce);
+                        }
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        if let Some(seq) = unassigned.pop_front() {
+                            if s.qos == 0 {
+                                let _ = self.queue.remove(seq);
+                            } else {
+                                by_pkid.insert(pkid, seq);
+                            }
+                            self.status.published.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let Some(seq) = by_pkid.remove(&ack.pkid) {
+                            if let Err(e) = self.queue.remove(seq) {
+                                log::error!("northbound: uplink queue: {e}");
+                            }
+                        }
+                        if by_pkid.is_empty() && unassigned.is_empty() {
+                            // Caught up: make the removals durable, so a
+                            // restart does not publish them again.
+                            if let Err(e) = self.store.flush() {
+                                log::error!("northbound: uplink queue: {e}");
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => self.downlink(&p.topic, &p.payload),
+                    Ok(_) => {}
+                    Err(e) => {
+                        if connected {
+                            log::warn!(
+                                "northbound: connection to {}:{} lost ({e}); {} messages queued",
+                                s.host,
+                                s.port,
+                                self.queue.stats().messages
+                            );
+                        } else {
+                            log::debug!("northbound: cannot connect to {}:{}: {e}", s.host, s.port);
+                        }
+                        return connected;
+                    }
+                },
+                r = self.wake.recv() => {
+                    if r.is_err() {
+                        // The gateway is gone.
+                        return connected;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands queued messages to the client up to the window. They are
+    /// flushed to disk first: nothing is published that a power cut could
+    /// take back from the queue.
+    fn fill(
+        &self,
+        client: &AsyncClient,
+        cursor: &mut u64,
+        unassigned: &mut VecDeque<u64>,
+        acked_pending: usize,
+    ) -> Result<(), crate::store::StoreError> {
+        let room = self
+            .settings
+            .window
+            .saturating_sub(unassigned.len() + acked_pending);
+        if room == 0 {
+            return Ok(());
+        }
+        let batch = self.queue.after(*cursor, room)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.store.flush()?;
+        let qos = if self.settings.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        for m in batch {
+            if client.try_publish(m.topic, qos, false, m.payload).is_err() {
+                break;
+            }
+            unassigned.push_back(m.seq);
+            *cursor = m.seq;
+        }
+        Ok(())
+    }
+
+    fn downlink(&self, topic: &str, payload: &[u8]) {
+        match thingsboard::parse(topic, payload) {
+            Ok(None) => {}
+            Ok(Some(d)) => {
+                if self.down.try_send(d).is_err() {
+                    log::warn!("northbound: gateway busy; downlink on {topic} dropped");
+                }
+            }
+            Err(e) => {
+                self.status.bad_downlink.fetch_add(1, Ordering::Relaxed);
+                log::warn!("northbound: ignored: {}", e.0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_urls_parse_or_say_why_not() {
+        assert_eq!(
+            parse_url("mqtt://127.0.0.1:1884").unwrap(),
+            ("127.0.0.1".into(), 1884)
+        );
+        assert_eq!(
+            parse_url("mqtt://broker.local").unwrap(),
+            ("broker.local".into(), 1883)
+        );
+        assert_eq!(
+            parse_url("tb.example.com:1883").unwrap(),
+            ("tb.example.com".into(), 1883)
+        );
+        assert_eq!(
+            parse_url("mqtt://[::1]:1883").unwrap(),
+            ("::1".into(), 1883)
+        );
+        assert!(parse_url("mqtts://x:8883").unwrap_err().0.contains("TLS"));
+        assert!(parse_url("http://x").unwrap_err().0.contains("scheme"));
+        assert!(parse_url("mqtt://x:notaport").is_err());
+        assert!(parse_url("mqtt://:1883").is_err());
+    }
+}
