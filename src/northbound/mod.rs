@@ -338,10 +338,10 @@ impl Bridge {
             return Ok(());
         }
         let batch = self.queue.after(*cursor, room)?;
-        if batch.is_empty() {
+        let Some(last) = batch.last() else {
             return Ok(());
-        }
-        self.store.flush()?;
+        };
+        self.queue.make_durable(last.seq, &self.store)?;
         let qos = if self.settings.qos == 0 {
             QoS::AtMostOnce
         } else {

@@ -44,6 +44,8 @@ pub struct UplinkQueue {
     dropped: AtomicU64,
     appended: AtomicU64,
     acked: AtomicU64,
+    /// Every message up to this position is on disk.
+    durable: AtomicU64,
     /// Serialises appends with the oldest-first trimming.
     trim: Mutex<()>,
 }
@@ -95,6 +97,7 @@ impl UplinkQueue {
             dropped: AtomicU64::new(0),
             appended: AtomicU64::new(0),
             acked: AtomicU64::new(0),
+            durable: AtomicU64::new(last),
             trim: Mutex::new(()),
         })
     }
@@ -152,6 +155,20 @@ impl UplinkQueue {
             self.messages.fetch_sub(1, Ordering::Relaxed);
             self.acked.fetch_add(1, Ordering::Relaxed);
         }
+        Ok(())
+    }
+
+    /// Makes sure every message up to `seq` is on disk, flushing `store`
+    /// only when one of them may not be yet (a replay after an outage
+    /// reads messages that are).
+    pub fn make_durable(&self, seq: u64, store: &crate::store::Store) -> Result<(), StoreError> {
+        if seq <= self.durable.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Everything appended before the flush starts is covered by it.
+        let upto = self.next_seq.load(Ordering::Acquire).saturating_sub(1);
+        store.flush()?;
+        self.durable.fetch_max(upto, Ordering::AcqRel);
         Ok(())
     }
 
