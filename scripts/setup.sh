@@ -51,7 +51,9 @@ if [ "$want_test" -eq 1 ]; then
     command -v coap-client-notls >/dev/null 2>&1 || apt_install libcoap3-bin
     # The MQTT tests start their own broker on a loopback port; the Debian
     # service this package would start is not used.
-    command -v mosquitto >/dev/null 2>&1 || apt_install mosquitto mosquitto-clients
+    command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto mosquitto-clients
+    # The MQTT TLS test makes its CA and broker certificate with openssl.
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
     if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
         apt_install python3-venv python3-pip
     fi

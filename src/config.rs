@@ -56,6 +56,14 @@ pub struct MqttSection {
     pub max_queue_mb: u64,
     /// Largest telemetry or attributes message built from one batch, KiB.
     pub max_batch_kb: usize,
+    /// `mqtts://`: CA certificates (PEM) for the broker; default the system's.
+    pub ca_file: Option<PathBuf>,
+    /// `mqtts://`: client certificate (PEM), with `client_key_file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// `mqtts://`: client private key (PEM).
+    pub client_key_file: Option<PathBuf>,
+    /// Protocol version: "3.1.1" or "5".
+    pub protocol: String,
 }
 
 impl Default for MqttSection {
@@ -71,6 +79,10 @@ impl Default for MqttSection {
             max_in_flight: 1000,
             max_queue_mb: 64,
             max_batch_kb: 64,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            protocol: "3.1.1".into(),
         }
     }
 }
@@ -451,7 +463,42 @@ impl Config {
         if m.url.is_empty() {
             return Ok(None);
         }
-        let (host, port) = crate::northbound::parse_url(&m.url).map_err(|e| ConfigError(e.0))?;
+        let (host, port, tls) =
+            crate::northbound::parse_url(&m.url).map_err(|e| ConfigError(e.0))?;
+        let read = |what: &str, p: &Path| {
+            std::fs::read(p).map_err(|e| ConfigError(format!("mqtt.{what} {}: {e}", p.display())))
+        };
+        let tls = if tls {
+            let ca = m
+                .ca_file
+                .as_deref()
+                .map(|p| read("ca_file", p))
+                .transpose()?;
+            let client_auth = match (&m.client_cert_file, &m.client_key_file) {
+                (Some(c), Some(k)) => {
+                    Some((read("client_cert_file", c)?, read("client_key_file", k)?))
+                }
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError(
+                        "mqtt: client_cert_file and client_key_file go together".into(),
+                    ))
+                }
+            };
+            if let Some(ca) = &ca {
+                if !String::from_utf8_lossy(ca).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(ConfigError("mqtt.ca_file: not a PEM certificate".into()));
+                }
+            }
+            Some(crate::northbound::TlsSettings { ca, client_auth })
+        } else {
+            if m.ca_file.is_some() || m.client_cert_file.is_some() {
+                return Err(ConfigError(
+                    "mqtt: ca_file and client certificates need an mqtts:// url".into(),
+                ));
+            }
+            None
+        };
         if m.access_token.is_some() && m.username.is_some() {
             return Err(ConfigError(
                 "mqtt: give access_token or username, not both".into(),
@@ -466,6 +513,16 @@ impl Config {
             keepalive: Duration::from_secs(m.keepalive_s),
             qos: m.qos,
             window: m.max_in_flight,
+            tls,
+            v5: match m.protocol.as_str() {
+                "3.1.1" | "3" | "4" => false,
+                "5" | "5.0" => true,
+                other => {
+                    return Err(ConfigError(format!(
+                        "mqtt.protocol = {other:?}: \"3.1.1\" or \"5\""
+                    )))
+                }
+            },
         }))
     }
 

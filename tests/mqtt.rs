@@ -270,3 +270,166 @@ fn nothing_is_lost_through_a_broker_outage_and_a_kill_9() {
     );
     assert_eq!(q["dropped"], 0, "{q}");
 }
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl.
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let ok = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (scripts/setup.sh --test installs it)")
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other-ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=other-ca",
+    ]);
+}
+
+#[test]
+fn mqtts_with_a_trusted_ca_connects_and_an_untrusted_one_does_not() {
+    let dir = TempDir::new("mqtt-tls");
+    make_certs(&dir.0);
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = dir.0.display();
+    let broker = Broker::start_with(
+        &dir.0,
+        &format!("listener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"),
+    );
+    let sub = Subscriber::start(&broker, "tb-tls");
+    let gw_dir = dir.0.join("gw");
+    std::fs::create_dir_all(&gw_dir).unwrap();
+    let cfg = config(
+        "127.0.0.1",
+        &format!("[mqtt]\nurl = \"mqtts://127.0.0.1:{tls_port}\"\nca_file = \"{d}/ca.pem\"\n"),
+    );
+    let gw = Gateway::start(&gw_dir, &cfg);
+    assert!(
+        gw.wait_log("northbound: connected", Duration::from_secs(10)),
+        "{:?}",
+        common::log_lines(&gw)
+    );
+    let _dev = LiveDevice::start(gw.addr, "tls-1", ContentFormat::SenmlCbor);
+    let c = sub.wait("v1/gateway/connect", Duration::from_secs(5), |m| {
+        !m.is_empty()
+    });
+    assert_eq!(c[0]["device"], "tls-1");
+    drop(gw);
+
+    let bad_dir = dir.0.join("bad");
+    std::fs::create_dir_all(&bad_dir).unwrap();
+    let cfg = config(
+        "127.0.0.1",
+        &format!(
+            "[mqtt]\nurl = \"mqtts://127.0.0.1:{tls_port}\"\nca_file = \"{d}/other-ca.pem\"\n"
+        ),
+    );
+    let gw = Gateway::start(&bad_dir, &cfg);
+    assert!(
+        gw.wait_log("northbound: cannot connect", Duration::from_secs(10)),
+        "{:?}",
+        common::log_lines(&gw)
+    );
+    assert!(!gw.log_contains("northbound: connected"));
+}
+
+#[test]
+fn mqtt_5_carries_uplink_and_rpc_too() {
+    let dir = TempDir::new("mqtt-v5");
+    let broker = Broker::start(&dir.0);
+    let sub = Subscriber::start(&broker, "tb-v5");
+    let cfg = config(
+        "127.0.0.1",
+        &format!("[mqtt]\nurl = \"{}\"\nprotocol = \"5\"\n", broker.url()),
+    );
+    let gw = Gateway::start(&dir.0, &cfg);
+    assert!(
+        gw.wait_log("(MQTT 5, connection 1)", Duration::from_secs(10)),
+        "{:?}",
+        common::log_lines(&gw)
+    );
+    let _dev = LiveDevice::start(gw.addr, "v5-1", ContentFormat::SenmlCbor);
+    let c = sub.wait("v1/gateway/connect", Duration::from_secs(5), |m| {
+        !m.is_empty()
+    });
+    assert_eq!(c[0], json!({"device": "v5-1", "type": "default"}));
+    broker.publish(
+        "v1/gateway/rpc",
+        r#"{"device":"v5-1","data":{"id":"a1","method":"Read","params":{"id":"/3/0/0"}}}"#,
+    );
+    let answers = sub.wait("v1/gateway/rpc", Duration::from_secs(5), |m| {
+        m.iter().any(|x| x["id"] == "a1")
+    });
+    let a = answers
+        .iter()
+        .find(|x| x["id"] == "a1")
+        .expect("RPC answer over MQTT 5");
+    assert_eq!(a["data"]["value"], "lwm2m-gw simulator");
+    assert!(
+        broker.log_contains("(p5,"),
+        "the broker saw an MQTT 5 client"
+    );
+}

@@ -14,7 +14,7 @@ pub mod thingsboard;
 
 use crate::store::Store;
 pub use queue::{QueueStats, UplinkQueue};
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{Outgoing, QoS};
 use smol::channel::{Receiver, Sender};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -42,6 +42,20 @@ pub struct MqttSettings {
     pub qos: u8,
     /// Messages published and not yet acknowledged.
     pub window: usize,
+    /// TLS, for `mqtts://`.
+    pub tls: Option<TlsSettings>,
+    /// MQTT 5 rather than 3.1.1.
+    pub v5: bool,
+}
+
+/// TLS to the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// CA certificates (PEM) the broker's certificate must chain to; none:
+    /// the system's trust store.
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate and key (PEM), for brokers that ask for one.
+    pub client_auth: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A setting that cannot be used.
@@ -56,19 +70,17 @@ impl fmt::Display for SettingsError {
 
 impl std::error::Error for SettingsError {}
 
-/// Splits `mqtt://host:port` (port 1883 by default).
-pub fn parse_url(url: &str) -> Result<(String, u16), SettingsError> {
+/// Splits `mqtt://host:port` (port 1883 by default) or `mqtts://host:port`
+/// (TLS, port 8883 by default); the flag says TLS.
+pub fn parse_url(url: &str) -> Result<(String, u16, bool), SettingsError> {
     let bad = |m: &str| SettingsError(format!("mqtt url {url:?}: {m}"));
-    let rest = match url.split_once("://") {
-        Some(("mqtt" | "tcp", rest)) => rest,
-        Some(("mqtts" | "ssl", _)) => {
-            return Err(bad(
-                "TLS is not built into this gateway yet; use mqtt:// on a trusted link",
-            ))
-        }
+    let (rest, tls) = match url.split_once("://") {
+        Some(("mqtt" | "tcp", rest)) => (rest, false),
+        Some(("mqtts" | "ssl", rest)) => (rest, true),
         Some((scheme, _)) => return Err(bad(&format!("unknown scheme {scheme:?}"))),
-        None => url,
+        None => (url, false),
     };
+    let default_port = if tls { 8883 } else { 1883 };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(':') => (
@@ -76,13 +88,13 @@ pub fn parse_url(url: &str) -> Result<(String, u16), SettingsError> {
             p.parse::<u16>()
                 .map_err(|_| bad("the port is not a number from 1 to 65535"))?,
         ),
-        _ => (rest, 1883),
+        _ => (rest, default_port),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || port == 0 {
         return Err(bad("no host"));
     }
-    Ok((host.to_string(), port))
+    Ok((host.to_string(), port, tls))
 }
 
 /// Bridge state for `stats`.
@@ -212,24 +224,59 @@ impl Bridge {
         rt.block_on(self.serve());
     }
 
-    fn options(&self) -> MqttOptions {
+    fn transport(&self) -> Option<rumqttc::Transport> {
+        self.settings.tls.as_ref().map(|tls| match &tls.ca {
+            Some(ca) => rumqttc::Transport::tls(ca.clone(), tls.client_auth.clone(), None),
+            None => rumqttc::Transport::tls_with_default_config(),
+        })
+    }
+
+    /// A fresh MQTT session in the configured protocol version.
+    fn session(&self) -> Box<dyn SessionIo> {
         let s = &self.settings;
-        let mut o = MqttOptions::new(&s.client_id, &s.host, s.port);
-        o.set_keep_alive(s.keepalive.max(Duration::from_secs(5)));
-        o.set_clean_session(true);
-        o.set_inflight(s.window.clamp(1, u16::MAX as usize) as u16);
-        o.set_max_packet_size(1 << 20, 1 << 20);
-        if let Some(u) = &s.username {
-            o.set_credentials(u, s.password.clone().unwrap_or_default());
+        let keepalive = s.keepalive.max(Duration::from_secs(5));
+        let window = s.window.clamp(1, u16::MAX as usize) as u16;
+        let cap = s.window.max(1) + 8;
+        if s.v5 {
+            let mut o = rumqttc::v5::MqttOptions::new(&s.client_id, &s.host, s.port);
+            o.set_keep_alive(keepalive);
+            o.set_clean_start(true);
+            o.set_outgoing_inflight_upper_limit(window);
+            o.set_max_packet_size(Some(1 << 20));
+            if let Some(u) = &s.username {
+                o.set_credentials(u, s.password.clone().unwrap_or_default());
+            }
+            if let Some(t) = self.transport() {
+                o.set_transport(t);
+            }
+            let (c, el) = rumqttc::v5::AsyncClient::new(o, cap);
+            Box::new(V5(c, el))
+        } else {
+            let mut o = rumqttc::MqttOptions::new(&s.client_id, &s.host, s.port);
+            o.set_keep_alive(keepalive);
+            o.set_clean_session(true);
+            o.set_inflight(window);
+            o.set_max_packet_size(1 << 20, 1 << 20);
+            if let Some(u) = &s.username {
+                o.set_credentials(u, s.password.clone().unwrap_or_default());
+            }
+            if let Some(t) = self.transport() {
+                o.set_transport(t);
+            }
+            let (c, el) = rumqttc::AsyncClient::new(o, cap);
+            Box::new(V4(c, el))
         }
-        o
     }
 
     async fn serve(self) {
         let mut backoff = Duration::from_millis(500);
+        let mut failures = 0u64;
         while !self.wake.is_closed() {
-            if self.connection().await {
+            if self.connection(failures).await {
                 backoff = Duration::from_millis(500);
+                failures = 0;
+            } else {
+                failures += 1;
             }
             self.status.connected.store(false, Ordering::Relaxed);
             tokio::time::sleep(backoff).await;
@@ -240,9 +287,9 @@ impl Bridge {
     /// One broker connection, from connect to failure. A fresh client each
     /// time: what the broker did not acknowledge is published again from
     /// the queue, in order. Returns whether it got connected at all.
-    async fn connection(&self) -> bool {
+    async fn connection(&self, failures: u64) -> bool {
         let s = &self.settings;
-        let (client, mut el) = AsyncClient::new(self.options(), s.window.max(1) + 8);
+        let mut session = self.session();
         // Queue positions handed to the client, waiting for their packet id.
         let mut unassigned: VecDeque<u64> = VecDeque::new();
         let mut by_pkid: HashMap<u16, u64> = HashMap::new();
@@ -250,27 +297,28 @@ impl Bridge {
         let mut connected = false;
         loop {
             if connected {
-                if let Err(e) = self.fill(&client, &mut cursor, &mut unassigned, by_pkid.len()) {
+                if let Err(e) = self.fill(&*session, &mut cursor, &mut unassigned, by_pkid.len()) {
                     log::error!("northbound: uplink queue: {e}");
                 }
             }
             tokio::select! {
-                ev = el.poll() => match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                ev = session.poll() => match ev {
+                    Ok(Ev::ConnAck) => {
                         connected = true;
                         self.status.connected.store(true, Ordering::Relaxed);
                         let n = self.status.connects.fetch_add(1, Ordering::Relaxed) + 1;
                         log::info!(
-                            "northbound: connected to {}:{} (connection {n}); {} messages queued",
+                            "northbound: connected to {}:{} (MQTT {}, connection {n}); {} messages queued",
                             s.host,
                             s.port,
+                            if s.v5 { "5" } else { "3.1.1" },
                             self.queue.stats().messages
                         );
                         for t in SUBSCRIBE {
-                            let _ = client.try_subscribe(t, QoS::AtLeastOnce);
+                            session.subscribe(t);
                         }
                     }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    Ok(Ev::Published(pkid)) => {
                         if let Some(seq) = unassigned.pop_front() {
                             if s.qos == 0 {
                                 let _ = self.queue.remove(seq);
@@ -280,8 +328,8 @@ impl Bridge {
                             self.status.published.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some(seq) = by_pkid.remove(&ack.pkid) {
+                    Ok(Ev::Acked(pkid)) => {
+                        if let Some(seq) = by_pkid.remove(&pkid) {
                             if let Err(e) = self.queue.remove(seq) {
                                 log::error!("northbound: uplink queue: {e}");
                             }
@@ -294,8 +342,19 @@ impl Bridge {
                             }
                         }
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) => self.downlink(&p.topic, &p.payload),
-                    Ok(_) => {}
+                    Ok(Ev::Refused(pkid, why)) => {
+                        // MQTT 5: the broker took the message but refused
+                        // it (a quota, say). It stays queued; a new session
+                        // after the back-off publishes it again.
+                        log::warn!(
+                            "northbound: broker refused a message ({why}); {} messages queued, retrying later",
+                            self.queue.stats().messages
+                        );
+                        by_pkid.remove(&pkid);
+                        return connected;
+                    }
+                    Ok(Ev::Message(topic, payload)) => self.downlink(&topic, &payload),
+                    Ok(Ev::Other) => {}
                     Err(e) => {
                         if connected {
                             log::warn!(
@@ -304,8 +363,13 @@ impl Bridge {
                                 s.port,
                                 self.queue.stats().messages
                             );
-                        } else {
-                            log::debug!("northbound: cannot connect to {}:{}: {e}", s.host, s.port);
+                        } else if (failures + 1).is_power_of_two() {
+                            log::warn!(
+                                "northbound: cannot connect to {}:{} ({} attempts): {e}",
+                                s.host,
+                                s.port,
+                                failures + 1
+                            );
                         }
                         return connected;
                     }
@@ -325,7 +389,7 @@ impl Bridge {
     /// take back from the queue.
     fn fill(
         &self,
-        client: &AsyncClient,
+        session: &dyn SessionIo,
         cursor: &mut u64,
         unassigned: &mut VecDeque<u64>,
         acked_pending: usize,
@@ -342,13 +406,9 @@ impl Bridge {
             return Ok(());
         };
         self.queue.make_durable(last.seq, &self.store)?;
-        let qos = if self.settings.qos == 0 {
-            QoS::AtMostOnce
-        } else {
-            QoS::AtLeastOnce
-        };
+        let qos1 = self.settings.qos != 0;
         for m in batch {
-            if client.try_publish(m.topic, qos, false, m.payload).is_err() {
+            if !session.publish(m.topic, qos1, m.payload) {
                 break;
             }
             unassigned.push_back(m.seq);
@@ -373,29 +433,132 @@ impl Bridge {
     }
 }
 
+/// What the bridge needs of an MQTT session, in either protocol version.
+enum Ev {
+    ConnAck,
+    /// A publish went out with this packet id.
+    Published(u16),
+    /// The broker acknowledged this packet id.
+    Acked(u16),
+    /// The broker refused this packet id (MQTT 5 reason code), with why.
+    Refused(u16, String),
+    /// A message from the platform.
+    Message(String, Vec<u8>),
+    Other,
+}
+
+/// One MQTT session: client and event loop of rumqttc's 3.1.1 or 5 API.
+trait SessionIo {
+    /// Hands a message to the client; false when its queue is full.
+    fn publish(&self, topic: String, qos1: bool, payload: Vec<u8>) -> bool;
+    /// Subscribes with QoS 1.
+    fn subscribe(&self, topic: &str);
+    /// The next event; an error ends the session.
+    fn poll(
+        &mut self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Ev, String>> + '_>>;
+}
+
+struct V4(rumqttc::AsyncClient, rumqttc::EventLoop);
+
+impl SessionIo for V4 {
+    fn publish(&self, topic: String, qos1: bool, payload: Vec<u8>) -> bool {
+        let qos = if qos1 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        self.0.try_publish(topic, qos, false, payload).is_ok()
+    }
+
+    fn subscribe(&self, topic: &str) {
+        let _ = self.0.try_subscribe(topic, QoS::AtLeastOnce);
+    }
+
+    fn poll(
+        &mut self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Ev, String>> + '_>> {
+        use rumqttc::{Event, Packet};
+        Box::pin(async move {
+            Ok(match self.1.poll().await.map_err(|e| e.to_string())? {
+                Event::Incoming(Packet::ConnAck(_)) => Ev::ConnAck,
+                Event::Outgoing(Outgoing::Publish(pkid)) => Ev::Published(pkid),
+                Event::Incoming(Packet::PubAck(a)) => Ev::Acked(a.pkid),
+                Event::Incoming(Packet::Publish(p)) => Ev::Message(p.topic, p.payload.to_vec()),
+                _ => Ev::Other,
+            })
+        })
+    }
+}
+
+struct V5(rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop);
+
+impl SessionIo for V5 {
+    fn publish(&self, topic: String, qos1: bool, payload: Vec<u8>) -> bool {
+        use rumqttc::v5::mqttbytes::QoS;
+        let qos = if qos1 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        self.0.try_publish(topic, qos, false, payload).is_ok()
+    }
+
+    fn subscribe(&self, topic: &str) {
+        let _ = self
+            .0
+            .try_subscribe(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce);
+    }
+
+    fn poll(
+        &mut self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Ev, String>> + '_>> {
+        use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+        use rumqttc::v5::Event;
+        Box::pin(async move {
+            Ok(match self.1.poll().await.map_err(|e| e.to_string())? {
+                Event::Incoming(Packet::ConnAck(_)) => Ev::ConnAck,
+                Event::Outgoing(Outgoing::Publish(pkid)) => Ev::Published(pkid),
+                Event::Incoming(Packet::PubAck(a)) => match a.reason {
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {
+                        Ev::Acked(a.pkid)
+                    }
+                    other => Ev::Refused(a.pkid, format!("{other:?}")),
+                },
+                Event::Incoming(Packet::Publish(p)) => Ev::Message(
+                    String::from_utf8_lossy(&p.topic).into_owned(),
+                    p.payload.to_vec(),
+                ),
+                _ => Ev::Other,
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn mqtt_urls_parse_or_say_why_not() {
+        let ok = |u: &str| parse_url(u).unwrap();
         assert_eq!(
-            parse_url("mqtt://127.0.0.1:1884").unwrap(),
-            ("127.0.0.1".into(), 1884)
+            ok("mqtt://127.0.0.1:1884"),
+            ("127.0.0.1".into(), 1884, false)
         );
         assert_eq!(
-            parse_url("mqtt://broker.local").unwrap(),
-            ("broker.local".into(), 1883)
+            ok("mqtt://broker.local"),
+            ("broker.local".into(), 1883, false)
         );
         assert_eq!(
-            parse_url("tb.example.com:1883").unwrap(),
-            ("tb.example.com".into(), 1883)
+            ok("tb.example.com:1883"),
+            ("tb.example.com".into(), 1883, false)
         );
+        assert_eq!(ok("mqtt://[::1]:1883"), ("::1".into(), 1883, false));
         assert_eq!(
-            parse_url("mqtt://[::1]:1883").unwrap(),
-            ("::1".into(), 1883)
+            ok("mqtts://tb.example.com"),
+            ("tb.example.com".into(), 8883, true)
         );
-        assert!(parse_url("mqtts://x:8883").unwrap_err().0.contains("TLS"));
         assert!(parse_url("http://x").unwrap_err().0.contains("scheme"));
         assert!(parse_url("mqtt://x:notaport").is_err());
         assert!(parse_url("mqtt://:1883").is_err());

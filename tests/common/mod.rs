@@ -454,6 +454,11 @@ pub struct Broker {
 
 impl Broker {
     pub fn start(dir: &Path) -> Broker {
+        Broker::start_with(dir, "")
+    }
+
+    /// With more mosquitto configuration (another listener, say).
+    pub fn start_with(dir: &Path, extra: &str) -> Broker {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -473,7 +478,7 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nlog_dest file {}\nlog_type all\n{user}",
+                "per_listener_settings false\nallow_anonymous true\nlistener {port} 127.0.0.1\npersistence true\npersistence_location {}/\nlog_dest file {}\nlog_type all\n{user}{extra}\n",
                 data.display(),
                 log.display()
             ),
