@@ -76,12 +76,15 @@ pub struct Gateway {
     watchers: Vec<Watcher>,
     control: Option<UnixListener>,
     ctl_pending: HashMap<u64, CtlRequest>,
-    /// RPCs from the platform: device and request id, by handle.
-    mqtt_pending: HashMap<u64, (String, Json)>,
+    /// RPCs from the platform: device, request id and method, by handle.
+    mqtt_pending: HashMap<u64, (String, Json, String)>,
+    /// Transport log budget per device: minute started, lines, lines dropped.
+    log_budget: HashMap<String, (u64, u32, u32)>,
     /// Writes of shared attributes, for the log: device and key, by handle.
     internal_pending: HashMap<u64, (String, String)>,
     northbound: Option<Northbound>,
     batch: thingsboard::Batch,
+    last_log_ts: u64,
     max_batch: usize,
     next_handle: u64,
 }
@@ -206,9 +209,11 @@ impl Gateway {
             control: Some(control),
             ctl_pending: HashMap::new(),
             mqtt_pending: HashMap::new(),
+            log_budget: HashMap::new(),
             internal_pending: HashMap::new(),
             northbound,
             batch: thingsboard::Batch::default(),
+            last_log_ts: 0,
             max_batch,
             next_handle: 0,
         })
@@ -340,14 +345,17 @@ impl Gateway {
             self.send_all().await;
             self.publish_reports();
             while let Some((handle, answer)) = self.server.poll_answer() {
-                if let Some((device, id)) = self.mqtt_pending.get(&handle) {
+                if let Some((device, id, method)) = self.mqtt_pending.get(&handle) {
                     // The platform gets one answer per RPC: the outcome.
                     if answer.result != "QUEUED" {
                         let body = thingsboard::rpc_answer(device, id, answer.to_json());
                         if let Some(nb) = &self.northbound {
                             nb.publish(thingsboard::RPC, &body);
                         }
+                        let line = format!("RPC {method}: {}", outcome(&answer));
+                        let device = device.clone();
                         self.mqtt_pending.remove(&handle);
+                        self.transport_log(&device, line);
                     }
                     continue;
                 }
@@ -369,6 +377,8 @@ impl Gateway {
                             .as_deref()
                             .map_or(String::new(), |e| format!(" ({e})"))
                     );
+                    let line = format!("Shared attribute {key} written: {}", outcome(&answer));
+                    self.transport_log(&device, line);
                     continue;
                 }
                 if answer.result == "QUEUED" {
@@ -381,10 +391,57 @@ impl Gateway {
                     }
                 }
                 if let Some(r) = self.ctl_pending.remove(&handle) {
+                    let ep = r
+                        .req
+                        .get("endpoint")
+                        .and_then(Json::as_str)
+                        .map(str::to_string);
+                    if let Some(ep) = ep {
+                        let method = r.req.get("method").and_then(Json::as_str).unwrap_or("");
+                        let line = format!("{method}: {}", outcome(&answer));
+                        self.transport_log(&ep, line);
+                    }
                     r.answer(answer.to_json());
                 }
             }
+            self.flush_batch();
         }
+    }
+
+    /// A line of the device's transport log (telemetry key `transportLog`),
+    /// when its profile asks for one: at most 60 lines a minute per device,
+    /// the rest counted and said in the next minute's first line.
+    fn transport_log(&mut self, endpoint: &str, line: String) {
+        if self.northbound.is_none() || !self.server.transport_log(endpoint) {
+            return;
+        }
+        let now = unix_ms();
+        let (start, lines, dropped) = self
+            .log_budget
+            .entry(endpoint.to_string())
+            .or_insert((now, 0, 0));
+        if now.saturating_sub(*start) >= 60_000 {
+            let missed = std::mem::take(dropped);
+            *start = now;
+            *lines = 0;
+            if missed > 0 {
+                *lines += 1;
+                let note = format!("{missed} transport log lines dropped in the last minute");
+                self.batch
+                    .add(endpoint, "transportLog".into(), note.into(), now, false);
+            }
+        }
+        if *lines >= 60 {
+            *dropped += 1;
+            return;
+        }
+        *lines += 1;
+        let line: String = line.chars().take(500).collect();
+        // One ms apart: lines of one batch must not share a time stamp.
+        let ts = now.max(self.last_log_ts + 1);
+        self.last_log_ts = ts;
+        self.batch
+            .add(endpoint, "transportLog".into(), line.into(), ts, false);
     }
 
     /// A message from the platform: an RPC runs the command language; a
@@ -400,7 +457,8 @@ impl Gateway {
                 self.next_handle += 1;
                 let h = self.next_handle;
                 log::info!("ep={device} RPC {method} (id {id}) from the platform");
-                self.mqtt_pending.insert(h, (device.clone(), id));
+                self.mqtt_pending
+                    .insert(h, (device.clone(), id, method.clone()));
                 self.server.command(now, h, &device, &method, &params);
             }
             Downlink::SharedUpdate { device, values } => {
@@ -483,11 +541,29 @@ impl Gateway {
     /// the sub-device (and asks for its shared attributes), leaving
     /// disconnects it.
     fn publish_events(&mut self, events: &[ServerEvent]) {
-        let Some(nb) = &self.northbound else {
+        if self.northbound.is_none() {
             return;
-        };
+        }
         for ev in events {
-            let ep = &ev.registration().endpoint;
+            let reg = ev.registration();
+            let ep = &reg.endpoint;
+            let line = match ev {
+                ServerEvent::Registered { .. } => format!(
+                    "Registered: lwm2m={} lt={} b={} from {} with {} objects",
+                    reg.lwm2m_version,
+                    reg.lifetime,
+                    reg.binding,
+                    reg.peer,
+                    reg.objects.len()
+                ),
+                ServerEvent::Updated(_) => format!("Update: lt={} from {}", reg.lifetime, reg.peer),
+                ServerEvent::Deregistered(_) => "De-registered".to_string(),
+                ServerEvent::Expired(_) => "Registration expired".to_string(),
+            };
+            self.transport_log(ep, line);
+            let Some(nb) = &self.northbound else {
+                return;
+            };
             match ev {
                 ServerEvent::Registered { .. } => {
                     nb.publish(
@@ -503,6 +579,7 @@ impl Gateway {
                 }
                 ServerEvent::Deregistered(_) | ServerEvent::Expired(_) => {
                     nb.publish(thingsboard::DISCONNECT, &thingsboard::disconnect(ep));
+                    self.log_budget.remove(ep.as_str());
                 }
                 ServerEvent::Updated(_) => {}
             }
@@ -955,6 +1032,15 @@ fn mapped(a: SocketAddr) -> SocketAddr {
     match a {
         SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
         v6 => v6,
+    }
+}
+
+/// A command's outcome in one line: result, then value or error.
+fn outcome(a: &Answer) -> String {
+    match (&a.value, &a.error) {
+        (_, Some(e)) => format!("{} ({e})", a.result),
+        (Some(v), None) => format!("{} {v}", a.result),
+        (None, None) => a.result.to_string(),
     }
 }
 

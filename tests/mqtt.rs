@@ -12,6 +12,7 @@ use std::time::Duration;
 
 const PROFILE: &str = r#"
 name = "meter"
+transport_log = true
 [resources."/3/0/0"]
 attribute = true
 [resources."/3/0/15"]
@@ -108,7 +109,11 @@ fn thingsboard_shapes_rpc_and_shared_attributes() {
         temperature_ts(&sub, "m-1").len() >= 4
     });
     assert!(!ts.is_empty());
-    let t = &ts[0]["m-1"][0];
+    let t = ts
+        .iter()
+        .flat_map(|x| x["m-1"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["values"].get("temperature").is_some())
+        .unwrap();
     assert!(
         t["ts"].as_u64().unwrap() > 1_600_000_000_000 && t["values"]["temperature"].is_f64(),
         "{t}"
@@ -167,6 +172,44 @@ fn thingsboard_shapes_rpc_and_shared_attributes() {
     std::thread::sleep(Duration::from_millis(300));
     let read = common::rpc(&mut c, "m-1", "Read", json!({"key": "timezone"}));
     assert_eq!(read["value"], "Europe/Kyiv");
+    // The profile asked for a transport log: registration and commands.
+    let log: Vec<String> = sub
+        .wait("v1/gateway/telemetry", Duration::from_secs(5), |m| {
+            m.iter()
+                .flat_map(|x| x["m-1"].as_array().cloned().unwrap_or_default())
+                .any(|e| {
+                    e["values"]["transportLog"]
+                        .as_str()
+                        .is_some_and(|l| l.contains("Kyiv"))
+                })
+        })
+        .iter()
+        .flat_map(|x| x["m-1"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["values"]["transportLog"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        log.iter().any(|l| l.starts_with("Registered: lwm2m=1.1")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|l| l.starts_with("RPC Read: CONTENT")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("RPC Frobnicate: BAD_REQUEST")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("Read: CONTENT \"Europe/Kyiv\"")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l == "Shared attribute timezone written: CHANGED"),
+        "{log:?}"
+    );
     let stats = mqtt_stats(&gw);
     assert_eq!(stats["connected"], true);
     assert_eq!(stats["badDownlink"], 2, "{stats}");

@@ -291,6 +291,12 @@ impl Server {
             .collect()
     }
 
+    /// Whether the device's profile asks for a transport log.
+    pub fn transport_log(&self, endpoint: &str) -> bool {
+        self.profile_of(endpoint)
+            .is_some_and(|r| r.profile.transport_log)
+    }
+
     /// The profile name in force for an endpoint.
     pub fn profile_name(&self, endpoint: &str) -> String {
         self.profile_of(endpoint)
