@@ -228,6 +228,9 @@ pub struct StoreSection {
 pub struct ModelsSection {
     /// Directory of system models, read on top of the built-in ones.
     pub dir: PathBuf,
+    /// Directory of device profiles (`*.toml`), read at start; profiles
+    /// imported with `lwm2m-gw profile import` take precedence.
+    pub profiles_dir: PathBuf,
 }
 
 impl Default for CoapSection {
@@ -284,6 +287,7 @@ impl Default for ModelsSection {
     fn default() -> Self {
         ModelsSection {
             dir: PathBuf::from("./models"),
+            profiles_dir: PathBuf::from("./profiles"),
         }
     }
 }

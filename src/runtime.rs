@@ -96,6 +96,16 @@ impl Gateway {
         let models = Arc::new(ModelLibrary::load(&cfg.models.dir, &cfg.site_models_dir()));
         let mut server = Server::new(cfg.server(), random_seed());
         server.set_models(models.clone());
+        // Profile files first; imported ones (in the store) win on a name.
+        for p in crate::profile::load_dir(&cfg.models.profiles_dir) {
+            let name = p.name.clone();
+            if let Err(e) = server.set_profile(p) {
+                log::error!(
+                    "profile {name:?} in {} skipped: {e}",
+                    cfg.models.profiles_dir.display()
+                );
+            }
+        }
         for p in store.profiles()? {
             let name = p.name.clone();
             if let Err(e) = server.set_profile(p) {

@@ -60,11 +60,32 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 #[test]
 fn profiles_and_credentials_are_checked_applied_and_kept() {
     let dir = TempDir::new("provision");
+    // Profiles also come from files; a broken file is skipped, not fatal.
+    let pdir = dir.0.join("profiles");
+    std::fs::create_dir_all(&pdir).unwrap();
+    write(
+        &pdir,
+        "site.toml",
+        "name = \"site\"\n[resources.\"/3/0/9\"]\ntelemetry = true\n",
+    );
+    write(
+        &pdir,
+        "broken.toml",
+        "name = \"broken\"\nobjects = [31337]\n",
+    );
     let cfg = config(
         "127.0.0.1",
-        "[registration]\nallow_unknown_endpoints = false\n",
+        &format!(
+            "[registration]\nallow_unknown_endpoints = false\n[models]\nprofiles_dir = \"{}\"\n",
+            pdir.display()
+        ),
     );
     let gw = Gateway::start(&dir.0, &cfg);
+    assert!(
+        gw.wait_log("profile \"broken\" in", Duration::from_secs(2)),
+        "{:?}",
+        common::log_lines(&gw)
+    );
     assert!(
         !gw.log_contains("admitted over plain CoAP"),
         "no warning when unknown endpoints are refused"
@@ -91,7 +112,7 @@ fn profiles_and_credentials_are_checked_applied_and_kept() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["default", "thermo"]);
+    assert_eq!(names, ["default", "site", "thermo"]);
     let (ok, out) = cli(&gw, &["profile", "show", "thermo"]);
     assert!(ok && out.contains("[resources.\"/3303/0/5700\"]"), "{out}");
 
@@ -186,7 +207,7 @@ fn profiles_and_credentials_are_checked_applied_and_kept() {
     // Everything survives kill -9.
     gw.kill9();
     let gw = Gateway::start(&dir.0, &cfg);
-    assert!(gw.wait_log("2 profiles, 2 device credentials", Duration::from_secs(5)));
+    assert!(gw.wait_log("3 profiles, 2 device credentials", Duration::from_secs(5)));
     let mut c = Client::new(gw.addr);
     assert_eq!(
         c.register("psk-dev", &[], b"</3/0>").code.to_string(),

@@ -312,6 +312,31 @@ impl Resolved {
     }
 }
 
+/// Reads every `*.toml` profile in `dir`, in name order. A file that does
+/// not parse is skipped with the reason; a missing directory is no profiles.
+pub fn load_dir(dir: &std::path::Path) -> Vec<Profile> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<std::path::PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        match std::fs::read_to_string(&f)
+            .map_err(|e| e.to_string())
+            .and_then(|t| Profile::from_toml(&t).map_err(|e| e.0))
+        {
+            Ok(p) => out.push(p),
+            Err(e) => log::error!("profile file {} skipped: {e}", f.display()),
+        }
+    }
+    out
+}
+
 impl NotifyAttributes {
     /// The attributes as a Write-Attributes parameter object.
     pub fn to_json(&self) -> serde_json::Value {
