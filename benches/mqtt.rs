@@ -16,15 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn stats(sock: &Path) -> Json {
-    let s = UnixStream::connect(sock).unwrap();
-    let mut w = s.try_clone().unwrap();
-    w.write_all(b"{\"id\":1,\"op\":\"stats\"}\n").unwrap();
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    serde_json::from_str::<Json>(&line).unwrap()["value"].clone()
-}
-
 fn broker(dir: &Path, port: u16) -> common::Kill {
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
@@ -152,14 +143,18 @@ fn main() {
     std::thread::sleep(Duration::from_secs(outage as u64));
     drop(sim);
     std::thread::sleep(Duration::from_millis(500));
-    let backlog = stats(&sock)["mqtt"]["queuedMessages"].as_u64().unwrap();
-    let bytes = stats(&sock)["mqtt"]["queuedBytes"].as_u64().unwrap();
+    let backlog = common::stats(&sock)["mqtt"]["queuedMessages"]
+        .as_u64()
+        .unwrap();
+    let bytes = common::stats(&sock)["mqtt"]["queuedBytes"]
+        .as_u64()
+        .unwrap();
     let _mosq = broker(&dir, port);
     let t = Instant::now();
     let end = t + Duration::from_secs(300);
     let mut first_ack = None;
     loop {
-        let s = stats(&sock)["mqtt"].clone();
+        let s = common::stats(&sock)["mqtt"].clone();
         if first_ack.is_none() && s["connected"] == true {
             first_ack = Some(t.elapsed());
         }

@@ -9,20 +9,10 @@
 
 mod common;
 
-use serde_json::Value as Json;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn stats(sock: &Path) -> Json {
-    let s = UnixStream::connect(sock).unwrap();
-    let mut w = s.try_clone().unwrap();
-    w.write_all(b"{\"id\":1,\"op\":\"stats\"}\n").unwrap();
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    serde_json::from_str::<Json>(&line).unwrap()["value"].clone()
-}
 
 /// Observes /3303/0 on every device, `window` requests in flight.
 fn observe_all(sock: &Path, devices: usize, window: usize) {
@@ -71,11 +61,11 @@ fn run(format: &str, devices: usize, interval_ms: usize, seconds: usize, con: bo
     std::thread::sleep(Duration::from_secs(2));
     let mut rates = Vec::new();
     let mut rss = Vec::new();
-    let mut last = stats(&sock);
+    let mut last = common::stats(&sock);
     let mut t_last = Instant::now();
     for _ in 0..seconds {
         std::thread::sleep(Duration::from_secs(1));
-        let now = stats(&sock);
+        let now = common::stats(&sock);
         let dt = t_last.elapsed().as_secs_f64();
         t_last = Instant::now();
         let n = now["notifications"].as_u64().unwrap() - last["notifications"].as_u64().unwrap();

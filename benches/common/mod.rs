@@ -16,6 +16,17 @@ impl Drop for Kill {
     }
 }
 
+/// The gateway's counters, through `{"op":"stats"}` on its control socket.
+pub fn stats(sock: &Path) -> serde_json::Value {
+    use std::io::Write;
+    let s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    let mut w = s.try_clone().unwrap();
+    w.write_all(b"{\"id\":1,\"op\":\"stats\"}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str::<serde_json::Value>(&line).unwrap()["value"].clone()
+}
+
 /// A fresh directory for one benchmark run, holding a `gw.toml` that binds
 /// the gateway to loopback on an OS-chosen port.
 pub fn bench_dir(name: &str) -> std::path::PathBuf {

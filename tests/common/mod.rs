@@ -117,14 +117,7 @@ impl Gateway {
 
     /// Waits up to `limit` for a log line containing `needle`.
     pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if self.log_contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        wait_until(limit, || self.log_contains(needle))
     }
 }
 
@@ -133,6 +126,18 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Polls `cond` every 20 ms for up to `limit`; whether it came true.
+pub fn wait_until(limit: Duration, cond: impl Fn() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
 }
 
 /// Locks the log even after a failed assertion poisoned it.
@@ -534,14 +539,7 @@ impl Broker {
     }
 
     pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if self.log_contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        wait_until(limit, || self.log_contains(needle))
     }
 
     /// Publishes one message with `mosquitto_pub`.
