@@ -559,6 +559,12 @@ impl Server {
                 ));
             }
             check_format(msg)?;
+            // The admission policy holds for Updates too: a credential
+            // provisioned after the device registered over plain CoAP
+            // ends that registration's plain Updates.
+            if let Some(ep) = self.registry.get_by_id(reg_id).map(|r| r.endpoint.clone()) {
+                self.admit(&ep, false).map_err(RegError::Forbidden)?;
+            }
             let objects = if msg.payload.is_empty() {
                 None
             } else {

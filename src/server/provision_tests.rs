@@ -121,6 +121,24 @@ fn secure_credentials_and_unknown_endpoints_are_refused_on_plain_coap() {
     .unwrap();
     assert_eq!(register(&mut gw, "psk-dev", 1), Code::FORBIDDEN);
     assert_eq!(register(&mut gw, "stranger", 2), Code::CREATED);
+    // A PSK credential given to a device registered over plain CoAP ends
+    // its plain Updates.
+    let loc = gw.registry().get("stranger").unwrap().id.to_string();
+    gw.set_credential(Credential {
+        endpoint: "stranger".into(),
+        profile: "default".into(),
+        security: Security::Psk {
+            identity: "stranger-id".into(),
+            key: vec![3; 16],
+        },
+    })
+    .unwrap();
+    let mut up = Message::new(MsgType::Con, Code::POST, 9, Token::from_u64(9));
+    up.set_uri_path(&format!("rd/{loc}"));
+    gw.handle_datagram(Instant::now(), UNIX, DEV.parse().unwrap(), &up.encode());
+    let t = gw.poll_transmit().unwrap();
+    assert_eq!(Message::decode(&t.bytes).unwrap().code, Code::FORBIDDEN);
+    gw.remove_credential("stranger");
     gw.set_allow_unknown(false);
     assert_eq!(register(&mut gw, "stranger2", 3), Code::FORBIDDEN);
     assert_eq!(register(&mut gw, "known", 4), Code::CREATED);
