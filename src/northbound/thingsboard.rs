@@ -151,9 +151,10 @@ pub fn rpc_answer(device: &str, id: &Json, answer: Json) -> Vec<u8> {
         .into_bytes()
 }
 
-/// A request for shared attributes, in the newer shape.
+/// A request for shared attributes (`client: false`), in the shape every
+/// ThingsBoard version takes: `keys` lists them.
 pub fn attributes_request(id: u64, device: &str, shared: &[String]) -> Vec<u8> {
-    json!({"id": id, "device": device, "client": false, "keys": shared, "shared": shared})
+    json!({"id": id, "device": device, "client": false, "keys": shared})
         .to_string()
         .into_bytes()
 }
