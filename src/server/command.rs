@@ -220,6 +220,12 @@ impl<'a> DeviceSchema<'a> {
         }
     }
 
+    /// Tells the schema the model of `object` in advance (an observation
+    /// resolved it once), saving the lookup.
+    pub fn hint(&self, object: u16, model: &'a Arc<ObjectModel>) {
+        self.last.set(Some((object, Some(model))));
+    }
+
     /// The model of `object` at the version the device announced.
     pub fn model(&self, object: u16) -> Option<&'a Arc<ObjectModel>> {
         if let Some((o, m)) = self.last.get() {

@@ -95,6 +95,8 @@ pub(super) type ObsKey = (bool, Vec<Path>);
 pub(super) struct Observation {
     pub(super) endpoint: Arc<str>,
     pub(super) key: ObsKey,
+    /// The model of the observed object, resolved once (plain observations).
+    pub(super) model: Option<Arc<crate::lwm2m::ObjectModel>>,
 }
 
 /// Counters for logs, the control socket and benchmarks.
@@ -158,6 +160,7 @@ impl Server {
             id,
             Observation {
                 endpoint: endpoint.clone(),
+                model: self.model_for(&endpoint, &key),
                 key,
             },
         );
@@ -201,7 +204,15 @@ impl Server {
             .entry(rec.endpoint.as_str().into())
             .or_default()
             .insert(key.clone(), id);
-        self.observations.insert(id, Observation { endpoint, key });
+        let model = self.model_for(&endpoint, &key);
+        self.observations.insert(
+            id,
+            Observation {
+                endpoint,
+                key,
+                model,
+            },
+        );
         true
     }
 
@@ -236,12 +247,31 @@ impl Server {
             let rec = record(&reg.endpoint, reg.id.0, peer, &key, &req);
             self.persist.push_back(super::Persist::Observation(rec));
             let endpoint: Arc<str> = reg.endpoint.as_str().into();
-            self.observations.insert(id, Observation { endpoint, key });
+            let model = self.model_for(&endpoint, &key);
+            self.observations.insert(
+                id,
+                Observation {
+                    endpoint,
+                    key,
+                    model,
+                },
+            );
         }
         log::info!(
             "ep={} moved to {peer}; its observations follow",
             reg.endpoint
         );
+    }
+
+    /// The model of a plain observation's object, at the device's version.
+    fn model_for(&self, endpoint: &str, key: &ObsKey) -> Option<Arc<crate::lwm2m::ObjectModel>> {
+        let (false, paths) = key else {
+            return None;
+        };
+        let reg = self.registry.get(endpoint)?;
+        DeviceSchema::new(&self.models, reg)
+            .model(paths.first()?.object)
+            .cloned()
     }
 
     /// Decodes a notification (or establishing answer) into a report.
@@ -264,6 +294,11 @@ impl Server {
             return;
         };
         let schema = DeviceSchema::new(&self.models, reg);
+        if let (Some(m), (false, paths)) = (&obs.model, &obs.key) {
+            if let Some(p) = paths.first() {
+                schema.hint(p.object, m);
+            }
+        }
         let at = match &obs.key {
             (false, paths) => paths.first(),
             (true, _) => None,
