@@ -454,6 +454,7 @@ pub struct Broker {
     child: Option<Child>,
     pub port: u16,
     conf: PathBuf,
+    /// mosquitto's log, for reading after a failure (it is buffered).
     pub log: PathBuf,
 }
 
@@ -534,14 +535,6 @@ impl Broker {
         }
     }
 
-    pub fn log_contains(&self, needle: &str) -> bool {
-        std::fs::read_to_string(&self.log).is_ok_and(|s| s.contains(needle))
-    }
-
-    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
-        wait_until(limit, || self.log_contains(needle))
-    }
-
     /// Publishes one message with `mosquitto_pub`.
     pub fn publish(&self, topic: &str, payload: &str) {
         let ok = Command::new(tool("mosquitto_pub"))
@@ -618,13 +611,16 @@ impl Subscriber {
                 }
             }
         });
-        assert!(
-            broker.wait_log(&format!(" as {id} "), Duration::from_secs(10)),
-            "subscriber {id} did not connect"
-        );
-        // Let the subscription settle.
-        std::thread::sleep(Duration::from_millis(100));
-        Subscriber { child, lines }
+        // Subscribed once a probe comes through (the broker's log and the
+        // client's own output are buffered, so neither tells in time).
+        let sub = Subscriber { child, lines };
+        let probe = format!("v1/gateway/probe/{id}");
+        let ready = wait_until(Duration::from_secs(10), || {
+            broker.publish(&probe, "{}");
+            !sub.on(&probe).is_empty()
+        });
+        assert!(ready, "subscriber {id} did not subscribe");
+        sub
     }
 
     /// Every message on `topic` so far.
