@@ -369,10 +369,11 @@ impl Gateway {
                     }
                     continue;
                 }
+                if answer.result == "QUEUED" && self.internal_pending.contains_key(&handle) {
+                    // The write waits for a sleeping device; its outcome comes later.
+                    continue;
+                }
                 if let Some((device, key)) = self.internal_pending.remove(&handle) {
-                    if answer.result == "QUEUED" {
-                        continue;
-                    }
                     let level = if answer.is_success() {
                         log::Level::Info
                     } else {

@@ -472,3 +472,43 @@ fn mqtt_5_carries_uplink_and_rpc_too() {
         .expect("RPC answer over MQTT 5");
     assert_eq!(a["data"]["value"], "lwm2m-gw simulator");
 }
+
+#[test]
+fn a_shared_attribute_for_a_sleeping_device_is_written_when_it_wakes() {
+    let dir = TempDir::new("mqtt-sleepy");
+    let broker = Broker::start(&dir.0);
+    let cfg = config(
+        "127.0.0.1",
+        &format!(
+            "[mqtt]\nurl = \"{}\"\n[queue]\nawake_window_s = 1\n",
+            broker.url()
+        ),
+    );
+    let gw = Gateway::start(&dir.0, &cfg);
+    assert!(gw.wait_log("northbound: connected", Duration::from_secs(10)));
+    let _sim = common::Sim::start_with(
+        gw.addr,
+        1,
+        "zz-",
+        "senml-cbor",
+        &["--queue", "--awake-ms", "1500", "--update-ms", "3000"],
+    );
+    // Past the gateway's awake window: the write waits for the next Update.
+    std::thread::sleep(Duration::from_millis(1200));
+    broker.publish(
+        "v1/gateway/attributes",
+        r#"{"device":"zz-0","data":{"timezone":"America/Lima"}}"#,
+    );
+    assert!(
+        gw.wait_log(
+            "ep=zz-0 shared attribute \"timezone\" written: CHANGED",
+            Duration::from_secs(10)
+        ),
+        "{:?}",
+        common::log_lines(&gw)
+    );
+    assert!(
+        gw.log_contains("ep=zz-0 WriteReplace #"),
+        "it waited in the queue"
+    );
+}
