@@ -340,10 +340,19 @@ impl Server {
         if !answer.is_success() {
             log::info!("ep={} command answered {}", p.endpoint, answer.result);
         }
-        if let (Some(item), Expect::Node(path)) = (&p.queued, &p.expect) {
-            if item.internal && answer.is_success() {
+        // The profile's reads report their values; so does a profile
+        // Observe the device answered without observing (RFC 7641 lets a
+        // server decline): the value is then read once.
+        match (&p.queued, &p.expect) {
+            (Some(item), Expect::Node(path)) if item.internal && answer.is_success() => {
                 self.profile_read(&p.endpoint, path, &msg);
             }
+            (Some(item), Expect::Observe(path))
+                if item.internal && answer.is_success() && msg.observe().is_none() =>
+            {
+                self.profile_read(&p.endpoint, path, &msg);
+            }
+            _ => {}
         }
         match p.queued.take() {
             Some(item) => self.queued_answered(now, &p.endpoint, item, Ok(answer)),

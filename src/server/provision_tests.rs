@@ -172,3 +172,21 @@ fn profiles_and_credentials_keep_each_other_consistent() {
     assert!(gw.set_profile(bad).is_err());
     assert_eq!(gw.profiles().len(), 1);
 }
+
+#[test]
+fn a_device_that_declines_to_observe_has_the_value_read_once() {
+    let mut p = Pair::with_device(
+        ContentFormat::SenmlCbor,
+        false,
+        |gw| provision(gw, "dev1", Security::NoSec),
+        |d| d.observe = false,
+    );
+    p.advance(Duration::from_millis(100));
+    let reports = p.reports();
+    let temp = reports
+        .iter()
+        .find(|r| r.readings[0].path.to_string() == "/3303/0/5700")
+        .expect("the declined observation's value is reported");
+    assert_eq!(temp.origin, Origin::Read);
+    assert_eq!(p.rpc("ObserveReadAll", json!({}))["value"], json!([]));
+}

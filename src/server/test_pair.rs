@@ -33,6 +33,16 @@ impl Pair {
         queue: bool,
         setup: impl FnOnce(&mut Server),
     ) -> Pair {
+        Pair::with_device(format, queue, setup, |_| {})
+    }
+
+    /// Like `with`, also adjusting the simulated device.
+    pub(super) fn with_device(
+        format: ContentFormat,
+        queue: bool,
+        setup: impl FnOnce(&mut Server),
+        device: impl FnOnce(&mut SimConfig),
+    ) -> Pair {
         let models = Arc::new(ModelLibrary::embedded());
         let cfg = ServerConfig {
             queue: QueueConfig {
@@ -48,6 +58,7 @@ impl Pair {
         cfg.queue_mode = queue;
         cfg.awake = Duration::from_secs(3);
         cfg.update_every = Some(Duration::from_secs(60));
+        device(&mut cfg);
         let dev = SimDevice::new(cfg, models, 77).expect("sim fits the models");
         let mut p = Pair {
             gw,

@@ -31,6 +31,9 @@ pub struct SimConfig {
     pub awake: Duration,
     /// Update interval; default three quarters of the lifetime.
     pub update_every: Option<Duration>,
+    /// Accept observations; when false, an Observe is answered as a plain
+    /// read (RFC 7641 lets a server decline).
+    pub observe: bool,
 }
 
 impl SimConfig {
@@ -49,6 +52,7 @@ impl SimConfig {
             queue_mode: false,
             awake: Duration::from_secs(2),
             update_every: None,
+            observe: true,
         }
     }
 }
@@ -497,7 +501,11 @@ impl SimDevice {
         let resp = match result {
             Ok(mut r) => {
                 match msg.observe() {
-                    Some(0) if r.code.is_success() && self.observers.len() < MAX_OBSERVERS => {
+                    Some(0)
+                        if r.code.is_success()
+                            && self.cfg.observe
+                            && self.observers.len() < MAX_OBSERVERS =>
+                    {
                         self.observe_seq = self.observe_seq.wrapping_add(1) & 0xff_ffff;
                         r.set_uint_option(opt::OBSERVE, self.observe_seq as u64);
                         let request = msg.clone();
