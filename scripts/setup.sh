@@ -54,6 +54,8 @@ if [ "$want_test" -eq 1 ]; then
     command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto mosquitto-clients
     # The MQTT TLS test makes its CA and broker certificate with openssl.
     command -v openssl >/dev/null 2>&1 || apt_install openssl
+    # The unit file is checked with systemd-analyze verify.
+    command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
     if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
         apt_install python3-venv python3-pip
     fi

@@ -6,6 +6,7 @@ pub mod control;
 pub mod credentials;
 pub mod lwm2m;
 pub mod northbound;
+pub mod notify;
 pub mod profile;
 pub mod runtime;
 pub mod server;

@@ -271,8 +271,26 @@ impl Gateway {
             Downlink(Downlink),
         }
         let down_rx = self.northbound.as_ref().map(|n| n.downlink.clone());
+        // Sockets are bound and the store is open: tell systemd, and ping
+        // its watchdog from this loop, so a loop that hangs gets restarted.
+        let notifier = crate::notify::Notifier::from_env();
+        let ping_every = notifier.as_ref().and_then(|n| n.ping_every());
+        let mut next_ping = ping_every.map(|d| Instant::now() + d);
+        if let Some(n) = &notifier {
+            n.ready(&format!(
+                "serving CoAP on {}, {} registrations",
+                self.local_addr,
+                self.server.registry().len()
+            ));
+            if next_ping.is_some() {
+                n.watchdog();
+            }
+        }
         loop {
-            let deadline = self.server.poll_timeout();
+            let deadline = [self.server.poll_timeout(), next_ping]
+                .into_iter()
+                .flatten()
+                .min();
             let socket = &self.socket;
             let io = async {
                 match deadline {
@@ -310,6 +328,12 @@ impl Gateway {
             };
             let wake = smol::future::or(io, smol::future::or(ctl, down)).await;
             let now = Instant::now();
+            if let (Some(at), Some(every), Some(n)) = (next_ping, ping_every, &notifier) {
+                if now >= at {
+                    n.watchdog();
+                    next_ping = Some(now + every);
+                }
+            }
             match wake {
                 Wake::Control(r) => self.control_request(now, r),
                 Wake::Downlink(d) => self.downlink(now, d),

@@ -385,10 +385,20 @@ fn run(cmd: Command) -> Result<bool, Box<dyn std::error::Error>> {
     Ok(true)
 }
 
+/// Where the systemd unit's gateway listens (`RuntimeDirectory=lwm2m-gw`).
+const SYSTEMD_SOCKET: &str = "/run/lwm2m-gw/control.sock";
+
 fn connect(c: &Common) -> Result<Client, Box<dyn std::error::Error>> {
     let cfg = c.config()?;
     let timeout = Duration::from_secs(c.timeout_s.unwrap_or(120).max(1));
-    Ok(Client::connect(&cfg.control_socket(), timeout)?)
+    let mut path = cfg.control_socket();
+    // An operator's shell has no $RUNTIME_DIRECTORY: find the service's
+    // socket when nothing more specific was given and none is here.
+    let unspecific = c.control_socket.is_none() && c.config.is_none() && c.data_dir.is_none();
+    if unspecific && !path.exists() && std::path::Path::new(SYSTEMD_SOCKET).exists() {
+        path = SYSTEMD_SOCKET.into();
+    }
+    Ok(Client::connect(&path, timeout)?)
 }
 
 /// Splits `Read {"id":"/3/0/9"}` into the method and its JSON parameters.
