@@ -107,3 +107,25 @@ fn the_production_config_is_valid_and_refuses_unknown_endpoints() {
     assert!(!cfg.registration.allow_unknown_endpoints);
     assert_eq!(cfg.models.dir, Path::new("/usr/share/lwm2m-gw/models"));
 }
+
+#[test]
+fn every_board_config_is_valid_and_refuses_unknown_endpoints() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(repo("boards")).unwrap() {
+        let dir = entry.unwrap().path();
+        let cfg = lwm2m_gw::config::Config::from_file(&dir.join("lwm2m-gw.toml"))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        assert!(
+            !cfg.registration.allow_unknown_endpoints,
+            "{}",
+            dir.display()
+        );
+        let dropin = std::fs::read_to_string(dir.join("lwm2m-gw.service.d/board.conf")).unwrap();
+        assert!(dropin.contains("MemoryMax="), "{}", dir.display());
+        n += 1;
+    }
+    assert!(
+        n >= 3,
+        "boards for rpi3 (armv7), rpi4/5 and a generic aarch64 board"
+    );
+}
