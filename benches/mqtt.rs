@@ -88,13 +88,7 @@ fn main() {
     let mut mosq = Some(broker(&dir, port));
     let values = Arc::new(AtomicU64::new(0));
     let mut sub = Some(subscriber(port, values.clone()));
-    let sock = dir.join("control.sock");
-    let (gw, addr) = common::start_gateway(
-        &dir,
-        &["--control-socket".as_ref(), sock.as_os_str()],
-        "warn,lwm2m_gw::runtime=info",
-    );
-    let _gw = common::Kill(gw);
+    let (_gw, addr, sock) = common::gateway_with_socket(&dir);
     let server = addr.to_string();
     let n = interval.to_string();
     let args = [

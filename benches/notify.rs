@@ -37,13 +37,7 @@ fn observe_all(sock: &Path, devices: usize, window: usize) {
 
 fn run(format: &str, devices: usize, interval_ms: usize, seconds: usize, con: bool) {
     let dir = common::bench_dir(&format!("notify-bench-{format}"));
-    let sock = dir.join("control.sock");
-    let (gw, addr) = common::start_gateway(
-        &dir,
-        &["--control-socket".as_ref(), sock.as_os_str()],
-        "warn,lwm2m_gw::runtime=info",
-    );
-    let _gw = common::Kill(gw);
+    let (_gw, addr, sock) = common::gateway_with_socket(&dir);
     let (server, n) = (addr.to_string(), interval_ms.to_string());
     let mut args = vec!["--server", &server, "--prefix", "n-", "--format", format];
     args.extend(["--notify-ms", &n]);

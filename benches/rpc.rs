@@ -10,7 +10,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 struct Opts {
@@ -71,13 +71,7 @@ fn pipelined(sock: &Path, count: usize, window: usize, devices: usize, offset: u
 fn main() {
     let o = opts();
     let dir = common::bench_dir("rpc-bench");
-    let sock: PathBuf = dir.join("control.sock");
-    let (gw, addr) = common::start_gateway(
-        &dir,
-        &["--control-socket".as_ref(), sock.as_os_str()],
-        "warn,lwm2m_gw::runtime=info",
-    );
-    let gw = common::Kill(gw);
+    let (gw, addr, sock) = common::gateway_with_socket(&dir);
     let server = addr.to_string();
     let args = [
         "--server",

@@ -146,7 +146,7 @@ impl Gateway {
         }
         let mut held = 0;
         for rec in store.queued()? {
-            if server.registry().get(&rec.endpoint).is_some() && server.restore_queued(&rec) {
+            if server.registry().get(&rec.endpoint).is_some() && server.restore_queued(now, &rec) {
                 held += 1;
             } else {
                 log::info!(
@@ -845,6 +845,12 @@ impl Gateway {
             ) => {
                 let a = self.provision(&op, &r.req);
                 r.answer(a.to_json());
+            }
+            ("watch", _) if self.watchers.len() >= self.cfg.control.max_connections => {
+                // One connection may ask many times; the watchers stay bounded.
+                r.answer(
+                    Answer::fail("SERVICE_UNAVAILABLE", "too many watch streams open").to_json(),
+                )
             }
             ("watch", ep) => {
                 let ok = Answer::ok("CONTENT", Some(Json::from("watching"))).to_json();

@@ -232,23 +232,13 @@ fn nothing_is_lost_through_a_broker_outage_and_a_kill_9() {
         }
     };
     // The profile's observation first (its answer is the first value)...
-    let end = std::time::Instant::now() + Duration::from_secs(5);
-    while dev.served().1 == 0 {
-        assert!(
-            std::time::Instant::now() < end,
-            "the profile did not observe"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let observed = common::wait_until(Duration::from_secs(5), || dev.served().1 > 0);
+    assert!(observed, "the profile did not observe");
     // ...then 20 notifications.
     notify(20);
-    assert_eq!(
-        sub.wait("", Duration::from_secs(5), |_| temperature_ts(&sub, "o-1")
-            .len()
-            >= 21)
-            .len(),
-        0
-    );
+    common::wait_until(Duration::from_secs(5), || {
+        temperature_ts(&sub, "o-1").len() >= 21
+    });
     assert_eq!(
         temperature_ts(&sub, "o-1").len(),
         21,
@@ -261,15 +251,14 @@ fn nothing_is_lost_through_a_broker_outage_and_a_kill_9() {
     assert!(gw.wait_log("northbound: connection to", Duration::from_secs(10)));
     notify(30);
     broker.restart();
-    sub.wait("", Duration::from_secs(30), |_| {
+    common::wait_until(Duration::from_secs(30), || {
         temperature_ts(&sub, "o-1").len() >= 51
     });
     // Let the broker's acknowledgements reach the gateway before the next outage.
-    let end = std::time::Instant::now() + Duration::from_secs(10);
-    while mqtt_stats(&gw)["queuedMessages"] != 0 {
-        assert!(std::time::Instant::now() < end, "{}", mqtt_stats(&gw));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let drained = common::wait_until(Duration::from_secs(10), || {
+        mqtt_stats(&gw)["queuedMessages"] == 0
+    });
+    assert!(drained, "{}", mqtt_stats(&gw));
 
     // Outage again, and the gateway is killed during it.
     broker.stop();
@@ -283,7 +272,7 @@ fn nothing_is_lost_through_a_broker_outage_and_a_kill_9() {
         "{:?}",
         common::log_lines(&gw)
     );
-    sub.wait("", Duration::from_secs(30), |_| {
+    common::wait_until(Duration::from_secs(30), || {
         temperature_ts(&sub, "o-1").len() >= 76
     });
 
@@ -300,12 +289,8 @@ fn nothing_is_lost_through_a_broker_outage_and_a_kill_9() {
     // Repeats here come from the broker redelivering to the test's own
     // persistent session after its restart; the restarted gateway itself
     // published exactly what was left in its queue.
-    let end = std::time::Instant::now() + Duration::from_secs(10);
-    let mut q = mqtt_stats(&gw);
-    while q["acked"] != 25 && std::time::Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-        q = mqtt_stats(&gw);
-    }
+    common::wait_until(Duration::from_secs(10), || mqtt_stats(&gw)["acked"] == 25);
+    let q = mqtt_stats(&gw);
     assert_eq!(
         (q["published"].as_u64(), q["acked"].as_u64()),
         (Some(25), Some(25)),

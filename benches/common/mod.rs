@@ -27,6 +27,18 @@ pub fn stats(sock: &Path) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&line).unwrap()["value"].clone()
 }
 
+/// The release gateway on `<dir>/gw.toml` with its control socket in
+/// `dir`, killed on drop; its CoAP address and control socket.
+pub fn gateway_with_socket(dir: &Path) -> (Kill, SocketAddr, std::path::PathBuf) {
+    let sock = dir.join("control.sock");
+    let (gw, addr) = start_gateway(
+        dir,
+        &["--control-socket".as_ref(), sock.as_os_str()],
+        "warn,lwm2m_gw::runtime=info",
+    );
+    (Kill(gw), addr, sock)
+}
+
 /// A fresh directory for one benchmark run, holding a `gw.toml` that binds
 /// the gateway to loopback on an OS-chosen port.
 pub fn bench_dir(name: &str) -> std::path::PathBuf {

@@ -151,7 +151,8 @@ pub struct Server {
     queues: HashMap<Box<str>, DeviceQueue>,
     awake_until: HashMap<Box<str>, Instant>,
     next_seq: u64,
-    next_sweep: Instant,
+    /// When held requests are next checked for expiry; none while none are held.
+    next_sweep: Option<Instant>,
     profiles: HashMap<String, Arc<crate::profile::Resolved>>,
     credentials: HashMap<String, crate::credentials::Credential>,
     allow_unknown: bool,
@@ -185,7 +186,7 @@ impl Server {
             queues: HashMap::new(),
             awake_until: HashMap::new(),
             next_seq: 0,
-            next_sweep: Instant::now(),
+            next_sweep: None,
             profiles: HashMap::from([(
                 crate::profile::DEFAULT.to_string(),
                 Arc::new(crate::profile::Resolved {
@@ -274,7 +275,7 @@ impl Server {
                 cancelled(self.cancel_observations(now, endpoint, |_| true))
             }
             Action::Send(_) if self.must_queue(now, endpoint) => {
-                Some(self.enqueue(handle, endpoint, method, params))
+                Some(self.enqueue(now, handle, endpoint, method, params))
             }
             Action::Send(plan) => {
                 log::debug!("ep={endpoint} {} {}", method.name(), plan.msg.code);
@@ -415,9 +416,12 @@ impl Server {
         // Timeouts end commands; no request can come out of a timer, so
         // the wall clock of the last datagram is good enough.
         self.drain_engine(now, self.last_unix_ms);
-        if now >= self.next_sweep {
-            self.next_sweep = now + Duration::from_secs(1);
+        if self.next_sweep.is_some_and(|t| now >= t) {
+            self.next_sweep = None;
             self.expire_queued();
+            if !self.queues.is_empty() {
+                self.arm_sweep(now);
+            }
         }
         for reg in self.registry.expire(now) {
             self.drop_observations(now, &reg.endpoint);
@@ -435,7 +439,7 @@ impl Server {
 
     /// Earliest deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let sweep = (!self.queues.is_empty()).then_some(self.next_sweep);
+        let sweep = self.next_sweep;
         [
             self.engine.poll_timeout(),
             self.registry.next_expiry(),

@@ -156,14 +156,7 @@ impl Server {
             self.persist.push_back(super::Persist::Observation(rec));
         }
         log::debug!("ep={endpoint} observing {}", describe(&key));
-        self.observations.insert(
-            id,
-            Observation {
-                endpoint: endpoint.clone(),
-                model: self.model_for(&endpoint, &key),
-                key,
-            },
-        );
+        self.track(id, endpoint, key);
         // The establishing answer carries the current value: report it too.
         self.notification(id, msg, false);
     }
@@ -199,20 +192,11 @@ impl Server {
             return false;
         };
         let key = (rec.composite, paths);
-        let endpoint: Arc<str> = rec.endpoint.as_str().into();
         self.observed
             .entry(rec.endpoint.as_str().into())
             .or_default()
             .insert(key.clone(), id);
-        let model = self.model_for(&endpoint, &key);
-        self.observations.insert(
-            id,
-            Observation {
-                endpoint,
-                key,
-                model,
-            },
-        );
+        self.track(id, rec.endpoint.as_str().into(), key);
         true
     }
 
@@ -246,20 +230,24 @@ impl Server {
             }
             let rec = record(&reg.endpoint, reg.id.0, peer, &key, &req);
             self.persist.push_back(super::Persist::Observation(rec));
-            let endpoint: Arc<str> = reg.endpoint.as_str().into();
-            let model = self.model_for(&endpoint, &key);
-            self.observations.insert(
-                id,
-                Observation {
-                    endpoint,
-                    key,
-                    model,
-                },
-            );
+            self.track(id, reg.endpoint.as_str().into(), key);
         }
         log::info!(
             "ep={} moved to {peer}; its observations follow",
             reg.endpoint
+        );
+    }
+
+    /// Keeps a live observation, with its object's model resolved once.
+    fn track(&mut self, id: RequestId, endpoint: Arc<str>, key: ObsKey) {
+        let model = self.model_for(&endpoint, &key);
+        self.observations.insert(
+            id,
+            Observation {
+                endpoint,
+                key,
+                model,
+            },
         );
     }
 

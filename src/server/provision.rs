@@ -201,6 +201,7 @@ impl Server {
                 internal: true,
             });
         }
+        self.arm_sweep(now);
         self.drain_queue(now, &reg.endpoint);
     }
 

@@ -93,11 +93,13 @@ impl Server {
     /// Holds a checked command for a sleeping device; answers QUEUED.
     pub(super) fn enqueue(
         &mut self,
+        now: Instant,
         handle: u64,
         endpoint: &str,
         method: Method,
         params: &Json,
     ) -> Answer {
+        self.arm_sweep(now);
         let max = self.queue_cfg.max_per_device;
         let q = self.queues.entry(endpoint.into()).or_default();
         if q.items.len() >= max {
@@ -134,9 +136,15 @@ impl Server {
         Answer::ok("QUEUED", Some(json!({"seq": seq, "position": position})))
     }
 
+    /// Makes sure held requests are checked for expiry within a second.
+    pub(super) fn arm_sweep(&mut self, now: Instant) {
+        self.next_sweep.get_or_insert(now + Duration::from_secs(1));
+    }
+
     /// Puts back a stored request at start-up. Nobody waits for its
     /// outcome any more; it is logged when it comes.
-    pub fn restore_queued(&mut self, rec: &QueuedRecord) -> bool {
+    pub fn restore_queued(&mut self, now: Instant, rec: &QueuedRecord) -> bool {
+        self.arm_sweep(now);
         let (Some(method), Ok(params)) = (
             Method::parse(&rec.method),
             serde_json::from_str::<Json>(&rec.params),

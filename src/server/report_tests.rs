@@ -313,7 +313,7 @@ fn a_stored_queued_request_goes_out_when_the_device_wakes_after_a_restart() {
         queued_ms: UNIX,
         expires_ms: UNIX + 3_600_000,
     };
-    assert!(gw.restore_queued(&rec));
+    assert!(gw.restore_queued(p.t, &rec));
     assert_eq!(gw.queued_count(), 1);
     p.gw = gw;
     p.t += Duration::from_secs(60);
