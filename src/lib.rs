@@ -4,6 +4,7 @@ pub mod coap;
 pub mod config;
 pub mod control;
 pub mod credentials;
+pub mod dtls;
 pub mod lwm2m;
 pub mod northbound;
 pub mod notify;

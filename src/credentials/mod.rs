@@ -49,6 +49,20 @@ impl Security {
     }
 }
 
+/// Whom a secure session proved to be: what the DTLS layer hands the
+/// server, which then binds registrations to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The endpoint the credential belongs to (for X.509 without a stored
+    /// certificate: the certificate's CN).
+    pub endpoint: String,
+    /// `PSK`, `RPK` or `X509`.
+    pub mode: &'static str,
+    /// True when the session matched stored key material (a PSK, a stored
+    /// certificate or key); false for a CA-signed certificate's CN.
+    pub pinned: bool,
+}
+
 /// An endpoint's credential and profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credential {

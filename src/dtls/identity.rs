@@ -1,0 +1,226 @@
+//! The gateway's own DTLS key, certificate and trust store, loaded from
+//! files or made on first start, and the server configuration built on them.
+
+use super::{mbed, DtlsError, Settings};
+use crate::lwm2m::node::base64_encode;
+use mbedtls::alloc::List as MbedtlsList;
+use mbedtls::hash::Type as MdType;
+use mbedtls::pk::{EcGroupId, Pk};
+use mbedtls::rng::{CtrDrbg, OsEntropy};
+use mbedtls::ssl::config::{Config, Endpoint};
+use mbedtls::x509::certificate::{Builder, Certificate};
+use mbedtls::x509::Time;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the gateway's DTLS material comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Files {
+    /// Server certificate chain (PEM or DER); default: a self-signed one
+    /// made for the server key and kept in the data directory.
+    pub certificate: Option<PathBuf>,
+    /// Server private key (PEM or DER); default: made on first start.
+    pub key: Option<PathBuf>,
+    /// CA certificates that device certificates must chain to.
+    pub trust_store: Option<PathBuf>,
+}
+
+/// The loaded material.
+pub struct Identity {
+    key: Arc<Pk>,
+    certificate: Arc<MbedtlsList<Certificate>>,
+    trust: Option<Arc<MbedtlsList<Certificate>>>,
+    /// The public key, DER SubjectPublicKeyInfo, for RPK provisioning.
+    pub public_key: Vec<u8>,
+    /// Where a generated key or certificate was written, for the log.
+    pub made: Vec<PathBuf>,
+}
+
+impl Identity {
+    /// The public key in base64, as devices are provisioned with it.
+    pub fn public_key_base64(&self) -> String {
+        base64_encode(&self.public_key, false)
+    }
+}
+
+/// A random generator seeded from the operating system, shared by sessions.
+pub fn rng() -> Result<Arc<CtrDrbg>, DtlsError> {
+    local_rng().map(Arc::new)
+}
+
+fn local_rng() -> Result<CtrDrbg, DtlsError> {
+    CtrDrbg::new(Arc::new(OsEntropy::new()), Some(b"lwm2m-gw dtls"))
+        .map_err(|e| DtlsError::Library(format!("random generator: {e}")))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, DtlsError> {
+    let mut b =
+        std::fs::read(path).map_err(|e| DtlsError::Config(format!("{}: {e}", path.display())))?;
+    // Mbed TLS wants PEM text NUL-terminated.
+    if b.starts_with(b"-----") {
+        b.push(0);
+    }
+    Ok(b)
+}
+
+fn certificates(path: &Path) -> Result<MbedtlsList<Certificate>, DtlsError> {
+    let b = read(path)?;
+    let list = if b.starts_with(b"-----") {
+        Certificate::from_pem_multiple(&b)
+    } else {
+        Certificate::from_der(&b).map(|c| {
+            let mut l = MbedtlsList::new();
+            l.push(c);
+            l
+        })
+    };
+    list.map_err(|e| DtlsError::Config(format!("{}: not a certificate: {e}", path.display())))
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), DtlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| DtlsError::Config(format!("{}: {e}", dir.display())))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| DtlsError::Config(format!("{}: {e}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| DtlsError::Config(format!("{}: {e}", path.display())))
+}
+
+/// Loads the configured files; without a key file, the key kept in
+/// `dir` is used, made there (P-256) on first start, with a self-signed
+/// certificate beside it.
+pub fn load(files: &Files, dir: &Path) -> Result<Identity, DtlsError> {
+    let mut made = Vec::new();
+    let key_path = files
+        .key
+        .clone()
+        .unwrap_or_else(|| dir.join("server-key.pem"));
+    if files.key.is_none() && !key_path.exists() {
+        let mut g = local_rng()?;
+        let mut k = Pk::generate_ec(&mut g, EcGroupId::SecP256R1)
+            .map_err(|e| DtlsError::Library(format!("key generation: {e}")))?;
+        let pem = k
+            .write_private_pem_string()
+            .map_err(|e| DtlsError::Library(format!("key encoding: {e}")))?;
+        write_private(&key_path, &pem)?;
+        made.push(key_path.clone());
+    }
+    let mut key = Pk::from_private_key(&read(&key_path)?, None).map_err(|e| {
+        DtlsError::Config(format!("{}: not a private key: {e}", key_path.display()))
+    })?;
+    let public_key = key
+        .write_public_der_vec()
+        .map_err(|e| DtlsError::Library(format!("public key encoding: {e}")))?;
+    let certificate = match &files.certificate {
+        Some(p) => certificates(p)?,
+        None => {
+            let cert_path = dir.join("server-cert.pem");
+            if !cert_path.exists() || !made.is_empty() {
+                let pem = self_signed(&mut key)?;
+                let _ = std::fs::remove_file(&cert_path);
+                write_private(&cert_path, &pem)?;
+                made.push(cert_path.clone());
+            }
+            certificates(&cert_path)?
+        }
+    };
+    let trust = match &files.trust_store {
+        Some(p) => Some(Arc::new(certificates(p)?)),
+        None => None,
+    };
+    Ok(Identity {
+        key: Arc::new(key),
+        certificate: Arc::new(certificate),
+        trust,
+        public_key,
+        made,
+    })
+}
+
+/// A self-signed certificate for the server key, CN=lwm2m-gw, valid for
+/// 30 years: devices that pin it must not see it change.
+fn self_signed(key: &mut Pk) -> Result<String, DtlsError> {
+    let lib = |e: mbedtls::Error| DtlsError::Library(format!("self-signed certificate: {e}"));
+    // Signing needs a second handle on the key: the builder takes it twice.
+    let der = key
+        .write_private_der_vec()
+        .map_err(|e| DtlsError::Library(format!("key encoding: {e}")))?;
+    let mut issuer = Pk::from_private_key(&der, None).map_err(lib)?;
+    let mut serial = [0u8; 8];
+    super::random_bytes(&mut serial);
+    serial[0] &= 0x7F;
+    let mut b = Builder::new();
+    b.subject("CN=lwm2m-gw")
+        .map_err(lib)?
+        .issuer("CN=lwm2m-gw")
+        .map_err(lib)?
+        .subject_key(key)
+        .issuer_key(&mut issuer)
+        .signature_hash(MdType::Sha256)
+        .serial(&serial)
+        .map_err(lib)?
+        .validity(
+            Time::new(2024, 1, 1, 0, 0, 0).expect("valid date"),
+            Time::new(2054, 1, 1, 0, 0, 0).expect("valid date"),
+        )
+        .map_err(lib)?;
+    b.write_pem_string(&mut local_rng()?).map_err(lib)
+}
+
+/// The server configuration: our callbacks, the cipher suites, the
+/// certificate and key, and the trust store when there is one (device
+/// certificates must then chain to it, or be stored for their endpoint).
+pub fn server_config(
+    settings: &Settings,
+    id: &Identity,
+    rng: Arc<CtrDrbg>,
+) -> Result<Arc<Config>, DtlsError> {
+    if settings.suites.is_empty() {
+        return Err(DtlsError::Config("no cipher suites".into()));
+    }
+    let ms = |d: std::time::Duration| d.as_millis().min(u32::MAX as u128) as u32;
+    let mut c = mbed::config(
+        Endpoint::Server,
+        &settings.suites,
+        (
+            ms(settings.handshake_timeout.0),
+            ms(settings.handshake_timeout.1),
+        ),
+    )?;
+    c.set_rng(rng);
+    c.push_cert(id.certificate.clone(), id.key.clone())
+        .map_err(|e| DtlsError::Config(format!("server certificate and key: {e}")))?;
+    match &id.trust {
+        Some(ca) => {
+            c.set_ca_list(ca.clone(), None);
+            mbed::set_authmode(&mut c, true);
+        }
+        // No trust store: only stored device certificates can pass,
+        // which the gateway checks once the handshake is done.
+        None => mbed::set_authmode(&mut c, false),
+    }
+    Ok(Arc::new(c))
+}
+
+/// A client configuration with one PSK, for the simulator and tests.
+pub fn psk_client_config(
+    suites: &[std::os::raw::c_int],
+    identity: &str,
+    key: &[u8],
+    rng: Arc<CtrDrbg>,
+) -> Result<Arc<Config>, DtlsError> {
+    let mut c = mbed::config(Endpoint::Client, suites, (1000, 32_000))?;
+    c.set_rng(rng);
+    c.set_psk(key, identity)
+        .map_err(|e| DtlsError::Config(format!("psk: {e}")))?;
+    Ok(Arc::new(c))
+}

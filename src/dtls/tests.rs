@@ -1,0 +1,260 @@
+//! In-memory handshakes between our server and an Mbed TLS client, on a
+//! virtual clock.
+
+use super::identity::{self, Files};
+use super::mbed::{Session, Step};
+use super::*;
+use crate::credentials::{Credential, Security};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+fn temp_dir() -> std::path::PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "lwm2m-gw-dtls-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn psk_credential(ep: &str, identity: &str, key: &[u8]) -> Credential {
+    Credential {
+        endpoint: ep.into(),
+        profile: "default".into(),
+        security: Security::Psk {
+            identity: identity.into(),
+            key: key.to_vec(),
+        },
+    }
+}
+
+struct Net {
+    server: DtlsServer,
+    client: Session,
+    addr: SocketAddr,
+    start: Instant,
+    now_ms: u64,
+    /// Datagrams from the server the test chose to lose.
+    lose_server: usize,
+    received: Vec<Vec<u8>>,
+    client_step: Step,
+}
+
+impl Net {
+    fn new(creds: &[Credential], identity: &str, key: &[u8]) -> Net {
+        let dir = temp_dir();
+        let id = identity::load(&Files::default(), &dir).expect("identity");
+        let rng = identity::rng().unwrap();
+        let settings = Settings::default();
+        let cfg = identity::server_config(&settings, &id, rng.clone()).unwrap();
+        let start = Instant::now();
+        let mut server = DtlsServer::new(cfg, settings.clone(), start);
+        server.set_keys(Keys::from_credentials(creds));
+        let ccfg = identity::psk_client_config(&settings.suites[..1], identity, key, rng).unwrap();
+        let client = Session::client(&ccfg).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        Net {
+            server,
+            client,
+            addr: "127.0.0.1:40000".parse().unwrap(),
+            start,
+            now_ms: 0,
+            lose_server: 0,
+            received: Vec::new(),
+            client_step: Step::Handshaking,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.start + Duration::from_millis(self.now_ms)
+    }
+
+    /// Moves datagrams both ways until neither side has anything to say.
+    fn pump(&mut self) {
+        let none = Keys::default();
+        for _ in 0..50 {
+            let mut moved = false;
+            let out: Vec<Vec<u8>> = self.client.take_transmits().collect();
+            for d in out {
+                moved = true;
+                self.server.handle_datagram(self.now(), self.addr, &d);
+            }
+            while let Some((to, d)) = self.server.poll_transmit() {
+                assert_eq!(to, self.addr);
+                moved = true;
+                if self.lose_server > 0 {
+                    self.lose_server -= 1;
+                    continue;
+                }
+                let mut plain = Vec::new();
+                self.client_step = self.client.handle(self.now_ms, &none, &d, &mut plain);
+                self.received.extend(plain);
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the peers never went quiet");
+    }
+
+    fn connect(&mut self) {
+        self.client_step = self.client.start(self.now_ms, &Keys::default());
+        self.pump();
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.server.poll_event()).collect()
+    }
+}
+
+#[test]
+fn psk_handshake_binds_the_identity_to_its_endpoint_and_carries_data_both_ways() {
+    let key = [0x11u8; 16];
+    let mut n = Net::new(&[psk_credential("node-1", "id-1", &key)], "id-1", &key);
+    n.connect();
+    assert!(n.client.is_open(), "client: {:?}", n.client_step);
+    let ev = n.events();
+    assert_eq!(
+        ev,
+        vec![Event::Established {
+            peer: n.addr,
+            auth: Authenticated {
+                endpoint: "node-1".into(),
+                mode: "PSK",
+                pinned: true
+            }
+        }]
+    );
+    assert_eq!(n.server.stats().hello_verify, 1, "cookie exchange first");
+    n.client.write(n.now_ms, b"coap up").unwrap();
+    n.pump();
+    assert_eq!(
+        n.events(),
+        vec![Event::Data {
+            peer: n.addr,
+            bytes: b"coap up".to_vec()
+        }]
+    );
+    n.server.send(n.now(), n.addr, b"coap down").unwrap();
+    n.pump();
+    assert_eq!(n.received, vec![b"coap down".to_vec()]);
+    assert_eq!(n.server.stats().sessions, 1);
+}
+
+#[test]
+fn unknown_psk_identity_fails_the_handshake() {
+    let key = [0x11u8; 16];
+    let mut n = Net::new(&[psk_credential("node-1", "id-1", &key)], "id-x", &key);
+    n.connect();
+    assert!(!n.client.is_open());
+    assert!(n.events().is_empty());
+    let s = n.server.stats();
+    assert_eq!((s.sessions, s.handshaking, s.failed), (0, 0, 1));
+}
+
+#[test]
+fn wrong_psk_key_fails_the_handshake() {
+    let mut n = Net::new(
+        &[psk_credential("node-1", "id-1", &[0x11; 16])],
+        "id-1",
+        &[0x22; 16],
+    );
+    n.connect();
+    assert!(!n.client.is_open());
+    assert!(n.events().is_empty());
+    let s = n.server.stats();
+    assert_eq!((s.sessions, s.handshaking, s.failed), (0, 0, 1));
+}
+
+#[test]
+fn lost_server_flight_is_resent_when_our_clock_says_so() {
+    let key = [0x11u8; 16];
+    let mut n = Net::new(&[psk_credential("node-1", "id-1", &key)], "id-1", &key);
+    n.client.start(0, &Keys::default());
+    // HelloVerifyRequest gets through; the ServerHello flight is lost.
+    let out: Vec<Vec<u8>> = n.client.take_transmits().collect();
+    for d in out {
+        n.server.handle_datagram(n.now(), n.addr, &d);
+    }
+    n.pump_once_client_side();
+    n.lose_server = usize::MAX;
+    n.pump();
+    n.lose_server = 0;
+    assert!(!n.client.is_open());
+    let due = n.server.poll_timeout().expect("a timer runs");
+    assert!(due <= n.now() + Duration::from_millis(200));
+    // Nothing is resent before the retransmission timeout (1 s)...
+    n.now_ms = 500;
+    n.server.handle_timeout(n.now());
+    assert!(n.server.poll_transmit().is_none());
+    // ...and the flight comes again after it.
+    n.now_ms = 1100;
+    n.server.handle_timeout(n.now());
+    n.pump();
+    assert!(n.client.is_open(), "client: {:?}", n.client_step);
+}
+
+impl Net {
+    fn pump_once_client_side(&mut self) {
+        let none = Keys::default();
+        while let Some((_, d)) = self.server.poll_transmit() {
+            let mut plain = Vec::new();
+            self.client.handle(self.now_ms, &none, &d, &mut plain);
+        }
+    }
+}
+
+#[test]
+fn client_hello_with_record_version_fe00_completes_the_handshake() {
+    let key = [0x11u8; 16];
+    let mut n = Net::new(&[psk_credential("node-1", "id-1", &key)], "id-1", &key);
+    n.client.start(0, &Keys::default());
+    let none = Keys::default();
+    for round in 0..2 {
+        let out: Vec<Vec<u8>> = n.client.take_transmits().collect();
+        for mut d in out {
+            if d[0] == 22 && d[1] == 0xFE {
+                d[2] = 0x00;
+            }
+            n.server.handle_datagram(n.now(), n.addr, &d);
+        }
+        while let Some((_, d)) = n.server.poll_transmit() {
+            n.client.handle(0, &none, &d, &mut Vec::new());
+        }
+        assert!(round == 0 || n.server.stats().handshaking == 1);
+    }
+    n.pump();
+    assert!(n.client.is_open());
+}
+
+#[test]
+fn idle_sessions_are_evicted_and_reported_closed() {
+    let key = [0x11u8; 16];
+    let mut n = Net::new(&[psk_credential("node-1", "id-1", &key)], "id-1", &key);
+    n.server.settings.idle_timeout = Duration::from_secs(10);
+    n.connect();
+    n.events();
+    n.now_ms = 5_000;
+    n.server.handle_timeout(n.now());
+    assert_eq!(n.server.stats().sessions, 1);
+    n.now_ms = 11_000;
+    n.server.handle_timeout(n.now());
+    assert_eq!(n.server.stats().sessions, 0);
+    assert!(matches!(n.events().as_slice(), [Event::Closed { .. }]));
+    assert!(n.server.send(n.now(), n.addr, b"x").is_err());
+}
+
+#[test]
+fn records_from_unknown_peers_and_garbage_are_dropped_without_state() {
+    let key = [0x11u8; 16];
+    let mut n = Net::new(&[psk_credential("node-1", "id-1", &key)], "id-1", &key);
+    for d in [&b""[..], b"\x17\xfe\xfd\x00\x01", &[0xff; 40]] {
+        n.server.handle_datagram(n.now(), n.addr, d);
+    }
+    assert!(n.server.poll_transmit().is_none());
+    assert_eq!(n.server.stats().no_session, 3);
+    assert_eq!(n.server.poll_timeout(), None, "no state kept");
+}
