@@ -15,6 +15,7 @@ use crate::coap::{
     self, opt, Code, Engine, Event, IncomingId, Message, MsgType, RequestError, RequestId, Token,
     Transmit,
 };
+use crate::credentials::Authenticated;
 use crate::lwm2m::ModelLibrary;
 use command::{Action, Answer, DeviceSchema, Expect, Method};
 use observe::{ObsKey, Observation};
@@ -159,6 +160,10 @@ pub struct Server {
     latest: provision::Latest,
     to_apply: Vec<Registration>,
     last_unix_ms: u64,
+    /// Peers that proved who they are over DTLS, and whether their session
+    /// is still open. An entry outlives its session while a registration
+    /// made over it lives, so that nothing for it goes out in the clear.
+    secure_peers: HashMap<SocketAddr, (Authenticated, bool)>,
 }
 
 impl Server {
@@ -199,6 +204,7 @@ impl Server {
             latest: HashMap::new(),
             to_apply: Vec::new(),
             last_unix_ms: 0,
+            secure_peers: HashMap::new(),
         }
     }
 
@@ -400,6 +406,57 @@ impl Server {
         self.touch(now, peer);
     }
 
+    /// A DTLS session opened (`Some`) or ended (`None`) for `peer`.
+    /// Datagrams from a secure peer are fed to `handle_datagram` as usual;
+    /// what they may register, update or de-register is bound to `auth`.
+    pub fn secure_session(&mut self, peer: SocketAddr, auth: Option<Authenticated>) {
+        match auth {
+            Some(a) => {
+                self.secure_peers.insert(peer, (a, true));
+            }
+            None => {
+                let keep = match (
+                    self.secure_peers.get(&peer),
+                    self.registry.get_by_peer(peer),
+                ) {
+                    (Some((a, _)), Some(reg)) => reg.endpoint == a.endpoint,
+                    _ => false,
+                };
+                if keep {
+                    if let Some(e) = self.secure_peers.get_mut(&peer) {
+                        e.1 = false;
+                    }
+                } else {
+                    self.secure_peers.remove(&peer);
+                }
+            }
+        }
+    }
+
+    /// True for a peer whose traffic must go through DTLS: plain datagrams
+    /// from it are not to be believed, and none are to be sent to it.
+    pub fn is_secure_peer(&self, peer: SocketAddr) -> bool {
+        self.secure_peers.contains_key(&peer)
+    }
+
+    /// Forgets a secure peer whose session is gone once no registration
+    /// needs it any more.
+    fn release_peer(&mut self, peer: SocketAddr) {
+        if self.secure_peers.get(&peer).is_some_and(|(_, open)| !open) {
+            self.secure_peers.remove(&peer);
+        }
+    }
+
+    /// Admission of a register, update or de-register of `endpoint` from
+    /// `peer`: over DTLS the session's credential must be the endpoint's;
+    /// over plain CoAP the endpoint must not have a secure credential.
+    fn admit_from(&self, peer: SocketAddr, endpoint: &str) -> Result<(), String> {
+        match self.secure_peers.get(&peer) {
+            Some((a, _)) => self.admit_secure(endpoint, a),
+            None => self.admit(endpoint, false),
+        }
+    }
+
     /// Next change the store must follow.
     pub fn poll_persist(&mut self) -> Option<Persist> {
         self.persist.pop_front()
@@ -424,6 +481,7 @@ impl Server {
             }
         }
         for reg in self.registry.expire(now) {
+            self.release_peer(reg.peer);
             self.drop_observations(now, &reg.endpoint);
             self.drop_queue(&reg.endpoint);
             self.forget_latest(&reg.endpoint);
@@ -508,7 +566,7 @@ impl Server {
                 .ok_or_else(|| RegError::BadRequest("missing ep".into()))?;
             check_format(msg)?;
             let objects = registry::parse_object_list(&msg.payload)?;
-            self.admit(ep, false).map_err(RegError::Forbidden)?;
+            self.admit_from(peer, ep).map_err(RegError::Forbidden)?;
             (self.admission)(&Admission { endpoint: ep, peer }).map_err(RegError::Forbidden)?;
             self.registry.register(now, unix_ms, peer, params, objects)
         })();
@@ -529,8 +587,11 @@ impl Server {
                 let mut resp = Message::new(MsgType::Ack, Code::CREATED, 0, Token::EMPTY);
                 resp.add_option(opt::LOCATION_PATH, b"rd".to_vec());
                 resp.add_option(opt::LOCATION_PATH, reg.id.to_string().into_bytes());
-                if replaced.is_some() {
+                if let Some(old) = &replaced {
                     self.drop_observations(now, &reg.endpoint);
+                    if old.peer != reg.peer {
+                        self.release_peer(old.peer);
+                    }
                 }
                 // Applied once the 2.01 is on its way: a client may ignore
                 // requests that overtake its registration's answer.
@@ -576,7 +637,7 @@ impl Server {
             // provisioned after the device registered over plain CoAP
             // ends that registration's plain Updates.
             if let Some(ep) = self.registry.get_by_id(reg_id).map(|r| r.endpoint.clone()) {
-                self.admit(&ep, false).map_err(RegError::Forbidden)?;
+                self.admit_from(peer, &ep).map_err(RegError::Forbidden)?;
             }
             let objects = if msg.payload.is_empty() {
                 None
@@ -594,8 +655,9 @@ impl Server {
                     reg.id,
                     reg.lifetime
                 );
-                if old_peer.is_some_and(|p| p != peer) {
+                if let Some(old) = old_peer.filter(|p| *p != peer) {
                     self.move_observations(now, &reg, peer);
+                    self.release_peer(old);
                 }
                 self.events.push_back(ServerEvent::Updated(reg));
                 reply(Code::CHANGED, "")
@@ -611,6 +673,12 @@ impl Server {
     }
 
     fn deregister(&mut self, now: Instant, peer: SocketAddr, reg_id: &str) -> Message {
+        if let Some(ep) = self.registry.get_by_id(reg_id).map(|r| r.endpoint.clone()) {
+            if let Err(e) = self.admit_from(peer, &ep) {
+                log::warn!("ep={ep} peer={peer} de-register refused with 4.03: {e}");
+                return reply(Code::FORBIDDEN, &e);
+            }
+        }
         match self.registry.deregister(reg_id) {
             Some(reg) => {
                 log::info!(
@@ -621,6 +689,7 @@ impl Server {
                 self.drop_observations(now, &reg.endpoint);
                 self.drop_queue(&reg.endpoint);
                 self.forget_latest(&reg.endpoint);
+                self.release_peer(reg.peer);
                 self.events.push_back(ServerEvent::Deregistered(reg));
                 reply(Code::DELETED, "")
             }

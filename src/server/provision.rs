@@ -5,7 +5,7 @@ use super::command::Method;
 use super::observe::{Origin, Report};
 use super::queue::Queued;
 use super::{Registration, Server};
-use crate::credentials::Credential;
+use crate::credentials::{Authenticated, Credential, Security};
 use crate::lwm2m::model::camel_case_key;
 use crate::lwm2m::{Path, Value};
 use crate::profile::{self, Profile, Resolved};
@@ -142,6 +142,37 @@ impl Server {
                 c.security.mode()
             )),
             Some(_) => Ok(()),
+            None if self.allow_unknown => Ok(()),
+            None => Err("unknown endpoint (no credential provisioned)".into()),
+        }
+    }
+
+    /// Admission over DTLS: the session must belong to the endpoint, and
+    /// its mode must be the one the endpoint's credential names.
+    pub(super) fn admit_secure(&self, endpoint: &str, a: &Authenticated) -> Result<(), String> {
+        if a.endpoint != endpoint {
+            return Err(format!(
+                "the DTLS session belongs to endpoint {:?}",
+                a.endpoint
+            ));
+        }
+        match self.credentials.get(endpoint).map(|c| &c.security) {
+            Some(Security::Psk { .. }) if a.mode == "PSK" => Ok(()),
+            Some(Security::Rpk { .. }) if a.mode == "RPK" => Ok(()),
+            Some(Security::X509 { certificate }) if a.mode == "X509" => {
+                if certificate.is_some() && !a.pinned {
+                    Err("the endpoint's credential names another certificate".into())
+                } else {
+                    Ok(())
+                }
+            }
+            // More security than the credential asks for is fine.
+            Some(Security::NoSec) => Ok(()),
+            Some(s) => Err(format!(
+                "endpoint has a {} credential; the session used {}",
+                s.mode(),
+                a.mode
+            )),
             None if self.allow_unknown => Ok(()),
             None => Err("unknown endpoint (no credential provisioned)".into()),
         }

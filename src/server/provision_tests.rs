@@ -2,7 +2,7 @@
 
 use super::test_pair::{Pair, DEV, UNIX};
 use super::*;
-use crate::credentials::{Credential, Security};
+use crate::credentials::{Authenticated, Credential, Security};
 use crate::lwm2m::ContentFormat;
 use crate::profile::Profile;
 use serde_json::json;
@@ -142,6 +142,163 @@ fn secure_credentials_and_unknown_endpoints_are_refused_on_plain_coap() {
     gw.set_allow_unknown(false);
     assert_eq!(register(&mut gw, "stranger2", 3), Code::FORBIDDEN);
     assert_eq!(register(&mut gw, "known", 4), Code::CREATED);
+}
+
+/// Sends a request from `from` and returns the answer's code.
+fn request_from(
+    gw: &mut Server,
+    from: &str,
+    path: &str,
+    query: &str,
+    code: Code,
+    mid: u16,
+) -> Code {
+    let mut m = Message::new(MsgType::Con, code, mid, Token::from_u64(mid as u64));
+    m.set_uri_path(path);
+    if !query.is_empty() {
+        m.add_option(opt::URI_QUERY, query.as_bytes().to_vec());
+    }
+    gw.handle_datagram(Instant::now(), UNIX, from.parse().unwrap(), &m.encode());
+    let t = gw.poll_transmit().unwrap();
+    Message::decode(&t.bytes).unwrap().code
+}
+
+fn psk_session(ep: &str) -> Option<Authenticated> {
+    Some(Authenticated {
+        endpoint: ep.into(),
+        mode: "PSK",
+        pinned: true,
+    })
+}
+
+#[test]
+fn a_dtls_session_registers_updates_and_deregisters_only_its_own_endpoint() {
+    let mut gw = Server::new(ServerConfig::default(), 1);
+    gw.set_allow_unknown(false);
+    for (ep, id) in [("dev-a", "id-a"), ("dev-b", "id-b")] {
+        provision(
+            &mut gw,
+            ep,
+            Security::Psk {
+                identity: id.into(),
+                key: vec![1; 16],
+            },
+        );
+    }
+    let (a, b) = ("10.0.0.1:5000", "10.0.0.2:5000");
+    gw.secure_session(a.parse().unwrap(), psk_session("dev-a"));
+    gw.secure_session(b.parse().unwrap(), psk_session("dev-b"));
+    // A's session cannot register B, nor B over A's.
+    assert_eq!(
+        request_from(&mut gw, a, "rd", "ep=dev-b", Code::POST, 1),
+        Code::FORBIDDEN
+    );
+    assert_eq!(
+        request_from(&mut gw, a, "rd", "ep=dev-a", Code::POST, 2),
+        Code::CREATED
+    );
+    let loc_a = gw.registry().get("dev-a").unwrap().id.to_string();
+    // B's session cannot update or de-register A's registration.
+    let rd_a = format!("rd/{loc_a}");
+    assert_eq!(
+        request_from(&mut gw, b, &rd_a, "", Code::POST, 3),
+        Code::FORBIDDEN
+    );
+    assert_eq!(
+        request_from(&mut gw, b, &rd_a, "", Code::DELETE, 4),
+        Code::FORBIDDEN
+    );
+    // Neither can a plain CoAP peer.
+    let plain = "10.0.0.3:5000";
+    assert_eq!(
+        request_from(&mut gw, plain, &rd_a, "", Code::DELETE, 5),
+        Code::FORBIDDEN
+    );
+    assert!(gw.registry().get("dev-a").is_some());
+    assert_eq!(
+        request_from(&mut gw, a, &rd_a, "", Code::POST, 6),
+        Code::CHANGED
+    );
+    assert_eq!(
+        request_from(&mut gw, a, &rd_a, "", Code::DELETE, 7),
+        Code::DELETED
+    );
+}
+
+#[test]
+fn a_session_of_another_mode_or_certificate_is_refused() {
+    let mut gw = Server::new(ServerConfig::default(), 1);
+    gw.set_allow_unknown(false);
+    provision(
+        &mut gw,
+        "psk-dev",
+        Security::Psk {
+            identity: "id".into(),
+            key: vec![1; 16],
+        },
+    );
+    provision(
+        &mut gw,
+        "pinned",
+        Security::X509 {
+            certificate: Some(vec![0x30, 0x03, 1, 2, 3]),
+        },
+    );
+    provision(&mut gw, "by-cn", Security::X509 { certificate: None });
+    let x509 = |ep: &str, pinned| {
+        Some(Authenticated {
+            endpoint: ep.into(),
+            mode: "X509",
+            pinned,
+        })
+    };
+    let p = "10.0.0.9:7000";
+    gw.secure_session(p.parse().unwrap(), x509("psk-dev", false));
+    assert_eq!(
+        request_from(&mut gw, p, "rd", "ep=psk-dev", Code::POST, 1),
+        Code::FORBIDDEN
+    );
+    gw.secure_session(p.parse().unwrap(), x509("pinned", false));
+    assert_eq!(
+        request_from(&mut gw, p, "rd", "ep=pinned", Code::POST, 2),
+        Code::FORBIDDEN
+    );
+    gw.secure_session(p.parse().unwrap(), x509("unknown-cn", false));
+    assert_eq!(
+        request_from(&mut gw, p, "rd", "ep=unknown-cn", Code::POST, 3),
+        Code::FORBIDDEN
+    );
+    gw.secure_session(p.parse().unwrap(), x509("by-cn", false));
+    assert_eq!(
+        request_from(&mut gw, p, "rd", "ep=by-cn", Code::POST, 4),
+        Code::CREATED
+    );
+}
+
+#[test]
+fn a_secure_peer_stays_secure_while_its_registration_lives() {
+    let mut gw = Server::new(ServerConfig::default(), 1);
+    let a = "10.0.0.1:5000";
+    let peer = a.parse().unwrap();
+    gw.secure_session(peer, psk_session("dev-a"));
+    assert_eq!(
+        request_from(&mut gw, a, "rd", "ep=dev-a", Code::POST, 1),
+        Code::CREATED
+    );
+    gw.secure_session(peer, None);
+    assert!(gw.is_secure_peer(peer), "nothing may go to it in the clear");
+    let loc = gw.registry().get("dev-a").unwrap().id.to_string();
+    gw.secure_session(peer, psk_session("dev-a"));
+    assert_eq!(
+        request_from(&mut gw, a, &format!("rd/{loc}"), "", Code::DELETE, 2),
+        Code::DELETED
+    );
+    gw.secure_session(peer, None);
+    assert!(!gw.is_secure_peer(peer));
+    // A session that never registered leaves nothing behind.
+    gw.secure_session("10.0.0.5:1".parse().unwrap(), psk_session("x"));
+    gw.secure_session("10.0.0.5:1".parse().unwrap(), None);
+    assert!(!gw.is_secure_peer("10.0.0.5:1".parse().unwrap()));
 }
 
 #[test]
