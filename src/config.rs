@@ -30,6 +30,60 @@ pub struct Config {
     pub reporting: ReportingSection,
     /// Northbound MQTT bridge.
     pub mqtt: MqttSection,
+    /// DTLS for devices.
+    pub dtls: DtlsSection,
+}
+
+/// `[dtls]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DtlsSection {
+    /// Serve DTLS at all.
+    pub enabled: bool,
+    /// UDP port for CoAP over DTLS (bound on `coap.bind`).
+    pub port: u16,
+    /// Cipher suites by IANA name, in preference order.
+    pub ciphersuites: Vec<String>,
+    /// Sessions kept at most; when full the least recently heard goes.
+    pub max_sessions: usize,
+    /// Handshakes in progress at most.
+    pub max_handshakes: usize,
+    /// A session silent this long is dropped; the device handshakes again.
+    pub idle_timeout_s: u64,
+    /// First and last retransmission timeout of a handshake, ms.
+    pub handshake_timeout_min_ms: u64,
+    /// Last retransmission timeout; a handshake then gives up.
+    pub handshake_timeout_max_ms: u64,
+    /// Server certificate chain (PEM or DER); default: a self-signed one
+    /// for the server key, kept in `<data>/dtls/`.
+    pub cert_file: Option<PathBuf>,
+    /// Server private key (PEM or DER); default: a P-256 key made on first
+    /// start in `<data>/dtls/`, its public key logged for RPK provisioning.
+    pub key_file: Option<PathBuf>,
+    /// CA certificates device certificates must chain to (X.509 by CN).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for DtlsSection {
+    fn default() -> Self {
+        let s = crate::dtls::Settings::default();
+        DtlsSection {
+            enabled: true,
+            port: 5686,
+            ciphersuites: crate::dtls::DEFAULT_SUITES
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
+            max_sessions: s.max_sessions,
+            max_handshakes: s.max_handshakes,
+            idle_timeout_s: s.idle_timeout.as_secs(),
+            handshake_timeout_min_ms: s.handshake_timeout.0.as_millis() as u64,
+            handshake_timeout_max_ms: s.handshake_timeout.1.as_millis() as u64,
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+        }
+    }
 }
 
 /// `[mqtt]`.
@@ -391,6 +445,7 @@ impl Config {
                 "mqtt.max_in_flight, max_queue_mb and max_batch_kb must be at least 1".into(),
             );
         }
+        self.dtls_settings()?;
         if self.store.cache_mb == 0 {
             return bad("store.cache_mb must be at least 1".into());
         }
@@ -420,6 +475,52 @@ impl Config {
     /// Where `model import` keeps site models.
     pub fn site_models_dir(&self) -> PathBuf {
         self.data_dir().join("models")
+    }
+
+    /// DTLS session settings, checked.
+    pub fn dtls_settings(&self) -> Result<crate::dtls::Settings, ConfigError> {
+        let d = &self.dtls;
+        let mut suites = Vec::new();
+        for name in &d.ciphersuites {
+            match crate::dtls::mbed::suite_id(name) {
+                Some(id) => suites.push(id),
+                None => {
+                    return Err(ConfigError(format!(
+                        "dtls.ciphersuites: {name:?} is not a cipher suite this build has (IANA names, e.g. TLS_PSK_WITH_AES_128_CCM_8)"
+                    )))
+                }
+            }
+        }
+        if d.enabled && suites.is_empty() {
+            return Err(ConfigError("dtls.ciphersuites is empty".into()));
+        }
+        if d.max_sessions == 0 || d.max_handshakes == 0 || d.idle_timeout_s == 0 {
+            return Err(ConfigError(
+                "dtls.max_sessions, max_handshakes and idle_timeout_s must be at least 1".into(),
+            ));
+        }
+        if d.handshake_timeout_min_ms == 0
+            || d.handshake_timeout_max_ms < d.handshake_timeout_min_ms
+        {
+            return Err(ConfigError(
+                "dtls.handshake_timeout_min_ms must be above 0 and at most handshake_timeout_max_ms".into(),
+            ));
+        }
+        Ok(crate::dtls::Settings {
+            suites,
+            max_sessions: d.max_sessions,
+            max_handshakes: d.max_handshakes,
+            idle_timeout: Duration::from_secs(d.idle_timeout_s),
+            handshake_timeout: (
+                Duration::from_millis(d.handshake_timeout_min_ms),
+                Duration::from_millis(d.handshake_timeout_max_ms),
+            ),
+        })
+    }
+
+    /// The DTLS listening address.
+    pub fn dtls_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.coap.bind, self.dtls.port)
     }
 
     /// The CoAP listening address.

@@ -1,9 +1,10 @@
-//! The I/O shell: binds the UDP socket, drives the sans-IO server with real
-//! time, persists registry, observation and queue changes with grouped
+//! The I/O shell: binds the CoAP and DTLS sockets, drives the sans-IO
+//! server and DTLS layer with real time, persists registry, observation and queue changes with grouped
 //! flushes, fans events and decoded reports out.
 
 use crate::config::Config;
 use crate::control::socket::{self, CtlRequest};
+use crate::dtls::{self, DtlsServer, Keys};
 use crate::lwm2m::ModelLibrary;
 use crate::northbound::{thingsboard, Downlink, Northbound};
 use crate::server::command::Answer;
@@ -62,6 +63,18 @@ struct Watcher {
     dropped: u64,
 }
 
+/// The DTLS side: its socket and sessions.
+struct Secure {
+    dtls: DtlsServer,
+    socket: Async<UdpSocket>,
+    local_addr: SocketAddr,
+    dual_stack: bool,
+    /// Datagrams for secure peers without an open session, not sent.
+    unsent: u64,
+    /// Plain CoAP datagrams from peers that must use DTLS, dropped.
+    plain_dropped: u64,
+}
+
 /// A started gateway: store open, models loaded, socket bound.
 pub struct Gateway {
     cfg: Config,
@@ -83,6 +96,7 @@ pub struct Gateway {
     /// Writes of shared attributes, for the log: device and key, by handle.
     internal_pending: HashMap<u64, (String, String)>,
     northbound: Option<Northbound>,
+    secure: Option<Secure>,
     batch: thingsboard::Batch,
     last_log_ts: u64,
     max_batch: usize,
@@ -170,6 +184,12 @@ impl Gateway {
             .get_ref()
             .local_addr()
             .map_err(|e| RunError::Io("udp socket".into(), e))?;
+        let secure = if cfg.dtls.enabled {
+            Some(start_dtls(&cfg, &server)?)
+        } else {
+            log::info!("DTLS: off (dtls.enabled = false)");
+            None
+        };
         // The control socket is bound before the start-up line: whoever waits
         // for that line may use the socket at once.
         let ctl_path = cfg.control_socket();
@@ -222,6 +242,7 @@ impl Gateway {
             log_budget: HashMap::new(),
             internal_pending: HashMap::new(),
             northbound,
+            secure,
             batch: thingsboard::Batch::default(),
             last_log_ts: 0,
             max_batch,
@@ -232,6 +253,11 @@ impl Gateway {
     /// The bound CoAP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound DTLS address, when DTLS is on.
+    pub fn dtls_addr(&self) -> Option<SocketAddr> {
+        self.secure.as_ref().map(|s| s.local_addr)
     }
 
     /// A bounded stream of registry events. A subscriber that falls behind
@@ -287,27 +313,38 @@ impl Gateway {
             }
         }
         loop {
-            let deadline = [self.server.poll_timeout(), next_ping]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                self.server.poll_timeout(),
+                next_ping,
+                self.secure.as_ref().and_then(|s| s.dtls.poll_timeout()),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let socket = &self.socket;
+            let dsocket = self.secure.as_ref().map(|s| &s.socket);
             let io = async {
+                let readable = smol::future::or(
+                    async {
+                        let _ = socket.readable().await;
+                    },
+                    async {
+                        match dsocket {
+                            Some(d) => {
+                                let _ = d.readable().await;
+                            }
+                            None => std::future::pending().await,
+                        }
+                    },
+                );
                 match deadline {
                     Some(d) => {
-                        smol::future::or(
-                            async {
-                                let _ = socket.readable().await;
-                            },
-                            async {
-                                smol::Timer::at(d).await;
-                            },
-                        )
+                        smol::future::or(readable, async {
+                            smol::Timer::at(d).await;
+                        })
                         .await
                     }
-                    None => {
-                        let _ = socket.readable().await;
-                    }
+                    None => readable.await,
                 }
                 Wake::Io
             };
@@ -359,6 +396,17 @@ impl Gateway {
                     Ok((n, peer)) if n > max => {
                         log::debug!("peer={} datagram over {max} bytes dropped", canonical(peer));
                     }
+                    Ok((n, peer)) if self.server.is_secure_peer(canonical(peer)) => {
+                        // Its traffic comes over DTLS: a plain datagram from
+                        // its address is a spoof or a stray, never believed.
+                        if let Some(s) = &mut self.secure {
+                            s.plain_dropped += 1;
+                        }
+                        log::debug!(
+                            "peer={} plain CoAP from a DTLS peer dropped ({n} bytes)",
+                            canonical(peer)
+                        );
+                    }
                     Ok((n, peer)) => {
                         // The wall clock per datagram: it stamps reported
                         // values, and two in one batch are two data points.
@@ -374,6 +422,7 @@ impl Gateway {
                     }
                 }
             }
+            self.receive_dtls(now, &mut buf);
             self.server.handle_timeout(now);
             self.persist_and_publish().await;
             self.send_all().await;
@@ -777,6 +826,22 @@ impl Gateway {
             "overloadRefusals": c.overload_refusals,
             "watchers": self.watchers.len(),
             "mqtt": self.northbound.as_ref().map_or(Json::Null, |n| n.status.to_json(n.queue_stats())),
+            "dtls": self.secure.as_ref().map_or(Json::Null, |s| {
+                let d = s.dtls.stats();
+                serde_json::json!({
+                    "sessions": d.sessions,
+                    "handshaking": d.handshaking,
+                    "handshakes": d.handshakes,
+                    "failed": d.failed,
+                    "helloVerify": d.hello_verify,
+                    "busy": d.busy,
+                    "evicted": d.evicted,
+                    "noSession": d.no_session,
+                    "rpkRefused": d.rpk_refused,
+                    "unsent": s.unsent,
+                    "plainDropped": s.plain_dropped,
+                })
+            }),
             "rssKb": rss_kb(),
         })
     }
@@ -844,6 +909,9 @@ impl Gateway {
                 _,
             ) => {
                 let a = self.provision(&op, &r.req);
+                if op.starts_with("device-") {
+                    self.refresh_keys();
+                }
                 r.answer(a.to_json());
             }
             ("watch", _) if self.watchers.len() >= self.cfg.control.max_connections => {
@@ -953,29 +1021,143 @@ impl Gateway {
     }
 
     async fn send_all(&mut self) {
+        let now = Instant::now();
         while let Some(t) = self.server.poll_transmit() {
-            let to = if self.dual_stack {
-                mapped(t.peer)
-            } else {
-                t.peer
-            };
-            loop {
-                match self.socket.get_ref().send_to(&t.bytes, to) {
-                    Ok(_) => break,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if self.socket.writable().await.is_err() {
-                            break;
-                        }
+            if let Some(sec) = &mut self.secure {
+                if sec.dtls.is_open(&t.peer) {
+                    if let Err(e) = sec.dtls.send(now, t.peer, &t.bytes) {
+                        log::debug!("peer={} DTLS send failed: {e}", t.peer);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        log::debug!("peer={} send failed: {e}", t.peer);
-                        break;
-                    }
+                    continue;
                 }
+                if self.server.is_secure_peer(t.peer) {
+                    // Never in the clear; the device handshakes again and
+                    // the request times out or is retried meanwhile.
+                    sec.unsent += 1;
+                    log::debug!(
+                        "peer={} has no open DTLS session; {} bytes not sent",
+                        t.peer,
+                        t.bytes.len()
+                    );
+                    continue;
+                }
+            }
+            send_to(&self.socket, self.dual_stack, t.peer, &t.bytes).await;
+        }
+        if let Some(sec) = &mut self.secure {
+            while let Some((to, d)) = sec.dtls.poll_transmit() {
+                send_to(&sec.socket, sec.dual_stack, to, &d).await;
             }
         }
     }
+
+    /// Reads the DTLS socket, runs its timers and hands what the sessions
+    /// decrypted, opened and closed to the server.
+    fn receive_dtls(&mut self, now: Instant, buf: &mut [u8]) {
+        let Some(sec) = &mut self.secure else {
+            return;
+        };
+        for _ in 0..BATCH {
+            match sec.socket.get_ref().recv_from(buf) {
+                Ok((n, peer)) => sec.dtls.handle_datagram(now, canonical(peer), &buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("dtls udp receive: {e}");
+                    break;
+                }
+            }
+        }
+        sec.dtls.handle_timeout(now);
+        while let Some(ev) = sec.dtls.poll_event() {
+            match ev {
+                dtls::Event::Established { peer, auth } => {
+                    self.server.secure_session(peer, Some(auth))
+                }
+                dtls::Event::Data { peer, bytes } => {
+                    self.server.handle_datagram(now, unix_ms(), peer, &bytes)
+                }
+                dtls::Event::Closed { peer, .. } => self.server.secure_session(peer, None),
+            }
+        }
+    }
+
+    /// The DTLS layer checks handshakes against the credentials as they are now.
+    fn refresh_keys(&mut self) {
+        if let Some(sec) = &mut self.secure {
+            sec.dtls
+                .set_keys(Keys::from_credentials(self.server.credentials()));
+        }
+    }
+}
+
+/// Sends one datagram, waiting while the socket buffer is full.
+async fn send_to(socket: &Async<UdpSocket>, dual_stack: bool, peer: SocketAddr, bytes: &[u8]) {
+    let to = if dual_stack { mapped(peer) } else { peer };
+    loop {
+        match socket.get_ref().send_to(bytes, to) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if socket.writable().await.is_err() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log::debug!("peer={peer} send failed: {e}");
+                break;
+            }
+        }
+    }
+}
+
+/// Loads or makes the server's key and certificate, and binds the DTLS socket.
+fn start_dtls(cfg: &Config, server: &Server) -> Result<Secure, RunError> {
+    let settings = cfg.dtls_settings().map_err(|e| RunError::Config(e.0))?;
+    let files = dtls::identity::Files {
+        certificate: cfg.dtls.cert_file.clone(),
+        key: cfg.dtls.key_file.clone(),
+        trust_store: cfg.dtls.ca_file.clone(),
+    };
+    let id = dtls::identity::load(&files, &cfg.data_dir().join("dtls"))
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    for p in &id.made {
+        log::info!("DTLS: made {} (first start)", p.display());
+    }
+    log::info!(
+        "DTLS server public key (base64 SubjectPublicKeyInfo, for RPK provisioning): {}",
+        id.public_key_base64()
+    );
+    let rng = dtls::identity::rng().map_err(|e| RunError::Config(e.to_string()))?;
+    let config = dtls::identity::server_config(&settings, &id, rng)
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let mut d = DtlsServer::new(config, settings, Instant::now());
+    d.set_keys(Keys::from_credentials(server.credentials()));
+    let (socket, dual_stack) = bind_udp(cfg.dtls_addr())
+        .map_err(|e| RunError::Io(format!("bind dtls udp {}", cfg.dtls_addr()), e))?;
+    set_buffers(&socket, cfg.coap.socket_buffer_kb * 1024);
+    let socket = Async::new(socket).map_err(|e| RunError::Io("dtls udp socket".into(), e))?;
+    let local_addr = socket
+        .get_ref()
+        .local_addr()
+        .map_err(|e| RunError::Io("dtls udp socket".into(), e))?;
+    log::info!(
+        "CoAP over DTLS on udp {local_addr}{} (PSK, X.509{})",
+        if dual_stack { " (IPv4 and IPv6)" } else { "" },
+        if cfg.dtls.ca_file.is_some() {
+            " by CA or stored certificate"
+        } else {
+            " by stored certificate"
+        }
+    );
+    Ok(Secure {
+        dtls: d,
+        socket,
+        local_addr,
+        dual_stack,
+        unsent: 0,
+        plain_dropped: 0,
+    })
 }
 
 /// Binds UDP. For the IPv6 wildcard the socket is made dual-stack whatever

@@ -1,5 +1,8 @@
 //! `lwm2m-gw-sim`: many simulated LwM2M devices in one process.
 
+use lwm2m_gw::dtls::identity::psk_client_config;
+use lwm2m_gw::dtls::mbed::{Session, Step};
+use lwm2m_gw::dtls::Keys;
 use lwm2m_gw::lwm2m::{ContentFormat, ModelLibrary};
 use lwm2m_gw::runtime::unix_ms;
 use lwm2m_gw::sim::{RegState, SimConfig, SimDevice};
@@ -30,6 +33,9 @@ Usage: lwm2m-gw-sim [OPTIONS]
                      each message sent
   --awake-ms MS      queue mode listening window (default 2000)
   --update-ms MS     Update interval (default three quarters of the lifetime)
+  --psk HEX          talk CoAP over DTLS with a pre-shared key: each device's
+                     PSK identity is its endpoint name, the key is HEX;
+                     --server is then the gateway's DTLS address
 
 Prints one line when every device has registered, then serves until killed.
 ";
@@ -47,6 +53,7 @@ struct Opts {
     queue: bool,
     awake: Duration,
     update: Option<Duration>,
+    psk: Option<Vec<u8>>,
 }
 
 fn parse() -> Result<Opts, lexopt::Error> {
@@ -64,6 +71,7 @@ fn parse() -> Result<Opts, lexopt::Error> {
         queue: false,
         awake: Duration::from_secs(2),
         update: None,
+        psk: None,
     };
     let ms = |p: &mut lexopt::Parser| -> Result<Duration, lexopt::Error> {
         Ok(Duration::from_millis(p.value()?.parse::<u64>()?.max(1)))
@@ -94,6 +102,14 @@ fn parse() -> Result<Opts, lexopt::Error> {
             Long("queue") => o.queue = true,
             Long("awake-ms") => o.awake = ms(&mut p)?,
             Long("update-ms") => o.update = Some(ms(&mut p)?),
+            Long("psk") => {
+                let hex = p.value()?.string()?;
+                o.psk = Some(
+                    lwm2m_gw::lwm2m::node::unhex(&hex)
+                        .filter(|k| !k.is_empty())
+                        .ok_or(format!("--psk {hex:?} is not hex"))?,
+                )
+            }
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -108,7 +124,11 @@ fn parse() -> Result<Opts, lexopt::Error> {
 /// and its thread's notifier.
 struct Device {
     dev: Mutex<SimDevice>,
+    /// The DTLS session, with `--psk`; locked after `dev`, never before.
+    tls: Mutex<Option<Session>>,
     sock: Async<UdpSocket>,
+    server: SocketAddr,
+    epoch: Instant,
 }
 
 impl Device {
@@ -116,18 +136,117 @@ impl Device {
         self.dev.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn tls(&self) -> std::sync::MutexGuard<'_, Option<Session>> {
+        self.tls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     /// Sends what the device has queued without waiting: a datagram that
     /// does not fit the socket buffer is dropped, as on a radio.
     fn flush(&self, dev: &mut SimDevice) {
+        let mut tls = self.tls();
         while let Some(t) = dev.poll_transmit() {
-            if let Err(e) = self.sock.get_ref().send_to(&t.bytes, t.peer) {
-                log::debug!("ep={} send: {e}", dev.endpoint());
+            match tls.as_mut() {
+                Some(s) => {
+                    if let Err(e) = s.write(self.ms(), &t.bytes) {
+                        log::debug!("ep={} dtls write: {e}", dev.endpoint());
+                    }
+                }
+                None => self.send(dev.endpoint(), &t.bytes, t.peer),
+            }
+        }
+        if let Some(s) = tls.as_mut() {
+            self.send_records(dev.endpoint(), s);
+        }
+    }
+
+    fn send(&self, ep: &str, bytes: &[u8], to: SocketAddr) {
+        if let Err(e) = self.sock.get_ref().send_to(bytes, to) {
+            log::debug!("ep={ep} send: {e}");
+        }
+    }
+
+    fn send_records(&self, ep: &str, s: &mut Session) {
+        let out: Vec<Vec<u8>> = s.take_transmits().collect();
+        for d in out {
+            self.send(ep, &d, self.server);
+        }
+    }
+
+    /// One datagram from the network: decrypted first with `--psk`.
+    fn receive(&self, dev: &mut SimDevice, now: Instant, peer: SocketAddr, bytes: &[u8]) {
+        let mut tls = self.tls();
+        match tls.as_mut() {
+            Some(s) => {
+                let mut plain = Vec::new();
+                let step = s.handle(self.ms(), &Keys::default(), bytes, &mut plain);
+                if let Step::Closed(why) = step {
+                    log::warn!("ep={} DTLS session ended: {why}", dev.endpoint());
+                }
+                self.send_records(dev.endpoint(), s);
+                drop(tls);
+                for p in plain {
+                    dev.handle_datagram(now, unix_ms(), peer, &p);
+                }
+            }
+            None => dev.handle_datagram(now, unix_ms(), peer, bytes),
+        }
+    }
+
+    /// With `--psk`: the DTLS handshake, before the device registers.
+    async fn handshake(&self) -> Result<(), String> {
+        let ep = self.lock().endpoint().to_string();
+        if self.tls().is_none() {
+            return Ok(());
+        }
+        {
+            let mut tls = self.tls();
+            let s = tls.as_mut().expect("checked");
+            s.start(self.ms(), &Keys::default());
+            self.send_records(&ep, s);
+        }
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let deadline = {
+                let tls = self.tls();
+                let s = tls.as_ref().expect("checked");
+                if s.is_open() {
+                    return Ok(());
+                }
+                s.poll_timeout()
+                    .map(|ms| self.epoch + Duration::from_millis(ms))
+            };
+            let got = smol::future::or(async { self.sock.recv_from(&mut buf).await.ok() }, async {
+                match deadline {
+                    Some(t) => smol::Timer::at(t).await,
+                    None => smol::Timer::after(Duration::from_secs(5)).await,
+                };
+                None
+            })
+            .await;
+            let mut tls = self.tls();
+            let s = tls.as_mut().expect("checked");
+            let step = match got {
+                Some((n, _)) => s.handle(self.ms(), &Keys::default(), &buf[..n], &mut Vec::new()),
+                None => s.handle_timeout(self.ms(), &Keys::default()),
+            };
+            self.send_records(&ep, s);
+            if let Step::Closed(why) = step {
+                return Err(format!("DTLS handshake failed: {why}"));
             }
         }
     }
 }
 
 async fn run_device(d: Arc<Device>, report: smol::channel::Sender<(String, Result<(), String>)>) {
+    if let Err(e) = d.handshake().await {
+        let ep = d.lock().endpoint().to_string();
+        let _ = report.send((ep, Err(e))).await;
+        return;
+    }
     d.lock().register(Instant::now());
     let mut buf = vec![0u8; 2048];
     let mut reported = false;
@@ -161,10 +280,10 @@ async fn run_device(d: Arc<Device>, report: smol::channel::Sender<(String, Resul
         let mut dev = d.lock();
         match got {
             Some((n, peer)) => {
-                dev.handle_datagram(now, unix_ms(), peer, &buf[..n]);
+                d.receive(&mut dev, now, peer, &buf[..n]);
                 // Take what else is waiting before answering.
                 while let Ok((n, peer)) = d.sock.get_ref().recv_from(&mut buf) {
-                    dev.handle_datagram(now, unix_ms(), peer, &buf[..n]);
+                    d.receive(&mut dev, now, peer, &buf[..n]);
                 }
             }
             None => dev.handle_timeout(now),
@@ -245,9 +364,28 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let tls = match &o.psk {
+            Some(key) => {
+                let suites: Vec<_> = lwm2m_gw::dtls::Settings::default().suites;
+                let session = lwm2m_gw::dtls::identity::rng()
+                    .and_then(|rng| psk_client_config(&suites, &name, key, rng))
+                    .and_then(|c| Session::client(&c));
+                match session {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        eprintln!("lwm2m-gw-sim: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            None => None,
+        };
         let d = Arc::new(Device {
             dev: Mutex::new(dev),
+            tls: Mutex::new(tls),
             sock,
+            server: o.server,
+            epoch: started,
         });
         shares[i % o.threads].push(d.clone());
         ex.spawn(run_device(d, tx.clone())).detach();

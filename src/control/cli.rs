@@ -49,6 +49,7 @@ Methods: Read Discover WriteUpdate WriteReplace WriteAttributes ReadComposite
 Options (override the config file):
   --config FILE        TOML configuration (see README.md)
   --coap-port PORT     CoAP/UDP port (default 5685)
+  --dtls-port PORT     CoAP over DTLS port (default 5686)
   --data-dir DIR       state directory (default $STATE_DIRECTORY or ./data)
   --models-dir DIR     system models directory (default ./models)
   --control-socket P   control socket (default $RUNTIME_DIRECTORY/control.sock,
@@ -69,6 +70,7 @@ Logging: RUST_LOG=debug (default info).
 struct Common {
     config: Option<PathBuf>,
     coap_port: Option<u16>,
+    dtls_port: Option<u16>,
     data_dir: Option<PathBuf>,
     models_dir: Option<PathBuf>,
     control_socket: Option<PathBuf>,
@@ -86,6 +88,9 @@ impl Common {
             Some(f) => Config::from_file(f)?,
             None => Config::default(),
         };
+        if let Some(p) = self.dtls_port {
+            c.dtls.port = p;
+        }
         if let Some(p) = self.coap_port {
             c.coap.port = p;
         }
@@ -137,6 +142,7 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
         match arg {
             Long("config") => c.config = Some(p.value()?.into()),
             Long("coap-port") => c.coap_port = Some(p.value()?.parse()?),
+            Long("dtls-port") => c.dtls_port = Some(p.value()?.parse()?),
             Long("data-dir") => c.data_dir = Some(p.value()?.into()),
             Long("models-dir") => c.models_dir = Some(p.value()?.into()),
             Long("control-socket") => c.control_socket = Some(p.value()?.into()),

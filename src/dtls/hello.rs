@@ -175,6 +175,17 @@ impl CookieJar {
     }
 }
 
+/// Alert: unsupported_certificate.
+pub const UNSUPPORTED_CERTIFICATE: u8 = 43;
+
+/// A fatal alert record answering a ClientHello, sent without any state.
+pub fn fatal_alert(hello: &ClientHello<'_>, description: u8) -> Vec<u8> {
+    let mut d = vec![21, 0xFE, 0xFD, 0, 0];
+    d.extend_from_slice(&hello.record_seq);
+    d.extend_from_slice(&[0, 2, 2, description]);
+    d
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

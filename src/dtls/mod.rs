@@ -245,6 +245,8 @@ impl DtlsServer {
                     log::warn!(
                         "peer={peer} DTLS ClientHello offers only a raw public key (RFC 7250); this build serves PSK and X.509 only"
                     );
+                    let alert = hello::fatal_alert(&hello, hello::UNSUPPORTED_CERTIFICATE);
+                    self.push_transmit(peer, alert);
                     return;
                 }
                 let id = peer_id(peer);
