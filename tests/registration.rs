@@ -230,7 +230,14 @@ fn second_gateway_on_the_same_data_dir_is_refused_clearly() {
         .register("held", &[], OBJECTS)
         .location_path();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
-        .args(["serve", "--coap-port", "0", "--data-dir"])
+        .args([
+            "serve",
+            "--coap-port",
+            "0",
+            "--dtls-port",
+            "0",
+            "--data-dir",
+        ])
         .arg(dir.0.join("data"))
         .output()
         .unwrap();

@@ -35,6 +35,8 @@ impl Drop for TempDir {
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
+    /// The DTLS address, unless the config turned DTLS off.
+    pub dtls: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -55,6 +57,7 @@ impl Gateway {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--coap-port", &port.to_string()])
+            .args(["--dtls-port", "0"])
             .env("RUST_LOG", "info,sled=warn")
             .env_remove("RUNTIME_DIRECTORY")
             .stdout(Stdio::null())
@@ -86,9 +89,17 @@ impl Gateway {
                 panic!("gateway did not start: {:?}", lock(&log));
             }
         };
+        // Logged before the CoAP line, so it is in by now.
+        let dtls = lock(&log).iter().find_map(|l| {
+            l.split("CoAP over DTLS on udp ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+        });
         Gateway {
             child,
             addr: bound,
+            dtls,
             data_dir: dir.join("data"),
             log,
         }

@@ -1,0 +1,450 @@
+//! CoAP over DTLS against independent peers: libcoap's coap-client on
+//! GnuTLS and on OpenSSL (PSK and X.509), a raw-public-key client refused
+//! cleanly, hijack attempts, and the simulator over DTLS end to end.
+//! coap-client and openssl are installed by scripts/setup.sh.
+
+mod common;
+
+use common::{config, rpc, tool, Gateway, Sim, TempDir, Watch};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const KEY_TEXT: &str = "secretkey0123456";
+/// `KEY_TEXT` in hex, as `device add --psk-key` takes it.
+const KEY_HEX: &str = "7365637265746b657930313233343536";
+
+fn coap_client(flavour: &str, args: &[&str]) -> String {
+    let out = Command::new(tool(&format!("coap-client-{flavour}")))
+        .args(["-B", "5"])
+        .args(args)
+        .output()
+        .expect("coap-client runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn cli(gw: &Gateway, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
+        .args(args)
+        .arg("--control-socket")
+        .arg(gw.control_socket())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lwm2m-gw {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn add_psk(gw: &Gateway, ep: &str, identity: &str) {
+    cli(
+        gw,
+        &[
+            "device",
+            "add",
+            ep,
+            "--psk-identity",
+            identity,
+            "--psk-key",
+            KEY_HEX,
+        ],
+    );
+}
+
+fn url(gw: &Gateway, path_query: &str) -> String {
+    format!("coaps://127.0.0.1:{}/{path_query}", gw.dtls.unwrap().port())
+}
+
+fn register_url(gw: &Gateway, ep: &str) -> String {
+    url(gw, &format!("rd?ep={ep}&lt=120&b=U"))
+}
+
+/// The registration id the gateway logged for `ep`.
+fn registration_id(gw: &Gateway, ep: &str) -> String {
+    let needle = format!("ep={ep} registered id=");
+    common::log_lines(gw)
+        .iter()
+        .rev()
+        .find_map(|l| {
+            l.split(&needle)
+                .nth(1)
+                .map(|r| r.split(' ').next().unwrap().to_string())
+        })
+        .unwrap_or_else(|| panic!("{ep} never registered"))
+}
+
+fn strict() -> String {
+    config(
+        "127.0.0.1",
+        "[registration]\nallow_unknown_endpoints = false",
+    )
+}
+
+#[test]
+fn psk_clients_on_gnutls_and_openssl_register_their_endpoint() {
+    let dir = TempDir::new("dtls-psk");
+    let gw = Gateway::start(&dir.0, &strict());
+    for flavour in ["gnutls", "openssl"] {
+        let ep = format!("psk-{flavour}");
+        let id = format!("id-{flavour}");
+        add_psk(&gw, &ep, &id);
+        let out = coap_client(
+            flavour,
+            &[
+                "-m",
+                "post",
+                "-u",
+                &id,
+                "-k",
+                KEY_TEXT,
+                "-t",
+                "40",
+                "-e",
+                "</1/0>,</3/0>",
+                &register_url(&gw, &ep),
+            ],
+        );
+        assert!(
+            gw.wait_log(&format!("ep={ep} registered"), Duration::from_secs(5)),
+            "{flavour}: {out}"
+        );
+        assert!(gw.log_contains(&format!("ep={ep} peer=")), "session logged");
+    }
+}
+
+#[test]
+fn wrong_psk_key_and_unknown_identity_are_refused() {
+    let dir = TempDir::new("dtls-psk-bad");
+    let gw = Gateway::start(&dir.0, &strict());
+    add_psk(&gw, "dev", "dev-id");
+    for flavour in ["gnutls", "openssl"] {
+        let wrong_key = coap_client(
+            flavour,
+            &[
+                "-m",
+                "post",
+                "-u",
+                "dev-id",
+                "-k",
+                "not-the-right-k",
+                &register_url(&gw, "dev"),
+            ],
+        );
+        let unknown = coap_client(
+            flavour,
+            &[
+                "-m",
+                "post",
+                "-u",
+                "who-am-i",
+                "-k",
+                KEY_TEXT,
+                &register_url(&gw, "dev"),
+            ],
+        );
+        assert!(
+            !wrong_key.contains("4.0") && !unknown.contains("4.0"),
+            "no CoAP answer may come back: {wrong_key} {unknown}"
+        );
+    }
+    assert!(gw.wait_log(
+        "(PSK identity \"dev-id\"): bad record MAC",
+        Duration::from_secs(5)
+    ));
+    assert!(gw.log_contains("(PSK identity \"who-am-i\"): unknown PSK identity"));
+    assert!(!gw.log_contains("ep=dev registered"));
+}
+
+/// A CA, a device certificate it signed (CN = `ep`), and a self-signed
+/// one with the same CN; EC P-256 keys in "EC PRIVATE KEY" form.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path, ep: &str) -> Pki {
+        let dir = dir.join("pki");
+        std::fs::create_dir_all(&dir).unwrap();
+        let sh = format!(
+            "set -e; cd {d}
+             openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+             openssl req -x509 -new -key ca.key -subj '/CN=Site CA' -days 30 -out ca.pem
+             openssl ecparam -name prime256v1 -genkey -noout -out dev.key
+             openssl req -new -key dev.key -subj '/CN={ep}' -out dev.csr
+             openssl x509 -req -in dev.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 -out dev.pem
+             openssl ecparam -name prime256v1 -genkey -noout -out rogue.key
+             openssl req -x509 -new -key rogue.key -subj '/CN={ep}' -days 30 -out rogue.pem",
+            d = dir.display()
+        );
+        let out = Command::new("sh").args(["-c", &sh]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+#[test]
+fn x509_clients_chained_to_the_trust_store_register_by_common_name() {
+    let dir = TempDir::new("dtls-x509");
+    let pki = Pki::new(&dir.0, "x509-dev");
+    let cfg = format!(
+        "{}\n[dtls]\nca_file = \"{}\"\n",
+        strict(),
+        pki.path("ca.pem")
+    );
+    let gw = Gateway::start(&dir.0, &cfg);
+    cli(&gw, &["device", "add", "x509-dev", "--x509"]);
+    for flavour in ["gnutls", "openssl"] {
+        let out = coap_client(
+            flavour,
+            &[
+                "-m",
+                "post",
+                "-c",
+                &pki.path("dev.pem"),
+                "-j",
+                &pki.path("dev.key"),
+                &register_url(&gw, "x509-dev"),
+            ],
+        );
+        assert!(
+            gw.wait_log("ep=x509-dev registered", Duration::from_secs(5)),
+            "{flavour}: {out}"
+        );
+        assert!(gw.log_contains("ep=x509-dev peer=127.0.0.1"));
+    }
+    // The certificate is good, but names another endpoint.
+    let out = coap_client(
+        "gnutls",
+        &[
+            "-m",
+            "post",
+            "-c",
+            &pki.path("dev.pem"),
+            "-j",
+            &pki.path("dev.key"),
+            &register_url(&gw, "someone-else"),
+        ],
+    );
+    assert!(out.contains("4.03"), "{out}");
+    // A self-signed certificate with the right CN is not trusted.
+    let registered = common::log_lines(&gw)
+        .iter()
+        .filter(|l| l.contains("ep=x509-dev registered"))
+        .count();
+    for flavour in ["gnutls", "openssl"] {
+        let out = coap_client(
+            flavour,
+            &[
+                "-m",
+                "post",
+                "-c",
+                &pki.path("rogue.pem"),
+                "-j",
+                &pki.path("rogue.key"),
+                &register_url(&gw, "x509-dev"),
+            ],
+        );
+        assert!(!out.contains("4.0"), "{flavour}: {out}");
+    }
+    assert!(gw.wait_log("DTLS handshake failed", Duration::from_secs(5)));
+    let after = common::log_lines(&gw)
+        .iter()
+        .filter(|l| l.contains("ep=x509-dev registered"))
+        .count();
+    assert_eq!(registered, after, "the rogue certificate registered");
+}
+
+#[test]
+fn a_stored_certificate_is_trusted_as_itself_and_others_are_denied() {
+    let dir = TempDir::new("dtls-pinned");
+    let pki = Pki::new(&dir.0, "pinned-dev");
+    // No trust store: only stored certificates can pass.
+    let gw = Gateway::start(&dir.0, &strict());
+    cli(
+        &gw,
+        &[
+            "device",
+            "add",
+            "pinned-dev",
+            "--x509-cert",
+            &pki.path("rogue.pem"),
+        ],
+    );
+    for flavour in ["gnutls", "openssl"] {
+        coap_client(
+            flavour,
+            &[
+                "-m",
+                "post",
+                "-c",
+                &pki.path("rogue.pem"),
+                "-j",
+                &pki.path("rogue.key"),
+                &register_url(&gw, "pinned-dev"),
+            ],
+        );
+        assert!(
+            gw.wait_log("ep=pinned-dev registered", Duration::from_secs(5)),
+            "{flavour}"
+        );
+    }
+    let out = coap_client(
+        "gnutls",
+        &[
+            "-m",
+            "post",
+            "-c",
+            &pki.path("dev.pem"),
+            "-j",
+            &pki.path("dev.key"),
+            &register_url(&gw, "pinned-dev"),
+        ],
+    );
+    assert!(
+        out.contains("Access was denied") || out.contains("49"),
+        "{out}"
+    );
+    assert!(gw.wait_log(
+        "DTLS handshake refused: client certificate not trusted",
+        Duration::from_secs(5)
+    ));
+}
+
+#[test]
+fn a_raw_public_key_client_is_told_the_certificate_type_is_unsupported() {
+    let dir = TempDir::new("dtls-rpk");
+    let pki = Pki::new(&dir.0, "rpk-dev");
+    let gw = Gateway::start(&dir.0, &strict());
+    let out = coap_client(
+        "gnutls",
+        &[
+            "-m",
+            "post",
+            "-M",
+            &pki.path("dev.key"),
+            &register_url(&gw, "rpk-dev"),
+        ],
+    );
+    assert!(
+        out.contains("'43'") || out.contains("not supported"),
+        "{out}"
+    );
+    assert!(gw.log_contains("offers only a raw public key"));
+}
+
+#[test]
+fn hijack_attempts_over_plain_coap_and_foreign_sessions_are_refused() {
+    let dir = TempDir::new("dtls-hijack");
+    let gw = Gateway::start(&dir.0, &config("127.0.0.1", ""));
+    add_psk(&gw, "dev-a", "id-a");
+    add_psk(&gw, "dev-b", "id-b");
+    let as_a = |path_query: String, method: &str| {
+        coap_client(
+            "gnutls",
+            &["-m", method, "-u", "id-a", "-k", KEY_TEXT, &path_query],
+        )
+    };
+    // NoSec registration of an endpoint that has a PSK credential.
+    let plain = Command::new(tool("coap-client-notls"))
+        .args(["-B", "5", "-m", "post"])
+        .arg(format!(
+            "coap://127.0.0.1:{}/rd?ep=dev-a&lt=120",
+            gw.addr.port()
+        ))
+        .output()
+        .unwrap();
+    let plain = String::from_utf8_lossy(&plain.stdout).to_string()
+        + &String::from_utf8_lossy(&plain.stderr);
+    assert!(plain.contains("4.03"), "{plain}");
+    // A's session registering B.
+    let out = as_a(register_url(&gw, "dev-b"), "post");
+    assert!(out.contains("4.03"), "{out}");
+    // B registers over its own session; A may neither update nor
+    // de-register that registration, and neither may plain CoAP.
+    coap_client(
+        "openssl",
+        &[
+            "-m",
+            "post",
+            "-u",
+            "id-b",
+            "-k",
+            KEY_TEXT,
+            &register_url(&gw, "dev-b"),
+        ],
+    );
+    assert!(gw.wait_log("ep=dev-b registered", Duration::from_secs(5)));
+    let id_b = registration_id(&gw, "dev-b");
+    let out = as_a(url(&gw, &format!("rd/{id_b}?lt=300")), "post");
+    assert!(out.contains("4.03"), "update: {out}");
+    let out = as_a(url(&gw, &format!("rd/{id_b}")), "delete");
+    assert!(out.contains("4.03"), "de-register: {out}");
+    let plain = Command::new(tool("coap-client-notls"))
+        .args(["-B", "5", "-m", "delete"])
+        .arg(format!("coap://127.0.0.1:{}/rd/{id_b}", gw.addr.port()))
+        .output()
+        .unwrap();
+    let plain = String::from_utf8_lossy(&plain.stdout).to_string()
+        + &String::from_utf8_lossy(&plain.stderr);
+    assert!(plain.contains("4.03"), "plain de-register: {plain}");
+    let mut c = gw.control();
+    let devices = c
+        .call(json!({"op": "devices"}).as_object().unwrap().clone())
+        .unwrap();
+    assert!(devices.to_string().contains("dev-b"), "{devices}");
+}
+
+#[test]
+fn simulated_devices_register_read_and_observe_over_dtls() {
+    let dir = TempDir::new("dtls-sim");
+    let gw = Gateway::start(&dir.0, &strict());
+    let key = "00112233445566778899aabbccddeeff";
+    for i in 0..3 {
+        cli(
+            &gw,
+            &[
+                "device",
+                "add",
+                &format!("dsim{i}"),
+                "--psk-identity",
+                &format!("dsim{i}"),
+                "--psk-key",
+                key,
+            ],
+        );
+    }
+    let _sim = Sim::start_with(
+        gw.dtls.unwrap(),
+        3,
+        "dsim",
+        "senml-cbor",
+        &["--psk", key, "--notify-ms", "200"],
+    );
+    let mut c = gw.control();
+    let r = rpc(&mut c, "dsim1", "Read", json!({"id": "/3/0/0"}));
+    assert_eq!(r["result"], "CONTENT", "{r}");
+    assert_eq!(r["value"], "lwm2m-gw simulator", "{r}");
+    let mut watch = Watch::start(&gw, Some("dsim2"));
+    let r = rpc(&mut c, "dsim2", "Observe", json!({"id": "/3303/0/5700"}));
+    assert_eq!(r["result"], "CONTENT", "{r}");
+    let reports = watch.collect(Duration::from_secs(2));
+    assert!(reports.len() >= 3, "notifications over DTLS: {reports:?}");
+    let s = c
+        .call(json!({"op": "stats"}).as_object().unwrap().clone())
+        .unwrap();
+    assert_eq!(s["value"]["dtls"]["sessions"], 3, "{s}");
+}
