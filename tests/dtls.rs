@@ -28,6 +28,18 @@ fn coap_client(flavour: &str, args: &[&str]) -> String {
     )
 }
 
+/// True when coap-client printed a CoAP answer with `code` ("4.03"), not
+/// a log line that happens to contain those characters.
+fn answered(out: &str, code: &str) -> bool {
+    out.lines().any(|l| l.starts_with(code))
+}
+
+/// True when coap-client printed any CoAP error answer.
+fn any_answer(out: &str) -> bool {
+    out.lines()
+        .any(|l| l.len() > 4 && l.as_bytes()[1] == b'.' && l.as_bytes()[0].is_ascii_digit())
+}
+
 fn cli(gw: &Gateway, args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
         .args(args)
@@ -149,7 +161,7 @@ fn wrong_psk_key_and_unknown_identity_are_refused() {
             ],
         );
         assert!(
-            !wrong_key.contains("4.0") && !unknown.contains("4.0"),
+            !any_answer(&wrong_key) && !any_answer(&unknown),
             "no CoAP answer may come back: {wrong_key} {unknown}"
         );
     }
@@ -239,7 +251,7 @@ fn x509_clients_chained_to_the_trust_store_register_by_common_name() {
             &register_url(&gw, "someone-else"),
         ],
     );
-    assert!(out.contains("4.03"), "{out}");
+    assert!(answered(&out, "4.03"), "{out}");
     // A self-signed certificate with the right CN is not trusted.
     let registered = common::log_lines(&gw)
         .iter()
@@ -258,7 +270,7 @@ fn x509_clients_chained_to_the_trust_store_register_by_common_name() {
                 &register_url(&gw, "x509-dev"),
             ],
         );
-        assert!(!out.contains("4.0"), "{flavour}: {out}");
+        assert!(!any_answer(&out), "{flavour}: {out}");
     }
     assert!(gw.wait_log("DTLS handshake failed", Duration::from_secs(5)));
     let after = common::log_lines(&gw)
@@ -315,7 +327,7 @@ fn a_stored_certificate_is_trusted_as_itself_and_others_are_denied() {
         ],
     );
     assert!(
-        out.contains("Access was denied") || out.contains("49"),
+        out.contains("Access was denied") || out.contains("'49'"),
         "{out}"
     );
     assert!(gw.wait_log(
@@ -369,10 +381,10 @@ fn hijack_attempts_over_plain_coap_and_foreign_sessions_are_refused() {
         .unwrap();
     let plain = String::from_utf8_lossy(&plain.stdout).to_string()
         + &String::from_utf8_lossy(&plain.stderr);
-    assert!(plain.contains("4.03"), "{plain}");
+    assert!(answered(&plain, "4.03"), "{plain}");
     // A's session registering B.
     let out = as_a(register_url(&gw, "dev-b"), "post");
-    assert!(out.contains("4.03"), "{out}");
+    assert!(answered(&out, "4.03"), "{out}");
     // B registers over its own session; A may neither update nor
     // de-register that registration, and neither may plain CoAP.
     coap_client(
@@ -390,9 +402,9 @@ fn hijack_attempts_over_plain_coap_and_foreign_sessions_are_refused() {
     assert!(gw.wait_log("ep=dev-b registered", Duration::from_secs(5)));
     let id_b = registration_id(&gw, "dev-b");
     let out = as_a(url(&gw, &format!("rd/{id_b}?lt=300")), "post");
-    assert!(out.contains("4.03"), "update: {out}");
+    assert!(answered(&out, "4.03"), "update: {out}");
     let out = as_a(url(&gw, &format!("rd/{id_b}")), "delete");
-    assert!(out.contains("4.03"), "de-register: {out}");
+    assert!(answered(&out, "4.03"), "de-register: {out}");
     let plain = Command::new(tool("coap-client-notls"))
         .args(["-B", "5", "-m", "delete"])
         .arg(format!("coap://127.0.0.1:{}/rd/{id_b}", gw.addr.port()))
@@ -400,7 +412,7 @@ fn hijack_attempts_over_plain_coap_and_foreign_sessions_are_refused() {
         .unwrap();
     let plain = String::from_utf8_lossy(&plain.stdout).to_string()
         + &String::from_utf8_lossy(&plain.stderr);
-    assert!(plain.contains("4.03"), "plain de-register: {plain}");
+    assert!(answered(&plain, "4.03"), "plain de-register: {plain}");
     let mut c = gw.control();
     let devices = c
         .call(json!({"op": "devices"}).as_object().unwrap().clone())

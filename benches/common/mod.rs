@@ -47,7 +47,7 @@ pub fn bench_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("gw.toml"),
-        "[coap]\nbind = \"127.0.0.1\"\nport = 0\n",
+        "[coap]\nbind = \"127.0.0.1\"\nport = 0\n[dtls]\nport = 0\n",
     )
     .unwrap();
     dir
@@ -87,6 +87,17 @@ pub fn start_gateway(
     extra: &[&std::ffi::OsStr],
     rust_log: &str,
 ) -> (Child, SocketAddr) {
+    let (child, coap, _) = start_gateway_dtls(dir, extra, rust_log);
+    (child, coap)
+}
+
+/// Like `start_gateway`, also with the DTLS address (when `rust_log` lets
+/// the runtime's start-up lines through).
+pub fn start_gateway_dtls(
+    dir: &Path,
+    extra: &[&std::ffi::OsStr],
+    rust_log: &str,
+) -> (Child, SocketAddr, Option<SocketAddr>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
         .arg("serve")
         .arg("--config")
@@ -100,13 +111,17 @@ pub fn start_gateway(
         .spawn()
         .expect("start gateway");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut dtls = None;
     let addr: SocketAddr = loop {
         let line = lines.next().expect("gateway log").unwrap();
+        if let Some(rest) = line.split("CoAP over DTLS on udp ").nth(1) {
+            dtls = rest.split(' ').next().and_then(|a| a.parse().ok());
+        }
         if let Some(rest) = line.split("listening on CoAP udp ").nth(1) {
             break rest.split([' ', ';']).next().unwrap().parse().unwrap();
         }
     };
     // Keep reading so the gateway never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (child, addr, dtls)
 }
