@@ -25,8 +25,10 @@ use std::sync::Arc;
 /// a client that reads slower loses watched reports, never answers.
 pub const EXTRA_LINES: usize = 4096;
 
-/// Longest request line accepted.
-const MAX_LINE: usize = 64 * 1024;
+/// Longest request line accepted: a `device import` of tens of thousands
+/// of devices is one line. Bounded, with the connections, by
+/// `control.max_connections`.
+const MAX_LINE: usize = 8 << 20;
 
 /// A request from a control client, with the way back.
 pub struct CtlRequest {
