@@ -32,11 +32,15 @@ apt_install() {
 # A C toolchain: rustc links through cc.
 command -v cc >/dev/null 2>&1 || apt_install gcc libc6-dev
 # Mbed TLS (DTLS) is built from source by mbedtls-sys: cmake, and libclang
-# for its bindings.
+# for its bindings (tinydtls-sys's bindings too).
 command -v cmake >/dev/null 2>&1 || apt_install cmake
 if ! command -v clang >/dev/null 2>&1 || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
     apt_install clang libclang-dev
 fi
+# tinydtls (raw public keys) is built with autotools by tinydtls-sys.
+for t in autoconf automake libtoolize; do
+    command -v "$t" >/dev/null 2>&1 || { apt_install autoconf automake libtool; break; }
+done
 
 # Rust: the gateway needs 1.85 or newer. Debian 12's plain rustc is older;
 # its rustc-web/cargo-web packages are recent enough.

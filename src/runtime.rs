@@ -1133,6 +1133,16 @@ fn start_dtls(cfg: &Config, server: &Server) -> Result<Secure, RunError> {
         .map_err(|e| RunError::Config(e.to_string()))?;
     let mut d = DtlsServer::new(config, settings, Instant::now());
     d.set_keys(Keys::from_credentials(server.credentials()));
+    let rpk = match dtls::tiny::Tiny::new(&id.private_der) {
+        Ok(t) => {
+            d.enable_raw_keys(t);
+            true
+        }
+        Err(e) => {
+            log::warn!("DTLS: raw public keys off: {e}");
+            false
+        }
+    };
     let (socket, dual_stack) = bind_udp(cfg.dtls_addr())
         .map_err(|e| RunError::Io(format!("bind dtls udp {}", cfg.dtls_addr()), e))?;
     set_buffers(&socket, cfg.coap.socket_buffer_kb * 1024);
@@ -1142,13 +1152,14 @@ fn start_dtls(cfg: &Config, server: &Server) -> Result<Secure, RunError> {
         .local_addr()
         .map_err(|e| RunError::Io("dtls udp socket".into(), e))?;
     log::info!(
-        "CoAP over DTLS on udp {local_addr}{} (PSK, X.509{})",
+        "CoAP over DTLS on udp {local_addr}{} (PSK, X.509{}{})",
         if dual_stack { " (IPv4 and IPv6)" } else { "" },
         if cfg.dtls.ca_file.is_some() {
             " by CA or stored certificate"
         } else {
             " by stored certificate"
-        }
+        },
+        if rpk { ", RPK" } else { "" }
     );
     Ok(Secure {
         dtls: d,

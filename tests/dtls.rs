@@ -1,6 +1,6 @@
 //! CoAP over DTLS against independent peers: libcoap's coap-client on
-//! GnuTLS and on OpenSSL (PSK and X.509), a raw-public-key client refused
-//! cleanly, hijack attempts, and the simulator over DTLS end to end.
+//! GnuTLS (PSK, X.509, raw public keys) and on OpenSSL (PSK, X.509),
+//! hijack attempts, and the simulator over DTLS end to end.
 //! coap-client and openssl are installed by scripts/setup.sh.
 
 mod common;
@@ -336,26 +336,62 @@ fn a_stored_certificate_is_trusted_as_itself_and_others_are_denied() {
     ));
 }
 
+/// The base64 SubjectPublicKeyInfo of a private key file, as devices are
+/// provisioned with it.
+fn public_key_base64(key: &str) -> String {
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!("openssl ec -in {key} -pubout -outform DER 2>/dev/null | base64 -w0"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
-fn a_raw_public_key_client_is_told_the_certificate_type_is_unsupported() {
+fn raw_public_key_clients_register_with_the_key_stored_for_their_endpoint() {
     let dir = TempDir::new("dtls-rpk");
     let pki = Pki::new(&dir.0, "rpk-dev");
     let gw = Gateway::start(&dir.0, &strict());
-    let out = coap_client(
-        "gnutls",
+    cli(
+        &gw,
         &[
-            "-m",
-            "post",
-            "-M",
-            &pki.path("dev.key"),
-            &register_url(&gw, "rpk-dev"),
+            "device",
+            "add",
+            "rpk-dev",
+            "--rpk-key",
+            &public_key_base64(&pki.path("dev.key")),
         ],
     );
+    let rpk = |key: &str, ep: &str| {
+        coap_client(
+            "gnutls",
+            &["-m", "post", "-M", &pki.path(key), &register_url(&gw, ep)],
+        )
+    };
+    let out = rpk("dev.key", "rpk-dev");
     assert!(
-        out.contains("'43'") || out.contains("not supported"),
+        gw.wait_log("ep=rpk-dev registered", Duration::from_secs(5)),
         "{out}"
     );
-    assert!(gw.log_contains("offers only a raw public key"));
+    assert!(gw.log_contains("ep=rpk-dev peer=127.0.0.1"));
+    assert!(gw.log_contains("(RPK, TLS-ECDHE-ECDSA-WITH-AES-128-CCM-8)"));
+    // The session proves rpk-dev: it cannot register another endpoint.
+    let out = rpk("dev.key", "someone-else");
+    assert!(answered(&out, "4.03"), "{out}");
+    // A key nobody provisioned.
+    let out = rpk("rogue.key", "rpk-dev");
+    assert!(!any_answer(&out), "{out}");
+    assert!(gw.wait_log(
+        "raw-key handshake failed: raw public key not provisioned",
+        Duration::from_secs(5)
+    ));
+    let registered = common::log_lines(&gw)
+        .iter()
+        .filter(|l| l.contains("ep=rpk-dev registered"))
+        .count();
+    assert_eq!(registered, 1);
 }
 
 #[test]

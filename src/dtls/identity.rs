@@ -32,6 +32,8 @@ pub struct Identity {
     trust: Option<Arc<MbedtlsList<Certificate>>>,
     /// The public key, DER SubjectPublicKeyInfo, for RPK provisioning.
     pub public_key: Vec<u8>,
+    /// The private key, DER (SEC1 for an EC key), for the raw-key stack.
+    pub private_der: Vec<u8>,
     /// Where a generated key or certificate was written, for the log.
     pub made: Vec<PathBuf>,
 }
@@ -120,6 +122,9 @@ pub fn load(files: &Files, dir: &Path) -> Result<Identity, DtlsError> {
     let public_key = key
         .write_public_der_vec()
         .map_err(|e| DtlsError::Library(format!("public key encoding: {e}")))?;
+    let private_der = key
+        .write_private_der_vec()
+        .map_err(|e| DtlsError::Library(format!("key encoding: {e}")))?;
     let certificate = match &files.certificate {
         Some(p) => certificates(p)?,
         None => {
@@ -142,6 +147,7 @@ pub fn load(files: &Files, dir: &Path) -> Result<Identity, DtlsError> {
         certificate: Arc::new(certificate),
         trust,
         public_key,
+        private_der,
         made,
     })
 }

@@ -4,6 +4,7 @@
 pub mod hello;
 pub mod identity;
 pub mod mbed;
+pub mod tiny;
 
 use crate::credentials::{Authenticated, Credential, Security};
 use hello::CookieJar;
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use std::os::raw::c_int;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tiny::{Tiny, TinyEvent};
 
 /// Why a DTLS operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +50,7 @@ impl std::error::Error for DtlsError {}
 pub struct Keys {
     psk: HashMap<Vec<u8>, (String, Vec<u8>)>,
     certificates: HashMap<Vec<u8>, String>,
+    raw_keys: HashMap<[u8; 64], String>,
 }
 
 impl Keys {
@@ -67,10 +70,24 @@ impl Keys {
                 } => {
                     k.certificates.insert(der.clone(), c.endpoint.clone());
                 }
+                Security::Rpk { public_key } => match tiny::spki_point(public_key) {
+                    Some(p) => {
+                        k.raw_keys.insert(p, c.endpoint.clone());
+                    }
+                    None => log::warn!(
+                        "ep={} raw public key is not P-256; it cannot be used over DTLS",
+                        c.endpoint
+                    ),
+                },
                 _ => {}
             }
         }
         k
+    }
+
+    /// The endpoint whose stored raw public key is this P-256 point (X || Y).
+    pub fn raw_key(&self, point: &[u8; 64]) -> Option<&str> {
+        self.raw_keys.get(point).map(String::as_str)
     }
 
     /// The endpoint and key of a PSK identity.
@@ -171,8 +188,14 @@ pub struct Stats {
     pub evicted: u64,
     /// Datagrams from peers without a session, dropped.
     pub no_session: u64,
-    /// ClientHellos offering only raw public keys (not served by this build).
+    /// ClientHellos offering only raw public keys, refused (no RPK stack).
     pub rpk_refused: u64,
+}
+
+/// A raw-public-key session, served by tinydtls.
+struct RpkEntry {
+    last_ms: u64,
+    auth: Authenticated,
 }
 
 struct Entry {
@@ -195,6 +218,11 @@ pub struct DtlsServer {
     next_sweep_ms: u64,
     /// Sessions past the handshake and accepted.
     open: usize,
+    /// Raw-public-key sessions, when tinydtls is on.
+    tiny: Option<Tiny>,
+    rpk: HashMap<SocketAddr, RpkEntry>,
+    /// Our clock at the current call, for what callbacks report.
+    now_ms: u64,
     stats: Stats,
 }
 
@@ -219,8 +247,16 @@ impl DtlsServer {
             events: VecDeque::new(),
             next_sweep_ms: 0,
             open: 0,
+            tiny: None,
+            rpk: HashMap::new(),
+            now_ms: 0,
             stats: Stats::default(),
         }
+    }
+
+    /// Serves raw-public-key clients (RFC 7250) with tinydtls.
+    pub fn enable_raw_keys(&mut self, tiny: Tiny) {
+        self.tiny = Some(tiny);
     }
 
     /// Replaces the key material (after credentials change).
@@ -228,8 +264,9 @@ impl DtlsServer {
         self.keys = keys;
     }
 
-    fn ms(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_millis() as u64
+    fn ms(&mut self, now: Instant) -> u64 {
+        self.now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.now_ms
     }
 
     /// Feeds one datagram received on the DTLS socket.
@@ -241,12 +278,7 @@ impl DtlsServer {
             // belongs to that handshake.
             if open != Some(false) {
                 if hello.wants_raw_public_key {
-                    self.stats.rpk_refused += 1;
-                    log::warn!(
-                        "peer={peer} DTLS ClientHello offers only a raw public key (RFC 7250); this build serves PSK and X.509 only"
-                    );
-                    let alert = hello::fatal_alert(&hello, hello::UNSUPPORTED_CERTIFICATE);
-                    self.push_transmit(peer, alert);
+                    self.raw_key_hello(peer, datagram);
                     return;
                 }
                 let id = peer_id(peer);
@@ -268,9 +300,110 @@ impl DtlsServer {
         }
         if self.sessions.contains_key(&peer) {
             self.feed(now_ms, peer, datagram);
+        } else if let Some(t) = &mut self.tiny {
+            // Raw-key handshakes and sessions: tinydtls knows its peers and
+            // drops records from anyone else.
+            if let Some(e) = self.rpk.get_mut(&peer) {
+                e.last_ms = now_ms;
+            }
+            t.handle(&self.keys, peer, datagram);
+            self.after_tiny();
         } else {
             self.stats.no_session += 1;
             log::debug!("peer={peer} DTLS record without a session dropped");
+        }
+    }
+
+    /// A ClientHello offering a raw public key goes to tinydtls, which
+    /// answers it with its own stateless cookie exchange.
+    fn raw_key_hello(&mut self, peer: SocketAddr, datagram: &[u8]) {
+        if self.tiny.is_none() {
+            self.stats.rpk_refused += 1;
+            log::warn!(
+                "peer={peer} DTLS ClientHello offers only a raw public key (RFC 7250); raw keys are off"
+            );
+            if let Some(h) = hello::parse_client_hello(datagram) {
+                let alert = hello::fatal_alert(&h, hello::UNSUPPORTED_CERTIFICATE);
+                self.push_transmit(peer, alert);
+            }
+            return;
+        }
+        if let Some(old) = self.sessions.remove(&peer) {
+            self.ended(peer, old, "the peer started a new handshake".into());
+        }
+        let Some(t) = &mut self.tiny else {
+            return;
+        };
+        if self.rpk.remove(&peer).is_some() {
+            t.forget(peer);
+            log::info!("peer={peer} DTLS raw-key session replaced by a new handshake");
+            self.events.push_back(Event::Closed {
+                peer,
+                reason: "the peer started a new handshake".into(),
+            });
+        } else if self.sessions.len() + self.rpk.len() >= self.settings.max_sessions {
+            self.stats.busy += 1;
+            log::warn!("peer={peer} DTLS raw-key handshake dropped: session table full");
+            return;
+        }
+        let mut d = datagram.to_vec();
+        hello::normalise_record_version(&mut d);
+        t.handle(&self.keys, peer, &d);
+        self.after_tiny();
+    }
+
+    /// Takes tinydtls's datagrams and events.
+    fn after_tiny(&mut self) {
+        let Some(t) = &mut self.tiny else {
+            return;
+        };
+        let out = t.take_transmits();
+        let events = t.take_events();
+        for (p, d) in out {
+            self.push_transmit(p, d);
+        }
+        let now_ms = self.now_ms;
+        for ev in events {
+            match ev {
+                TinyEvent::Connected(peer, endpoint) => {
+                    let auth = Authenticated {
+                        endpoint,
+                        mode: "RPK",
+                        pinned: true,
+                    };
+                    log::info!(
+                        "ep={} peer={peer} DTLS session open (RPK, TLS-ECDHE-ECDSA-WITH-AES-128-CCM-8)",
+                        auth.endpoint
+                    );
+                    self.stats.handshakes += 1;
+                    self.rpk.insert(
+                        peer,
+                        RpkEntry {
+                            last_ms: now_ms,
+                            auth: auth.clone(),
+                        },
+                    );
+                    self.events.push_back(Event::Established { peer, auth });
+                }
+                TinyEvent::Data(peer, bytes) => {
+                    if self.rpk.contains_key(&peer) {
+                        self.events.push_back(Event::Data { peer, bytes });
+                    }
+                }
+                TinyEvent::Closed(peer, reason) => match self.rpk.remove(&peer) {
+                    Some(e) => {
+                        log::info!(
+                            "ep={} peer={peer} DTLS session closed: {reason}",
+                            e.auth.endpoint
+                        );
+                        self.events.push_back(Event::Closed { peer, reason });
+                    }
+                    None => {
+                        self.stats.failed += 1;
+                        log::warn!("peer={peer} DTLS raw-key handshake failed: {reason}");
+                    }
+                },
+            }
         }
     }
 
@@ -424,6 +557,13 @@ impl DtlsServer {
     /// Encrypts one CoAP datagram for a peer with an open session.
     pub fn send(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) -> Result<(), DtlsError> {
         let now_ms = self.ms(now);
+        if self.rpk.contains_key(&peer) {
+            if let Some(t) = &mut self.tiny {
+                t.write(peer, bytes)?;
+                self.after_tiny();
+                return Ok(());
+            }
+        }
         let e = self
             .sessions
             .get_mut(&peer)
@@ -439,7 +579,7 @@ impl DtlsServer {
 
     /// True when the peer has an open session.
     pub fn is_open(&self, peer: &SocketAddr) -> bool {
-        self.sessions.get(peer).is_some_and(|e| e.session.is_open())
+        self.sessions.get(peer).is_some_and(|e| e.session.is_open()) || self.rpk.contains_key(peer)
     }
 
     /// Runs retransmission timers and drops idle sessions.
@@ -476,6 +616,27 @@ impl DtlsServer {
                 self.ended(p, e, "idle".into());
             }
         }
+        let idle_rpk: Vec<SocketAddr> = self
+            .rpk
+            .iter()
+            .filter(|(_, e)| now_ms.saturating_sub(e.last_ms) >= idle_ms)
+            .map(|(p, _)| *p)
+            .collect();
+        if let Some(t) = &mut self.tiny {
+            for p in idle_rpk {
+                t.forget(p);
+                if let Some(e) = self.rpk.remove(&p) {
+                    self.stats.evicted += 1;
+                    log::info!("ep={} peer={p} DTLS session closed: idle", e.auth.endpoint);
+                    self.events.push_back(Event::Closed {
+                        peer: p,
+                        reason: "idle".into(),
+                    });
+                }
+            }
+            t.retransmit();
+        }
+        self.after_tiny();
         self.next_sweep_ms = now_ms
             + if handshaking {
                 SWEEP_HANDSHAKING_MS
@@ -486,7 +647,8 @@ impl DtlsServer {
 
     /// When `handle_timeout` wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        (!self.sessions.is_empty()).then(|| self.epoch + Duration::from_millis(self.next_sweep_ms))
+        (!self.sessions.is_empty() || self.tiny.is_some())
+            .then(|| self.epoch + Duration::from_millis(self.next_sweep_ms))
     }
 
     /// Next datagram to send on the DTLS socket.
@@ -503,7 +665,7 @@ impl DtlsServer {
     pub fn stats(&self) -> Stats {
         let sessions = self.open_sessions();
         Stats {
-            sessions,
+            sessions: sessions + self.rpk.len(),
             handshaking: self.sessions.len() - sessions,
             ..self.stats
         }

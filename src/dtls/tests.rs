@@ -258,3 +258,20 @@ fn records_from_unknown_peers_and_garbage_are_dropped_without_state() {
     assert_eq!(n.server.stats().no_session, 3);
     assert_eq!(n.server.poll_timeout(), None, "no state kept");
 }
+
+#[test]
+fn without_a_raw_key_stack_a_raw_key_hello_gets_an_alert_and_leaves_no_state() {
+    let key = [0x11u8; 16];
+    let mut n = Net::new(&[psk_credential("node-1", "id-1", &key)], "id-1", &key);
+    let hello = hello::tests::client_hello([0xFE, 0xFD], &[], true);
+    n.server.handle_datagram(n.now(), n.addr, &hello);
+    let (to, alert) = n.server.poll_transmit().expect("an alert");
+    assert_eq!(to, n.addr);
+    assert_eq!(alert[0], 21, "alert record");
+    assert_eq!(
+        &alert[alert.len() - 2..],
+        &[2, hello::UNSUPPORTED_CERTIFICATE]
+    );
+    assert_eq!(n.server.stats().rpk_refused, 1);
+    assert_eq!(n.server.poll_timeout(), None);
+}
