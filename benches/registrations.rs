@@ -112,7 +112,13 @@ fn main() {
     let extra = std::env::var("BENCH_GW_CONFIG")
         .unwrap_or_default()
         .replace("\\n", "\n");
-    let toml = format!("[coap]\nbind = \"127.0.0.1\"\nport = 0\n{extra}\n");
+    // DTLS on a free port too, unless the experiment sets it.
+    let dtls = if extra.contains("[dtls]") {
+        ""
+    } else {
+        "[dtls]\nport = 0\n"
+    };
+    let toml = format!("[coap]\nbind = \"127.0.0.1\"\nport = 0\n{dtls}{extra}\n");
     std::fs::write(dir.join("gw.toml"), toml).unwrap();
     let (mut child, addr) =
         common::start_gateway(&dir, &[], "info,lwm2m_gw::server=warn,sled=warn");

@@ -422,7 +422,7 @@ impl DtlsServer {
             );
             return false;
         }
-        if self.sessions.len() >= self.settings.max_sessions {
+        if self.sessions.len() + self.rpk.len() >= self.settings.max_sessions {
             let oldest = self
                 .sessions
                 .iter()
