@@ -518,6 +518,15 @@ impl Config {
         })
     }
 
+    /// Where the gateway's DTLS key, certificate and trust store come from.
+    pub fn dtls_files(&self) -> crate::dtls::identity::Files {
+        crate::dtls::identity::Files {
+            certificate: self.dtls.cert_file.clone(),
+            key: self.dtls.key_file.clone(),
+            trust_store: self.dtls.ca_file.clone(),
+        }
+    }
+
     /// The DTLS listening address.
     pub fn dtls_addr(&self) -> SocketAddr {
         SocketAddr::new(self.coap.bind, self.dtls.port)

@@ -1114,12 +1114,7 @@ async fn send_to(socket: &Async<UdpSocket>, dual_stack: bool, peer: SocketAddr, 
 /// Loads or makes the server's key and certificate, and binds the DTLS socket.
 fn start_dtls(cfg: &Config, server: &Server) -> Result<Secure, RunError> {
     let settings = cfg.dtls_settings().map_err(|e| RunError::Config(e.0))?;
-    let files = dtls::identity::Files {
-        certificate: cfg.dtls.cert_file.clone(),
-        key: cfg.dtls.key_file.clone(),
-        trust_store: cfg.dtls.ca_file.clone(),
-    };
-    let id = dtls::identity::load(&files, &cfg.data_dir().join("dtls"))
+    let id = dtls::identity::load(&cfg.dtls_files(), &cfg.data_dir().join("dtls"))
         .map_err(|e| RunError::Config(e.to_string()))?;
     for p in &id.made {
         log::info!("DTLS: made {} (first start)", p.display());

@@ -395,6 +395,26 @@ fn raw_public_key_clients_register_with_the_key_stored_for_their_endpoint() {
 }
 
 #[test]
+fn the_cli_prints_the_server_key_the_gateway_then_uses() {
+    let dir = TempDir::new("dtls-key");
+    let out = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
+        .args(["server-key", "--data-dir"])
+        .arg(dir.0.join("data"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(
+        key.starts_with("MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE"),
+        "P-256: {key}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server-key.pem"));
+    let gw = Gateway::start(&dir.0, &strict());
+    assert!(gw.log_contains(&key), "the gateway presents another key");
+    assert!(!gw.log_contains("DTLS: made"), "the key was made twice");
+}
+
+#[test]
 fn hijack_attempts_over_plain_coap_and_foreign_sessions_are_refused() {
     let dir = TempDir::new("dtls-hijack");
     let gw = Gateway::start(&dir.0, &config("127.0.0.1", ""));

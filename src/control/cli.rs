@@ -38,6 +38,9 @@ Usage:
   lwm2m-gw watch [OPTIONS] [ENDPOINT]      print values as devices report them
                                            (observations and Send)
   lwm2m-gw stats [OPTIONS]                 the gateway's counters and memory
+  lwm2m-gw server-key [OPTIONS]            print the gateway's DTLS public key (base64
+                                           SubjectPublicKeyInfo, for RPK devices); the key
+                                           is made on first use if no dtls.key_file is set
   lwm2m-gw --version | --help
 
 Methods: Read Discover WriteUpdate WriteReplace WriteAttributes ReadComposite
@@ -122,6 +125,7 @@ enum Command {
     Device(Common, String),
     Watch(Common, Option<String>),
     Stats(Common),
+    ServerKey(Common),
     DeviceAdd(Common, String),
     DeviceList(Common),
     DeviceRm(Common, String),
@@ -200,6 +204,7 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
         ["watch"] => Command::Watch(c, None),
         ["watch", ep] => Command::Watch(c, Some(ep.to_string())),
         ["stats"] => Command::Stats(c),
+        ["server-key"] => Command::ServerKey(c),
         [] => return Err("no command given".into()),
         other => {
             return Err(format!("unknown command or extra arguments: {}", other.join(" ")).into())
@@ -295,6 +300,14 @@ fn run(cmd: Command) -> Result<bool, Box<dyn std::error::Error>> {
         Command::Stats(c) => return stats(&c),
         Command::Help => print!("{USAGE}"),
         Command::Version => println!("lwm2m-gw {}", env!("CARGO_PKG_VERSION")),
+        Command::ServerKey(c) => {
+            let cfg = c.config()?;
+            let id = crate::dtls::identity::load(&cfg.dtls_files(), &cfg.data_dir().join("dtls"))?;
+            for p in &id.made {
+                eprintln!("made {}", p.display());
+            }
+            println!("{}", id.public_key_base64());
+        }
         Command::Serve(c) => {
             let gw = Gateway::start(c.config()?)?;
             smol::block_on(gw.run())?;
