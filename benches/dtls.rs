@@ -63,28 +63,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Each thread handshakes, closes with close_notify, and starts again.
-fn handshake_rate(dtls: SocketAddr, threads: usize, seconds: u64, identities: usize) -> f64 {
+/// Runs `work(thread, stop, done)` on `threads` threads for `seconds` and
+/// returns how many times a second they counted `done` meanwhile.
+fn rate(
+    threads: usize,
+    seconds: u64,
+    work: impl Fn(usize, &AtomicBool, &AtomicU64) + Send + Sync + 'static,
+) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let epoch = Instant::now();
+    let work = Arc::new(work);
     let workers: Vec<_> = (0..threads)
         .map(|t| {
-            let (done, stop) = (done.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let sock = connect(dtls);
-                let mut i = t;
-                while !stop.load(Ordering::Relaxed) {
-                    if let Some(mut s) = handshake(&sock, &format!("d{}", i % identities), epoch) {
-                        s.close();
-                        for d in s.take_transmits().collect::<Vec<_>>() {
-                            let _ = sock.send(&d);
-                        }
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    i += threads;
-                }
-            })
+            let (done, stop, work) = (done.clone(), stop.clone(), work.clone());
+            std::thread::spawn(move || work(t, &stop, &done))
         })
         .collect();
     let start = Instant::now();
@@ -97,68 +89,57 @@ fn handshake_rate(dtls: SocketAddr, threads: usize, seconds: u64, identities: us
         let _ = w.join();
     }
     rate
+}
+
+/// Each thread handshakes, closes with close_notify, and starts again.
+fn handshake_rate(dtls: SocketAddr, threads: usize, seconds: u64, identities: usize) -> f64 {
+    let epoch = Instant::now();
+    rate(threads, seconds, move |t, stop, done| {
+        let sock = connect(dtls);
+        let mut i = t;
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(mut s) = handshake(&sock, &format!("d{}", i % identities), epoch) {
+                s.close();
+                for d in s.take_transmits().collect::<Vec<_>>() {
+                    let _ = sock.send(&d);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            i += threads;
+        }
+    })
 }
 
 /// CoAP GETs of a path the gateway does not serve (answered 4.04 by the
 /// server after decryption) over one open session per thread.
 fn request_rate(dtls: SocketAddr, threads: usize, seconds: u64) -> f64 {
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
-    let workers: Vec<_> = (0..threads)
-        .map(|t| {
-            let (done, stop) = (done.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let sock = connect(dtls);
-                let mut s = handshake(&sock, &format!("d{t}"), epoch).expect("session");
-                let none = Keys::default();
-                let mut buf = [0u8; 2048];
-                let mut mid: u16 = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    mid = mid.wrapping_add(1);
-                    let [a, b] = mid.to_be_bytes();
-                    // CON GET /x, 2-byte token.
-                    let req = [0x42, 0x01, a, b, a, b, 0xb1, b'x'];
-                    s.write(epoch.elapsed().as_millis() as u64, &req).unwrap();
-                    for d in s.take_transmits().collect::<Vec<_>>() {
-                        let _ = sock.send(&d);
-                    }
-                    while let Ok(n) = sock.recv(&mut buf) {
-                        let mut plain = Vec::new();
-                        s.handle(
-                            epoch.elapsed().as_millis() as u64,
-                            &none,
-                            &buf[..n],
-                            &mut plain,
-                        );
-                        if plain.iter().any(|p| p.len() >= 4 && p[2..4] == [a, b]) {
-                            done.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
-                    }
+    rate(threads, seconds, move |t, stop, done| {
+        let sock = connect(dtls);
+        let mut s = handshake(&sock, &format!("d{t}"), epoch).expect("session");
+        let none = Keys::default();
+        let ms = || epoch.elapsed().as_millis() as u64;
+        let mut buf = [0u8; 2048];
+        let mut mid: u16 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            mid = mid.wrapping_add(1);
+            let [a, b] = mid.to_be_bytes();
+            // CON GET /x, 2-byte token.
+            let req = [0x42, 0x01, a, b, a, b, 0xb1, b'x'];
+            s.write(ms(), &req).unwrap();
+            for d in s.take_transmits().collect::<Vec<_>>() {
+                let _ = sock.send(&d);
+            }
+            while let Ok(n) = sock.recv(&mut buf) {
+                let mut plain = Vec::new();
+                s.handle(ms(), &none, &buf[..n], &mut plain);
+                if plain.iter().any(|p| p.len() >= 4 && p[2..4] == [a, b]) {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    break;
                 }
-            })
-        })
-        .collect();
-    let start = Instant::now();
-    let before = done.load(Ordering::Relaxed);
-    std::thread::sleep(Duration::from_secs(seconds));
-    let n = done.load(Ordering::Relaxed) - before;
-    let rate = n as f64 / start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        let _ = w.join();
-    }
-    rate
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+            }
+        }
+    })
 }
 
 /// Room for one socket per idle session.
@@ -236,7 +217,7 @@ fn main() {
     // `idle` sessions and leave them idle.
     std::thread::sleep(Duration::from_millis(500));
     let pid = gw.0.id();
-    let before = rss_kib(pid);
+    let before = common::rss_kib(pid);
     let epoch = Instant::now();
     let mut held = Vec::with_capacity(idle);
     for i in 0..idle {
@@ -246,7 +227,7 @@ fn main() {
         }
     }
     std::thread::sleep(Duration::from_secs(1));
-    let after = rss_kib(pid);
+    let after = common::rss_kib(pid);
     let stats = common::stats(&sock);
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / held.len().max(1) as f64;
     println!(

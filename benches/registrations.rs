@@ -26,15 +26,6 @@ fn opts() -> Opts {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn register_msg(mid: u16, ep: &str) -> Vec<u8> {
     // CON POST /rd?ep=..&lt=86400&lwm2m=1.1, Content-Format 40, typical object list.
     let mut m = vec![0x42, 0x02];
@@ -126,7 +117,7 @@ fn main() {
     // Warm-up: allocator, sled and the socket path, with endpoints that are then removed from the count.
     load(addr, "warm-", 2_000, o.window);
     std::thread::sleep(Duration::from_millis(700));
-    let rss0 = rss_kib(pid);
+    let rss0 = common::rss_kib(pid);
     println!(
         "registrations: {} rounds of {} new endpoints, {} clients x {} in flight, server pid {pid}",
         o.rounds, o.per_round, o.clients, o.window
@@ -150,7 +141,7 @@ fn main() {
         let rate = (per_client * o.clients) as f64 / secs;
         rates.push(rate);
         std::thread::sleep(Duration::from_millis(700));
-        let rss = rss_kib(pid);
+        let rss = common::rss_kib(pid);
         if round == 0 {
             rss_after_first = rss;
         }
@@ -165,7 +156,7 @@ fn main() {
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let median = sorted[sorted.len() / 2];
     let total = o.per_round * o.rounds;
-    let rss_end = rss_kib(pid);
+    let rss_end = common::rss_kib(pid);
     println!("median: {median:.0} registrations/s (target >= 20000)");
     println!(
         "RSS growth over the first {} registrations: {} KiB = {:.0} bytes/registration (target <= 2048)",

@@ -206,6 +206,19 @@ impl Pki {
     fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
+
+    /// Registers `ep` with coap-client presenting certificate `name`
+    /// (`dev` or `rogue`); what coap-client printed.
+    fn register(&self, flavour: &str, name: &str, gw: &Gateway, ep: &str) -> String {
+        let (cert, key) = (
+            self.path(&format!("{name}.pem")),
+            self.path(&format!("{name}.key")),
+        );
+        coap_client(
+            flavour,
+            &["-m", "post", "-c", &cert, "-j", &key, &register_url(gw, ep)],
+        )
+    }
 }
 
 #[test]
@@ -220,18 +233,7 @@ fn x509_clients_chained_to_the_trust_store_register_by_common_name() {
     let gw = Gateway::start(&dir.0, &cfg);
     cli(&gw, &["device", "add", "x509-dev", "--x509"]);
     for flavour in ["gnutls", "openssl"] {
-        let out = coap_client(
-            flavour,
-            &[
-                "-m",
-                "post",
-                "-c",
-                &pki.path("dev.pem"),
-                "-j",
-                &pki.path("dev.key"),
-                &register_url(&gw, "x509-dev"),
-            ],
-        );
+        let out = pki.register(flavour, "dev", &gw, "x509-dev");
         assert!(
             gw.wait_log("ep=x509-dev registered", Duration::from_secs(5)),
             "{flavour}: {out}"
@@ -239,18 +241,7 @@ fn x509_clients_chained_to_the_trust_store_register_by_common_name() {
         assert!(gw.log_contains("ep=x509-dev peer=127.0.0.1"));
     }
     // The certificate is good, but names another endpoint.
-    let out = coap_client(
-        "gnutls",
-        &[
-            "-m",
-            "post",
-            "-c",
-            &pki.path("dev.pem"),
-            "-j",
-            &pki.path("dev.key"),
-            &register_url(&gw, "someone-else"),
-        ],
-    );
+    let out = pki.register("gnutls", "dev", &gw, "someone-else");
     assert!(answered(&out, "4.03"), "{out}");
     // A self-signed certificate with the right CN is not trusted.
     let registered = common::log_lines(&gw)
@@ -258,18 +249,7 @@ fn x509_clients_chained_to_the_trust_store_register_by_common_name() {
         .filter(|l| l.contains("ep=x509-dev registered"))
         .count();
     for flavour in ["gnutls", "openssl"] {
-        let out = coap_client(
-            flavour,
-            &[
-                "-m",
-                "post",
-                "-c",
-                &pki.path("rogue.pem"),
-                "-j",
-                &pki.path("rogue.key"),
-                &register_url(&gw, "x509-dev"),
-            ],
-        );
+        let out = pki.register(flavour, "rogue", &gw, "x509-dev");
         assert!(!any_answer(&out), "{flavour}: {out}");
     }
     assert!(gw.wait_log("DTLS handshake failed", Duration::from_secs(5)));
@@ -297,35 +277,13 @@ fn a_stored_certificate_is_trusted_as_itself_and_others_are_denied() {
         ],
     );
     for flavour in ["gnutls", "openssl"] {
-        coap_client(
-            flavour,
-            &[
-                "-m",
-                "post",
-                "-c",
-                &pki.path("rogue.pem"),
-                "-j",
-                &pki.path("rogue.key"),
-                &register_url(&gw, "pinned-dev"),
-            ],
-        );
+        pki.register(flavour, "rogue", &gw, "pinned-dev");
         assert!(
             gw.wait_log("ep=pinned-dev registered", Duration::from_secs(5)),
             "{flavour}"
         );
     }
-    let out = coap_client(
-        "gnutls",
-        &[
-            "-m",
-            "post",
-            "-c",
-            &pki.path("dev.pem"),
-            "-j",
-            &pki.path("dev.key"),
-            &register_url(&gw, "pinned-dev"),
-        ],
-    );
+    let out = pki.register("gnutls", "dev", &gw, "pinned-dev");
     assert!(
         out.contains("Access was denied") || out.contains("'49'"),
         "{out}"

@@ -70,6 +70,16 @@ pub fn start_sim(args: &[&str], count: usize) -> (Kill, String) {
     (Kill(sim), first)
 }
 
+/// A process's resident set size in KiB (0 when it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The value of `--name N` on the command line, else `default`.
 pub fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
