@@ -21,11 +21,7 @@ fn coap_client(flavour: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("coap-client runs");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    common::printed(&out)
 }
 
 /// True when coap-client printed a CoAP answer with `code` ("4.03"), not
@@ -41,16 +37,11 @@ fn any_answer(out: &str) -> bool {
 }
 
 fn cli(gw: &Gateway, args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
-        .args(args)
-        .arg("--control-socket")
-        .arg(gw.control_socket())
-        .output()
-        .unwrap();
+    let out = gw.cli(args);
     assert!(
         out.status.success(),
         "lwm2m-gw {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        common::printed(&out)
     );
 }
 

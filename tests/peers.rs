@@ -12,11 +12,7 @@ fn coap_client(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("coap-client runs");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    common::printed(&out)
 }
 
 /// A Register with a link-format object list, as libcoap sends it.

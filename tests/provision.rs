@@ -7,7 +7,6 @@ mod common;
 use common::{config, Client, Gateway, Sim, TempDir, Watch};
 use serde_json::Value as Json;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const THERMO: &str = r#"
@@ -30,18 +29,8 @@ pmax = 30
 
 /// Runs `lwm2m-gw ARGS --control-socket <gw's>`; exit status and stdout+stderr.
 fn cli(gw: &Gateway, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
-        .args(args)
-        .arg("--control-socket")
-        .arg(gw.control_socket())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let out = gw.cli(args);
+    (out.status.success(), common::printed(&out))
 }
 
 fn json(gw: &Gateway, args: &[&str]) -> Json {

@@ -157,12 +157,7 @@ fn many_commands_in_flight_on_one_connection_all_get_their_answer() {
 }
 
 fn cli(gw: &Gateway, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
-        .args(args)
-        .arg("--control-socket")
-        .arg(gw.control_socket())
-        .output()
-        .unwrap();
+    let out = gw.cli(args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -116,6 +116,16 @@ impl Gateway {
             .expect("control socket")
     }
 
+    /// Runs `lwm2m-gw ARGS --control-socket <this gateway's>`.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
+            .args(args)
+            .arg("--control-socket")
+            .arg(self.control_socket())
+            .output()
+            .unwrap()
+    }
+
     /// Kills the process with SIGKILL (no clean shutdown) and waits for it.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
@@ -233,6 +243,15 @@ pub fn python() -> PathBuf {
     } else {
         PathBuf::from("python3")
     }
+}
+
+/// What a finished process printed, stdout then stderr.
+pub fn printed(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Path of a tool the setup script installs, with a clear failure if missing.
