@@ -254,10 +254,13 @@ pub fn decode_cbor_timed(b: &[u8]) -> Result<TimedRecords, FormatError> {
     let n = d
         .array()
         .map_err(cbor_err)?
-        .ok_or_else(|| FormatError("indefinite-length SenML array".into()))? as usize;
-    if n > MAX_RECORDS.min(b.len()) {
-        return err("too many SenML records");
-    }
+        .ok_or_else(|| FormatError("indefinite-length SenML array".into()))?;
+    // Checked before narrowing: on 32-bit boards a cast would wrap a huge
+    // claimed length into a small one.
+    let n = match usize::try_from(n) {
+        Ok(n) if n <= MAX_RECORDS.min(b.len()) => n,
+        _ => return err("too many SenML records"),
+    };
     let mut bn = "";
     let mut bt = None;
     let mut out = Vec::with_capacity(n);
