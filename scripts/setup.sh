@@ -59,6 +59,8 @@ fi
 
 if [ "$want_test" -eq 1 ]; then
     command -v coap-client-notls >/dev/null 2>&1 || apt_install libcoap3-bin
+    # gnutls-cli: a DTLS client that can leave out RFC 5746 renegotiation_info.
+    command -v gnutls-cli >/dev/null 2>&1 || apt_install gnutls-bin
     # The MQTT tests start their own broker on a loopback port; the Debian
     # service this package would start is not used.
     command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto mosquitto-clients

@@ -1,7 +1,8 @@
 //! CoAP over DTLS against independent peers: libcoap's coap-client on
 //! GnuTLS (PSK, X.509, raw public keys) and on OpenSSL (PSK, X.509),
-//! hijack attempts, and the simulator over DTLS end to end.
-//! coap-client and openssl are installed by scripts/setup.sh.
+//! GnuTLS's gnutls-cli without renegotiation_info, hijack attempts, and the
+//! simulator over DTLS end to end. coap-client, gnutls-cli and openssl are
+//! installed by scripts/setup.sh.
 
 mod common;
 
@@ -162,6 +163,44 @@ fn wrong_psk_key_and_unknown_identity_are_refused() {
     ));
     assert!(gw.log_contains("(PSK identity \"who-am-i\"): unknown PSK identity"));
     assert!(!gw.log_contains("ep=dev registered"));
+}
+
+/// Older tinydtls-based devices send a ClientHello with neither the RFC 5746
+/// renegotiation_info extension nor its SCSV. GnuTLS's
+/// `%DISABLE_SAFE_RENEGOTIATION` omits both, which its own report confirms:
+/// "safe renegotiation" is then missing from the negotiated options.
+#[test]
+fn a_client_hello_without_renegotiation_info_completes_the_psk_handshake() {
+    let dir = TempDir::new("dtls-no-reneg");
+    let gw = Gateway::start(&dir.0, &strict());
+    add_psk(&gw, "old-dev", "old-id");
+    let handshake = |priority_tail: &str| {
+        let out = Command::new(tool("gnutls-cli"))
+            .args(["--udp", "--pskusername", "old-id", "--pskkey", KEY_HEX])
+            .arg(format!(
+                "--priority=NORMAL:-VERS-ALL:+VERS-DTLS1.2:-KX-ALL:+PSK:-CIPHER-ALL:+AES-128-CCM-8{priority_tail}"
+            ))
+            .args(["-p", &gw.dtls.unwrap().port().to_string(), "127.0.0.1"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("gnutls-cli runs");
+        common::printed(&out)
+    };
+    let without = handshake(":%DISABLE_SAFE_RENEGOTIATION");
+    assert!(without.contains("Handshake was completed"), "{without}");
+    let options = without
+        .lines()
+        .find(|l| l.starts_with("- Options:"))
+        .unwrap_or_else(|| panic!("no options line: {without}"));
+    assert!(!options.contains("safe renegotiation"), "{options}");
+    // The same client with the extension, so the check above can tell.
+    let with = handshake("");
+    assert!(with.contains("safe renegotiation"), "{with}");
+    let opened = common::log_lines(&gw)
+        .iter()
+        .filter(|l| l.contains("ep=old-dev peer=") && l.contains("DTLS session open (PSK"))
+        .count();
+    assert_eq!(opened, 2, "both handshakes open a session");
 }
 
 /// A CA, a device certificate it signed (CN = `ep`), and a self-signed
