@@ -77,5 +77,9 @@ if [ "$want_test" -eq 1 ]; then
     if ! .venv/bin/python -c 'import aiocoap' >/dev/null 2>&1; then
         .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/peers/requirements.txt
     fi
+    # The Yocto recipe is linted with oelint-adv.
+    if [ ! -x .venv/bin/oelint-adv ]; then
+        .venv/bin/python -m pip install -q --disable-pip-version-check -r yocto/requirements.txt
+    fi
 fi
 echo "setup: ready ($(rustc --version))"
