@@ -14,29 +14,54 @@ fn repo(p: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }
 
-#[test]
-fn the_unit_file_passes_systemd_analyze_verify() {
-    let dir = TempDir::new("unit");
+/// Runs `systemd-analyze verify` on the unit, with `drop_in` (a board's
+/// `board.conf`) beside it where systemd looks for drop-ins, and returns
+/// what it printed.
+fn verify_unit(name: &str, drop_in: Option<&Path>) -> String {
+    let dir = TempDir::new(name);
     // verify insists that ExecStart exists: point it at the built binary.
     let unit = std::fs::read_to_string(repo("systemd/lwm2m-gw.service")).unwrap();
     let unit = unit.replace("/usr/bin/lwm2m-gw", env!("CARGO_BIN_EXE_lwm2m-gw"));
     let path = dir.0.join("lwm2m-gw.service");
     std::fs::write(&path, unit).unwrap();
+    if let Some(conf) = drop_in {
+        let d = dir.0.join("lwm2m-gw.service.d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::copy(conf, d.join("board.conf")).unwrap();
+    }
+    // The trailing colon keeps systemd's own unit directories as well.
     let out = Command::new(tool("systemd-analyze"))
         .arg("verify")
         .arg(&path)
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.0.display()))
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::printed(&out);
     assert!(out.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn the_unit_file_passes_systemd_analyze_verify() {
+    let text = verify_unit("unit", None);
     assert!(
         !text.contains("lwm2m-gw.service"),
         "verify has remarks on the unit: {text}"
     );
+}
+
+/// verify exits 0 even for an unknown key, but names the file it came from.
+#[test]
+fn every_board_drop_in_passes_systemd_analyze_verify() {
+    for entry in std::fs::read_dir(repo("boards")).unwrap() {
+        let conf = entry.unwrap().path().join("lwm2m-gw.service.d/board.conf");
+        let text = verify_unit("board-unit", Some(&conf));
+        assert!(
+            !text.contains("lwm2m-gw.service"),
+            "verify has remarks on {} or the unit: {text}",
+            conf.display()
+        );
+    }
 }
 
 #[test]
