@@ -5,6 +5,7 @@
 //! datagrams and time, persists the registry events and `Persist` records
 //! it emits, and sends the datagrams it hands out.
 
+pub mod answer;
 pub mod command;
 pub mod observe;
 mod provision;
