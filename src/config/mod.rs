@@ -1,13 +1,16 @@
-//! Gateway configuration: embedded defaults, a TOML file, command-line overrides.
+//! Gateway configuration: embedded defaults, a TOML file, command-line overrides,
+//! resolved once into the typed [`Settings`] each part is built from.
+
+mod settings;
+
+pub use settings::*;
 
 use crate::coap;
 use crate::server::ServerConfig;
-use crate::store::StoreConfig;
 use serde::Deserialize;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The whole configuration. Every field has a default, so an empty file
 /// (or none) is a working gateway.
@@ -468,7 +471,7 @@ impl Config {
     pub fn control_socket(&self) -> PathBuf {
         match &self.control.socket {
             Some(p) => p.clone(),
-            None => crate::control::socket::default_path(&self.data_dir()),
+            None => default_control_socket(&self.data_dir()),
         }
     }
 
@@ -476,177 +479,16 @@ impl Config {
     pub fn site_models_dir(&self) -> PathBuf {
         self.data_dir().join("models")
     }
+}
 
-    /// DTLS session settings, checked.
-    pub fn dtls_settings(&self) -> Result<crate::dtls::Settings, ConfigError> {
-        let d = &self.dtls;
-        let mut suites = Vec::new();
-        for name in &d.ciphersuites {
-            match crate::dtls::mbed::suite_id(name) {
-                Some(id) => suites.push(id),
-                None => {
-                    return Err(ConfigError(format!(
-                        "dtls.ciphersuites: {name:?} is not a cipher suite this build has (IANA names, e.g. TLS_PSK_WITH_AES_128_CCM_8)"
-                    )))
-                }
-            }
+/// The default control socket: `$RUNTIME_DIRECTORY/control.sock` under
+/// systemd, else `control.sock` in the data directory.
+pub fn default_control_socket(data_dir: &Path) -> PathBuf {
+    match std::env::var("RUNTIME_DIRECTORY") {
+        Ok(s) if !s.is_empty() => {
+            PathBuf::from(s.split(':').next().unwrap_or(&s)).join("control.sock")
         }
-        if d.enabled && suites.is_empty() {
-            return Err(ConfigError("dtls.ciphersuites is empty".into()));
-        }
-        if d.max_sessions == 0 || d.max_handshakes == 0 || d.idle_timeout_s == 0 {
-            return Err(ConfigError(
-                "dtls.max_sessions, max_handshakes and idle_timeout_s must be at least 1".into(),
-            ));
-        }
-        if d.handshake_timeout_min_ms == 0
-            || d.handshake_timeout_max_ms < d.handshake_timeout_min_ms
-        {
-            return Err(ConfigError(
-                "dtls.handshake_timeout_min_ms must be above 0 and at most handshake_timeout_max_ms".into(),
-            ));
-        }
-        Ok(crate::dtls::Settings {
-            suites,
-            max_sessions: d.max_sessions,
-            max_handshakes: d.max_handshakes,
-            idle_timeout: Duration::from_secs(d.idle_timeout_s),
-            handshake_timeout: (
-                Duration::from_millis(d.handshake_timeout_min_ms),
-                Duration::from_millis(d.handshake_timeout_max_ms),
-            ),
-        })
-    }
-
-    /// Where the gateway's DTLS key, certificate and trust store come from.
-    pub fn dtls_files(&self) -> crate::dtls::identity::Files {
-        crate::dtls::identity::Files {
-            certificate: self.dtls.cert_file.clone(),
-            key: self.dtls.key_file.clone(),
-            trust_store: self.dtls.ca_file.clone(),
-        }
-    }
-
-    /// The DTLS listening address.
-    pub fn dtls_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.coap.bind, self.dtls.port)
-    }
-
-    /// The CoAP listening address.
-    pub fn coap_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.coap.bind, self.coap.port)
-    }
-
-    /// Engine and registry settings.
-    pub fn server(&self) -> ServerConfig {
-        let c = &self.coap;
-        ServerConfig {
-            coap: coap::Config {
-                ack_timeout: Duration::from_millis(c.ack_timeout_ms),
-                ack_random_factor: c.ack_random_factor,
-                max_retransmit: c.max_retransmit,
-                nstart: c.nstart,
-                exchange_lifetime: Duration::from_secs(c.exchange_lifetime_s),
-                non_lifetime: Duration::from_secs(c.non_lifetime_s),
-                piggyback_window: Duration::from_millis(c.piggyback_ms),
-                response_timeout: Duration::from_secs(c.response_timeout_s),
-                block_size: c.block_size,
-                max_body_size: c.max_body_bytes,
-                max_dedup: c.max_dedup,
-                max_incoming: c.max_incoming,
-                max_exchanges: c.max_exchanges,
-                max_observations: c.max_observations,
-                max_queue_per_peer: c.max_queue_per_peer,
-                max_peers: c.max_peers,
-                max_block_states: c.max_block_transfers,
-            },
-            max_registrations: self.registration.max_registrations,
-            expiry_grace: Duration::from_secs(self.registration.expiry_grace_s),
-            queue: crate::server::QueueConfig {
-                awake_window: Duration::from_secs(self.queue.awake_window_s),
-                max_per_device: self.queue.max_per_device,
-                ttl: Duration::from_secs(self.queue.request_ttl_s),
-            },
-            max_reports: self.reporting.max_buffered_reports,
-        }
-    }
-
-    /// The MQTT bridge settings, or none when `mqtt.url` is empty.
-    pub fn mqtt_settings(&self) -> Result<Option<crate::northbound::MqttSettings>, ConfigError> {
-        let m = &self.mqtt;
-        if m.url.is_empty() {
-            return Ok(None);
-        }
-        let (host, port, tls) =
-            crate::northbound::parse_url(&m.url).map_err(|e| ConfigError(e.0))?;
-        let read = |what: &str, p: &Path| {
-            std::fs::read(p).map_err(|e| ConfigError(format!("mqtt.{what} {}: {e}", p.display())))
-        };
-        let tls = if tls {
-            let ca = m
-                .ca_file
-                .as_deref()
-                .map(|p| read("ca_file", p))
-                .transpose()?;
-            let client_auth = match (&m.client_cert_file, &m.client_key_file) {
-                (Some(c), Some(k)) => {
-                    Some((read("client_cert_file", c)?, read("client_key_file", k)?))
-                }
-                (None, None) => None,
-                _ => {
-                    return Err(ConfigError(
-                        "mqtt: client_cert_file and client_key_file go together".into(),
-                    ))
-                }
-            };
-            if let Some(ca) = &ca {
-                if !String::from_utf8_lossy(ca).contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(ConfigError("mqtt.ca_file: not a PEM certificate".into()));
-                }
-            }
-            Some(crate::northbound::TlsSettings { ca, client_auth })
-        } else {
-            if m.ca_file.is_some() || m.client_cert_file.is_some() {
-                return Err(ConfigError(
-                    "mqtt: ca_file and client certificates need an mqtts:// url".into(),
-                ));
-            }
-            None
-        };
-        if m.access_token.is_some() && m.username.is_some() {
-            return Err(ConfigError(
-                "mqtt: give access_token or username, not both".into(),
-            ));
-        }
-        Ok(Some(crate::northbound::MqttSettings {
-            host,
-            port,
-            client_id: m.client_id.clone(),
-            username: m.access_token.clone().or_else(|| m.username.clone()),
-            password: m.password.clone(),
-            keepalive: Duration::from_secs(m.keepalive_s),
-            qos: m.qos,
-            window: m.max_in_flight,
-            tls,
-            v5: match m.protocol.as_str() {
-                "3.1.1" | "3" | "4" => false,
-                "5" | "5.0" => true,
-                other => {
-                    return Err(ConfigError(format!(
-                        "mqtt.protocol = {other:?}: \"3.1.1\" or \"5\""
-                    )))
-                }
-            },
-        }))
-    }
-
-    /// Store settings.
-    pub fn store(&self) -> StoreConfig {
-        StoreConfig {
-            dir: self.data_dir(),
-            cache_bytes: self.store.cache_mb << 20,
-            flush_every_ms: self.store.flush_every_ms,
-        }
+        _ => data_dir.join("control.sock"),
     }
 }
 

@@ -1,0 +1,351 @@
+//! The configuration resolved into typed settings, one struct per part:
+//! checked once at start, so that no part reads the raw sections.
+
+use super::{Config, ConfigError};
+use crate::coap;
+use crate::server::ServerConfig;
+use crate::store::StoreConfig;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything a gateway is built from, each part's settings apart.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The state directory.
+    pub data_dir: PathBuf,
+    /// The plain CoAP listener.
+    pub coap: Listen,
+    /// The DTLS listener and its sessions; none when `dtls.enabled` is false.
+    pub dtls: Option<DtlsListen>,
+    /// The local control socket.
+    pub control: ControlSettings,
+    /// The northbound MQTT bridge; none without `mqtt.url`.
+    pub mqtt: Option<BridgeSettings>,
+    /// The sled store.
+    pub store: StoreConfig,
+    /// Where object models and device profiles are read from.
+    pub models: ModelDirs,
+    /// The LwM2M server core: engine, registry, queue mode, reporting.
+    pub server: ServerConfig,
+    /// Admit endpoints without a credential over plain CoAP.
+    pub allow_unknown_endpoints: bool,
+}
+
+/// A UDP listener.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Address and port to bind (port 0: any free port).
+    pub addr: SocketAddr,
+    /// Receive and send buffer asked of the kernel, bytes.
+    pub socket_buffer: usize,
+    /// Largest datagram accepted.
+    pub max_datagram: usize,
+}
+
+/// CoAP over DTLS.
+#[derive(Debug, Clone)]
+pub struct DtlsListen {
+    /// Its UDP listener.
+    pub listen: Listen,
+    /// Session limits, timers and cipher suites.
+    pub session: crate::dtls::Settings,
+    /// Configured key, certificate and trust store files.
+    pub files: crate::dtls::identity::Files,
+    /// Where a key and certificate made on first start are kept.
+    pub dir: PathBuf,
+}
+
+/// The control socket.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// Socket path.
+    pub path: PathBuf,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Requests in flight on one connection.
+    pub max_in_flight: usize,
+}
+
+/// The northbound bridge.
+#[derive(Debug, Clone)]
+pub struct BridgeSettings {
+    /// Broker connection.
+    pub broker: crate::northbound::MqttSettings,
+    /// Store-and-forward queue bound, bytes.
+    pub max_queue_bytes: u64,
+    /// Largest telemetry or attributes message built from one batch, bytes.
+    pub max_batch_bytes: usize,
+}
+
+/// Model and profile directories.
+#[derive(Debug, Clone)]
+pub struct ModelDirs {
+    /// System models, read on top of the built-in ones.
+    pub system: PathBuf,
+    /// Site models that `model import` added.
+    pub site: PathBuf,
+    /// Device profiles read at start.
+    pub profiles: PathBuf,
+}
+
+impl TryFrom<Config> for Settings {
+    type Error = ConfigError;
+
+    fn try_from(c: Config) -> Result<Settings, ConfigError> {
+        c.resolve()
+    }
+}
+
+impl Config {
+    /// Resolves the sections into each part's settings, checking what a
+    /// part would otherwise refuse only once it starts.
+    pub fn resolve(&self) -> Result<Settings, ConfigError> {
+        self.validate()?;
+        let data_dir = self.data_dir();
+        let listen = |port| Listen {
+            addr: SocketAddr::new(self.coap.bind, port),
+            socket_buffer: self.coap.socket_buffer_kb * 1024,
+            max_datagram: self.coap.max_datagram,
+        };
+        let dtls = if self.dtls.enabled {
+            Some(DtlsListen {
+                listen: listen(self.dtls.port),
+                session: self.dtls_settings()?,
+                files: self.dtls_files(),
+                dir: data_dir.join("dtls"),
+            })
+        } else {
+            None
+        };
+        let mqtt = self.mqtt_settings()?.map(|broker| BridgeSettings {
+            broker,
+            max_queue_bytes: self.mqtt.max_queue_mb << 20,
+            max_batch_bytes: self.mqtt.max_batch_kb << 10,
+        });
+        Ok(Settings {
+            coap: listen(self.coap.port),
+            dtls,
+            control: ControlSettings {
+                path: self.control_socket(),
+                max_connections: self.control.max_connections,
+                max_in_flight: self.control.max_in_flight,
+            },
+            mqtt,
+            store: self.store(),
+            models: ModelDirs {
+                system: self.models.dir.clone(),
+                site: self.site_models_dir(),
+                profiles: self.models.profiles_dir.clone(),
+            },
+            server: self.server(),
+            allow_unknown_endpoints: self.registration.allow_unknown_endpoints,
+            data_dir,
+        })
+    }
+
+    /// DTLS session settings, checked.
+    pub fn dtls_settings(&self) -> Result<crate::dtls::Settings, ConfigError> {
+        let d = &self.dtls;
+        let mut suites = Vec::new();
+        for name in &d.ciphersuites {
+            match crate::dtls::mbed::suite_id(name) {
+                Some(id) => suites.push(id),
+                None => {
+                    return Err(ConfigError(format!(
+                        "dtls.ciphersuites: {name:?} is not a cipher suite this build has (IANA names, e.g. TLS_PSK_WITH_AES_128_CCM_8)"
+                    )))
+                }
+            }
+        }
+        if d.enabled && suites.is_empty() {
+            return Err(ConfigError("dtls.ciphersuites is empty".into()));
+        }
+        if d.max_sessions == 0 || d.max_handshakes == 0 || d.idle_timeout_s == 0 {
+            return Err(ConfigError(
+                "dtls.max_sessions, max_handshakes and idle_timeout_s must be at least 1".into(),
+            ));
+        }
+        if d.handshake_timeout_min_ms == 0
+            || d.handshake_timeout_max_ms < d.handshake_timeout_min_ms
+        {
+            return Err(ConfigError(
+                "dtls.handshake_timeout_min_ms must be above 0 and at most handshake_timeout_max_ms".into(),
+            ));
+        }
+        Ok(crate::dtls::Settings {
+            suites,
+            max_sessions: d.max_sessions,
+            max_handshakes: d.max_handshakes,
+            idle_timeout: Duration::from_secs(d.idle_timeout_s),
+            handshake_timeout: (
+                Duration::from_millis(d.handshake_timeout_min_ms),
+                Duration::from_millis(d.handshake_timeout_max_ms),
+            ),
+        })
+    }
+
+    /// Where the gateway's DTLS key, certificate and trust store come from.
+    pub fn dtls_files(&self) -> crate::dtls::identity::Files {
+        crate::dtls::identity::Files {
+            certificate: self.dtls.cert_file.clone(),
+            key: self.dtls.key_file.clone(),
+            trust_store: self.dtls.ca_file.clone(),
+        }
+    }
+
+    /// The DTLS listening address.
+    pub fn dtls_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.coap.bind, self.dtls.port)
+    }
+
+    /// The CoAP listening address.
+    pub fn coap_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.coap.bind, self.coap.port)
+    }
+
+    /// Engine and registry settings.
+    pub fn server(&self) -> ServerConfig {
+        let c = &self.coap;
+        ServerConfig {
+            coap: coap::Config {
+                ack_timeout: Duration::from_millis(c.ack_timeout_ms),
+                ack_random_factor: c.ack_random_factor,
+                max_retransmit: c.max_retransmit,
+                nstart: c.nstart,
+                exchange_lifetime: Duration::from_secs(c.exchange_lifetime_s),
+                non_lifetime: Duration::from_secs(c.non_lifetime_s),
+                piggyback_window: Duration::from_millis(c.piggyback_ms),
+                response_timeout: Duration::from_secs(c.response_timeout_s),
+                block_size: c.block_size,
+                max_body_size: c.max_body_bytes,
+                max_dedup: c.max_dedup,
+                max_incoming: c.max_incoming,
+                max_exchanges: c.max_exchanges,
+                max_observations: c.max_observations,
+                max_queue_per_peer: c.max_queue_per_peer,
+                max_peers: c.max_peers,
+                max_block_states: c.max_block_transfers,
+            },
+            max_registrations: self.registration.max_registrations,
+            expiry_grace: Duration::from_secs(self.registration.expiry_grace_s),
+            queue: crate::server::QueueConfig {
+                awake_window: Duration::from_secs(self.queue.awake_window_s),
+                max_per_device: self.queue.max_per_device,
+                ttl: Duration::from_secs(self.queue.request_ttl_s),
+            },
+            max_reports: self.reporting.max_buffered_reports,
+        }
+    }
+
+    /// The MQTT bridge settings, or none when `mqtt.url` is empty.
+    pub fn mqtt_settings(&self) -> Result<Option<crate::northbound::MqttSettings>, ConfigError> {
+        let m = &self.mqtt;
+        if m.url.is_empty() {
+            return Ok(None);
+        }
+        let (host, port, tls) =
+            crate::northbound::parse_url(&m.url).map_err(|e| ConfigError(e.0))?;
+        let read = |what: &str, p: &Path| {
+            std::fs::read(p).map_err(|e| ConfigError(format!("mqtt.{what} {}: {e}", p.display())))
+        };
+        let tls = if tls {
+            let ca = m
+                .ca_file
+                .as_deref()
+                .map(|p| read("ca_file", p))
+                .transpose()?;
+            let client_auth = match (&m.client_cert_file, &m.client_key_file) {
+                (Some(c), Some(k)) => {
+                    Some((read("client_cert_file", c)?, read("client_key_file", k)?))
+                }
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError(
+                        "mqtt: client_cert_file and client_key_file go together".into(),
+                    ))
+                }
+            };
+            if let Some(ca) = &ca {
+                if !String::from_utf8_lossy(ca).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(ConfigError("mqtt.ca_file: not a PEM certificate".into()));
+                }
+            }
+            Some(crate::northbound::TlsSettings { ca, client_auth })
+        } else {
+            if m.ca_file.is_some() || m.client_cert_file.is_some() {
+                return Err(ConfigError(
+                    "mqtt: ca_file and client certificates need an mqtts:// url".into(),
+                ));
+            }
+            None
+        };
+        if m.access_token.is_some() && m.username.is_some() {
+            return Err(ConfigError(
+                "mqtt: give access_token or username, not both".into(),
+            ));
+        }
+        Ok(Some(crate::northbound::MqttSettings {
+            host,
+            port,
+            client_id: m.client_id.clone(),
+            username: m.access_token.clone().or_else(|| m.username.clone()),
+            password: m.password.clone(),
+            keepalive: Duration::from_secs(m.keepalive_s),
+            qos: m.qos,
+            window: m.max_in_flight,
+            tls,
+            v5: match m.protocol.as_str() {
+                "3.1.1" | "3" | "4" => false,
+                "5" | "5.0" => true,
+                other => {
+                    return Err(ConfigError(format!(
+                        "mqtt.protocol = {other:?}: \"3.1.1\" or \"5\""
+                    )))
+                }
+            },
+        }))
+    }
+
+    /// Store settings.
+    pub fn store(&self) -> StoreConfig {
+        StoreConfig {
+            dir: self.data_dir(),
+            cache_bytes: self.store.cache_mb << 20,
+            flush_every_ms: self.store.flush_every_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolving_gives_each_part_its_settings() {
+        let c = Config::from_toml(
+            "[coap]\nport = 6000\nbind = \"127.0.0.1\"\nsocket_buffer_kb = 8\n[dtls]\nport = 6001\n[control]\nsocket = \"/run/x.sock\"\n[store]\ndata_dir = \"/var/lib/x\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1884\"\nmax_queue_mb = 2\nmax_batch_kb = 3\n",
+        )
+        .unwrap();
+        let s = c.resolve().unwrap();
+        assert_eq!(s.coap.addr, "127.0.0.1:6000".parse().unwrap());
+        assert_eq!(s.coap.socket_buffer, 8192);
+        let d = s.dtls.expect("dtls on by default");
+        assert_eq!(d.listen.addr, "127.0.0.1:6001".parse().unwrap());
+        assert_eq!(d.dir, PathBuf::from("/var/lib/x/dtls"));
+        assert_eq!(s.control.path, PathBuf::from("/run/x.sock"));
+        assert_eq!(s.models.site, PathBuf::from("/var/lib/x/models"));
+        let m = s.mqtt.expect("a bridge with a url");
+        assert_eq!(
+            (m.broker.port, m.max_queue_bytes, m.max_batch_bytes),
+            (1884, 2 << 20, 3 << 10)
+        );
+    }
+
+    #[test]
+    fn parts_that_are_off_resolve_to_none() {
+        let c = Config::from_toml("[dtls]\nenabled = false\n").unwrap();
+        let s = c.resolve().unwrap();
+        assert!(s.dtls.is_none() && s.mqtt.is_none());
+    }
+}
