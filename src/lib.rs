@@ -1,5 +1,23 @@
 //! lwm2m-gw: an LwM2M server and edge gateway for single-board computers.
+//!
+//! # Layering
+//! Sans-IO cores take bytes and time as arguments and give back bytes,
+//! timers and events; none of them opens a socket, reads a clock or spawns
+//! a task: [`coap`], [`lwm2m`], [`server`], [`dtls`], [`profile`],
+//! [`credentials`], [`sim`]. The future `bootstrap` and `ota` cores are
+//! siblings of [`server`].
+//!
+//! The I/O parts stand above them: [`store`] (sled), [`northbound`] (the
+//! MQTT thread), [`control`] (control socket, CLI, and the one command
+//! path), and [`runtime`] (sockets and the event loop), which only the
+//! binaries import. [`config`] resolves the file into typed settings once;
+//! [`clock`] is the one place the shells read the wall clock and the OS
+//! random source.
+//!
+//! Arrows point down only: runtime → control → config → northbound →
+//! store → server, dtls → credentials → profile → lwm2m, coap.
 
+pub mod clock;
 pub mod coap;
 pub mod config;
 pub mod control;

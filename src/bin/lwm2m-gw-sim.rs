@@ -1,10 +1,10 @@
 //! `lwm2m-gw-sim`: many simulated LwM2M devices in one process.
 
+use lwm2m_gw::clock::unix_ms;
 use lwm2m_gw::dtls::identity::psk_client_config;
 use lwm2m_gw::dtls::mbed::{Session, Step};
 use lwm2m_gw::dtls::Keys;
 use lwm2m_gw::lwm2m::{ContentFormat, ModelLibrary};
-use lwm2m_gw::runtime::unix_ms;
 use lwm2m_gw::sim::{RegState, SimConfig, SimDevice};
 use smol::Async;
 use std::net::{IpAddr, SocketAddr, UdpSocket};

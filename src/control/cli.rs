@@ -3,7 +3,6 @@
 use crate::config::{Config, ConfigError};
 use crate::control::socket::Client;
 use crate::lwm2m::{ddf, ModelLibrary, Version};
-use crate::runtime::Gateway;
 use lexopt::prelude::*;
 use serde_json::Value as Json;
 use std::path::PathBuf;
@@ -219,8 +218,12 @@ fn need_files(v: Vec<PathBuf>) -> Result<Vec<PathBuf>, lexopt::Error> {
     Ok(v)
 }
 
+/// How `lwm2m-gw serve` runs a gateway: given by the binary, which alone
+/// knows the runtime, so that this module stays below it.
+pub type Serve = fn(Config) -> Result<(), Box<dyn std::error::Error>>;
+
 /// Entry point of the `lwm2m-gw` binary.
-pub fn main() -> ExitCode {
+pub fn main(serve: Serve) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cmd = match parse(std::env::args().skip(1).collect()) {
         Ok(c) => c,
@@ -236,7 +239,7 @@ pub fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    match run(cmd) {
+    match run(cmd, serve) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -248,7 +251,7 @@ pub fn main() -> ExitCode {
 
 /// Runs a subcommand; `Ok(false)` is a clean failure already reported
 /// (a command the device refused).
-fn run(cmd: Command) -> Result<bool, Box<dyn std::error::Error>> {
+fn run(cmd: Command, serve: Serve) -> Result<bool, Box<dyn std::error::Error>> {
     match cmd {
         Command::Rpc(c, ep, method, params) => return rpc(&c, &ep, &method, params.as_deref()),
         Command::Devices(c) => return devices(&c, None),
@@ -308,10 +311,7 @@ fn run(cmd: Command) -> Result<bool, Box<dyn std::error::Error>> {
             }
             println!("{}", id.public_key_base64());
         }
-        Command::Serve(c) => {
-            let gw = Gateway::start(c.config()?)?;
-            smol::block_on(gw.run())?;
-        }
+        Command::Serve(c) => serve(c.config()?)?,
         Command::ModelCheck(files) => {
             let mut failed = 0;
             for f in &files {
@@ -633,7 +633,7 @@ fn devices(c: &Common, one: Option<&str>) -> Result<bool, Box<dyn std::error::Er
         println!("{value}");
         return Ok(true);
     }
-    let now = crate::runtime::unix_ms();
+    let now = crate::clock::unix_ms();
     let ago = |ms: &Json| -> String {
         let t = ms.as_u64().unwrap_or(0);
         format!("{}s ago", now.saturating_sub(t) / 1000)

@@ -1,4 +1,11 @@
-//! Local administration: the `lwm2m-gw` command line and the control socket.
+//! Local administration: the `lwm2m-gw` command line, the control socket,
+//! and the one command path (parse a [`Request`], [`execute`] it) that the
+//! control socket, the MQTT RPC topic and the CLI share.
 
 pub mod cli;
+pub mod dispatch;
+pub mod request;
 pub mod socket;
+
+pub use dispatch::{device_json, execute, Backend, Outcome};
+pub use request::Request;

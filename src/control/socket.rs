@@ -11,14 +11,13 @@
 //! lines with the watch's `id`; `"op": "stats"` gives the gateway's counters.
 
 use crate::server::command::Answer;
-use crate::server::Registration;
 use serde_json::{json, Map, Value as Json};
 use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use smol::lock::{Semaphore, SemaphoreGuardArc};
 use smol::net::unix::{UnixListener, UnixStream};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Lines beyond answers (notices, watched reports) a connection buffers;
@@ -225,33 +224,6 @@ async fn connection(stream: UnixStream, to_gateway: Sender<CtlRequest>, max_in_f
     write_task.await;
 }
 
-/// One registration as control-socket JSON.
-pub fn device_json(r: &Registration) -> Json {
-    let objects: Vec<String> = r
-        .objects
-        .iter()
-        .map(|o| match (o.instance, o.version) {
-            (Some(i), _) => format!("/{}/{i}", o.object),
-            (None, Some(v)) => format!("/{}_{v}", o.object),
-            (None, None) => format!("/{}", o.object),
-        })
-        .collect();
-    json!({
-        "endpoint": r.endpoint,
-        "registrationId": r.id.to_string(),
-        "address": r.peer.to_string(),
-        "lifetime": r.lifetime,
-        "binding": r.binding.to_string(),
-        "queueMode": r.queue_mode,
-        "lwm2mVersion": r.lwm2m_version.to_string(),
-        "rootPath": r.root_path(),
-        "contentFormats": r.content_formats,
-        "objects": objects,
-        "registeredAt": r.registered_at_ms,
-        "lastSeen": r.updated_at_ms,
-    })
-}
-
 /// A blocking client for the CLI and tests.
 pub struct Client {
     stream: std::io::BufReader<std::os::unix::net::UnixStream>,
@@ -317,16 +289,5 @@ impl Client {
     /// Changes how long `call` and `next` wait for a line (none: forever).
     pub fn set_timeout(&mut self, t: Option<std::time::Duration>) -> io::Result<()> {
         self.stream.get_ref().set_read_timeout(t)
-    }
-}
-
-/// The default control socket: `$RUNTIME_DIRECTORY/control.sock` under
-/// systemd, else `control.sock` in the data directory.
-pub fn default_path(data_dir: &Path) -> PathBuf {
-    match std::env::var("RUNTIME_DIRECTORY") {
-        Ok(s) if !s.is_empty() => {
-            PathBuf::from(s.split(':').next().unwrap_or(&s)).join("control.sock")
-        }
-        _ => data_dir.join("control.sock"),
     }
 }

@@ -1,0 +1,467 @@
+//! The I/O shell: builds each part from its settings, then runs one event
+//! loop that moves datagrams, requests and time into the sans-IO server and
+//! its outputs to the sockets, the store and the subscribers.
+//!
+//! Who owns what: [`Gateway`] owns the server core, the store, and one thin
+//! shell per transport ([`udp`], [`dtls`], [`control`], [`mqtt`]). A shell
+//! moves bytes and holds no protocol logic. Each turn of the loop: read what
+//! woke it, feed the server, write the server's changes to the store and
+//! flush once ([`persist`]), send, then hand reports and answers out
+//! ([`fanout`], the shells). Nothing but `main.rs` and the binaries uses
+//! this module; it uses everything below it.
+
+mod control;
+mod dtls;
+mod error;
+mod fanout;
+mod mqtt;
+mod persist;
+mod stats;
+mod udp;
+
+pub use error::RunError;
+
+use crate::config::Settings;
+use crate::control::socket::CtlRequest;
+use crate::dtls::Keys;
+use crate::lwm2m::ModelLibrary;
+use crate::northbound::Downlink;
+use crate::server::command::Answer;
+use crate::server::{Report, Server, ServerEvent};
+use crate::store::Store;
+use fanout::Fanout;
+use serde_json::Value as Json;
+use smol::channel::Receiver;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The clock values are stamped with; kept here for the simulator and tests.
+pub use crate::clock::unix_ms;
+
+/// A started gateway: store open, models loaded, sockets bound.
+pub struct Gateway {
+    server: Server,
+    store: Store,
+    models: Arc<ModelLibrary>,
+    udp: udp::Socket,
+    dtls: Option<dtls::Shell>,
+    control: control::Shell,
+    mqtt: Option<mqtt::Shell>,
+    fanout: Fanout,
+    max_datagram: usize,
+    data_dir: PathBuf,
+    next_handle: u64,
+}
+
+impl Gateway {
+    /// Binds the sockets, opens the store, loads the models and profiles,
+    /// restores registrations, and starts the northbound bridge. Takes a
+    /// [`Config`](crate::config::Config), resolved here, or [`Settings`].
+    pub fn start<S>(cfg: S) -> Result<Gateway, RunError>
+    where
+        S: TryInto<Settings>,
+        RunError: From<S::Error>,
+    {
+        let cfg: Settings = cfg.try_into()?;
+        // Sockets first: a port in use fails before anything is read, and
+        // datagrams that arrive while the store loads wait in the kernel.
+        let udp = udp::Socket::bind(&cfg.coap, "udp")?;
+        let dtls_socket = match &cfg.dtls {
+            Some(d) => Some(udp::Socket::bind(&d.listen, "dtls udp")?),
+            None => None,
+        };
+        let mut control = control::Shell::new(&cfg.control);
+        // The store before the control socket: its lock is what tells a
+        // second gateway on the same data directory, in the clearer words.
+        let (store, _report) = Store::open(&cfg.store)?;
+        // Bound before the start-up line: whoever waits for that line may
+        // use the socket at once.
+        control.bind()?;
+        let mqtt = match cfg.mqtt {
+            Some(m) => Some(mqtt::Shell::start(m, &store)?),
+            None => None,
+        };
+        let models = Arc::new(ModelLibrary::load(&cfg.models.system, &cfg.models.site));
+        let mut server = Server::new(cfg.server, crate::clock::random_seed());
+        server.set_models(models.clone());
+        // Profile files first; imported ones (in the store) win on a name.
+        for p in crate::profile::load_dir(&cfg.models.profiles) {
+            let name = p.name.clone();
+            if let Err(e) = server.set_profile(p) {
+                log::error!(
+                    "profile {name:?} in {} skipped: {e}",
+                    cfg.models.profiles.display()
+                );
+            }
+        }
+        server.set_allow_unknown(cfg.allow_unknown_endpoints);
+        if cfg.allow_unknown_endpoints {
+            log::warn!(
+                "endpoints without a credential are admitted over plain CoAP with the default profile \
+                 (registration.allow_unknown_endpoints = true); production configs set it to false"
+            );
+        }
+        let r = persist::restore(&mut server, &store, Instant::now(), crate::clock::unix_ms())?;
+        let dtls = match (&cfg.dtls, dtls_socket) {
+            (Some(d), Some(socket)) => {
+                let keys = Keys::from_credentials(server.credentials());
+                Some(dtls::Shell::start(d, socket, keys)?)
+            }
+            _ => {
+                log::info!("DTLS: off (dtls.enabled = false)");
+                None
+            }
+        };
+        log::info!(
+            "lwm2m-gw {} listening on CoAP udp {}{}; data {}; {} object models; {} registrations restored ({} expired while stopped)",
+            env!("CARGO_PKG_VERSION"),
+            udp.local_addr(),
+            if udp.dual_stack() { " (IPv4 and IPv6)" } else { "" },
+            cfg.data_dir.display(),
+            models.len(),
+            r.kept,
+            r.dropped,
+        );
+        log::info!(
+            "{} observations and {} queued requests restored; {} profiles, {} device credentials",
+            r.observed,
+            r.held,
+            server.profiles().len(),
+            r.provisioned
+        );
+        if mqtt.is_none() {
+            log::info!("northbound: off (no mqtt.url)");
+        }
+        Ok(Gateway {
+            server,
+            store,
+            models,
+            udp,
+            dtls,
+            control,
+            mqtt,
+            fanout: Fanout::default(),
+            max_datagram: cfg.coap.max_datagram,
+            data_dir: cfg.data_dir,
+            next_handle: 0,
+        })
+    }
+
+    /// The bound CoAP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.udp.local_addr()
+    }
+
+    /// The bound DTLS address, when DTLS is on.
+    pub fn dtls_addr(&self) -> Option<SocketAddr> {
+        self.dtls.as_ref().map(|s| s.socket().local_addr())
+    }
+
+    /// The state directory in use.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// A bounded stream of registry events. A subscriber that falls behind
+    /// loses events (counted and logged), it never stalls the gateway.
+    pub fn subscribe(&mut self, capacity: usize) -> Receiver<ServerEvent> {
+        self.fanout.subscribe(capacity)
+    }
+
+    /// A bounded stream of decoded reports (observations and Send), for
+    /// the northbound side; a subscriber that falls behind loses reports.
+    pub fn subscribe_reports(&mut self, capacity: usize) -> Receiver<Arc<Report>> {
+        self.fanout.subscribe_reports(capacity)
+    }
+
+    /// Serves until a socket error.
+    pub async fn run(mut self) -> Result<(), RunError> {
+        let max = self.max_datagram;
+        let mut buf = vec![0u8; max + 1];
+        self.control.serve();
+        let ctl_rx = self.control.requests();
+        enum Wake {
+            Io,
+            Control(CtlRequest),
+            Downlink(Downlink),
+        }
+        let down_rx = self.mqtt.as_ref().map(|m| m.downlink());
+        // Sockets are bound and the store is open: tell systemd, and ping
+        // its watchdog from this loop, so a loop that hangs gets restarted.
+        let notifier = crate::notify::Notifier::from_env();
+        let ping_every = notifier.as_ref().and_then(|n| n.ping_every());
+        let mut next_ping = ping_every.map(|d| Instant::now() + d);
+        if let Some(n) = &notifier {
+            n.ready(&format!(
+                "serving CoAP on {}, {} registrations",
+                self.udp.local_addr(),
+                self.server.registry().len()
+            ));
+            if next_ping.is_some() {
+                n.watchdog();
+            }
+        }
+        loop {
+            let deadline = [
+                self.server.poll_timeout(),
+                next_ping,
+                self.dtls.as_ref().and_then(|s| s.poll_timeout()),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let plain = &self.udp;
+            let secure = self.dtls.as_ref().map(|s| s.socket());
+            let io = async {
+                let readable = smol::future::or(plain.readable(), async {
+                    match secure {
+                        Some(d) => d.readable().await,
+                        None => std::future::pending().await,
+                    }
+                });
+                match deadline {
+                    Some(d) => {
+                        smol::future::or(readable, async {
+                            smol::Timer::at(d).await;
+                        })
+                        .await
+                    }
+                    None => readable.await,
+                }
+                Wake::Io
+            };
+            let ctl = async {
+                match ctl_rx.recv().await {
+                    Ok(r) => Wake::Control(r),
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            let down = async {
+                match &down_rx {
+                    Some(rx) => match rx.recv().await {
+                        Ok(d) => Wake::Downlink(d),
+                        Err(_) => std::future::pending().await,
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            let wake = smol::future::or(io, smol::future::or(ctl, down)).await;
+            let now = Instant::now();
+            if let (Some(at), Some(every), Some(n)) = (next_ping, ping_every, &notifier) {
+                if now >= at {
+                    n.watchdog();
+                    next_ping = Some(now + every);
+                }
+            }
+            match wake {
+                Wake::Control(r) => self.control_request(now, r),
+                Wake::Downlink(d) => self.downlink(now, d),
+                Wake::Io => {}
+            }
+            if let Some(rx) = &down_rx {
+                for _ in 0..udp::BATCH {
+                    match rx.try_recv() {
+                        Ok(d) => self.downlink(now, d),
+                        Err(_) => break,
+                    }
+                }
+            }
+            for _ in 0..udp::BATCH {
+                match ctl_rx.try_recv() {
+                    Ok(r) => self.control_request(now, r),
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            self.udp.receive(&mut self.server, now, &mut buf, max);
+            if let Some(d) = &mut self.dtls {
+                d.receive(&mut self.server, now, &mut buf);
+            }
+            self.server.handle_timeout(now);
+            self.persist_and_publish().await;
+            self.send_all().await;
+            self.publish_reports();
+            while let Some((handle, answer)) = self.server.poll_answer() {
+                self.deliver(handle, answer);
+            }
+            if let Some(m) = &mut self.mqtt {
+                m.flush_batch();
+            }
+        }
+    }
+
+    /// A control-socket request, through the one command path.
+    fn control_request(&mut self, now: Instant, r: CtlRequest) {
+        let Gateway {
+            server,
+            store,
+            dtls,
+            mqtt,
+            udp,
+            control,
+            next_handle,
+            ..
+        } = self;
+        let mut parts = Parts {
+            server,
+            store,
+            dtls: dtls.as_mut(),
+            mqtt: mqtt.as_ref(),
+            plain_dropped: udp.plain_dropped,
+            watchers: control.watchers(),
+            next_handle,
+        };
+        control.handle(&mut parts, now, r);
+    }
+
+    /// A message from the platform, through the same command path.
+    fn downlink(&mut self, now: Instant, d: Downlink) {
+        let Gateway {
+            server,
+            store,
+            dtls,
+            mqtt,
+            udp,
+            control,
+            next_handle,
+            ..
+        } = self;
+        let Some(m) = mqtt else {
+            return;
+        };
+        let mut parts = Parts {
+            server,
+            store,
+            dtls: dtls.as_mut(),
+            // The platform sends device commands only, never `stats`.
+            mqtt: None,
+            plain_dropped: udp.plain_dropped,
+            watchers: control.watchers(),
+            next_handle,
+        };
+        m.handle(&mut parts, now, d);
+    }
+
+    /// Hands a device's answer to whoever sent the command.
+    fn deliver(&mut self, handle: u64, answer: Answer) {
+        let answer = match &mut self.mqtt {
+            Some(m) => match m.answer(&self.server, handle, answer) {
+                Ok(()) => return,
+                Err(a) => a,
+            },
+            None => answer,
+        };
+        match self.control.answer(handle, answer) {
+            Ok(Some((ep, line))) => {
+                if let Some(m) = &mut self.mqtt {
+                    m.transport_log(&self.server, &ep, line);
+                }
+            }
+            Ok(None) => {}
+            Err(a) => log::debug!("answer {} for handle {handle} has no caller", a.result),
+        }
+    }
+
+    /// Hands decoded reports to the northbound batch, subscribers and
+    /// watching control clients.
+    fn publish_reports(&mut self) {
+        while let Some(report) = self.server.poll_report() {
+            if let Some(m) = &mut self.mqtt {
+                m.report(&self.server, &report);
+            }
+            self.fanout.report(&report);
+            self.control.watch(&report);
+        }
+        self.fanout.prune_reports();
+        if let Some(m) = &mut self.mqtt {
+            m.flush_batch();
+        }
+    }
+
+    /// Writes registry changes, flushes once for the whole batch (so an
+    /// answer never goes out for state a power cut could lose), then
+    /// hands the events to subscribers.
+    async fn persist_and_publish(&mut self) {
+        let (events, written) = persist::write(&mut self.server, &self.store, &self.models);
+        if !written {
+            return;
+        }
+        if let Some(m) = &mut self.mqtt {
+            m.events(&self.server, &events, &mut self.next_handle);
+        }
+        let store = self.store.clone();
+        if let Err(e) = smol::unblock(move || store.flush()).await {
+            log::error!("store flush failed: {e}");
+        }
+        self.fanout.events(events);
+    }
+
+    /// Sends what the server has to send, over DTLS where the peer has a
+    /// session, then what the DTLS layer has to send.
+    async fn send_all(&mut self) {
+        let now = Instant::now();
+        while let Some(t) = self.server.poll_transmit() {
+            let t = match &mut self.dtls {
+                Some(d) => match d.route(&self.server, now, t) {
+                    Some(t) => t,
+                    None => continue,
+                },
+                None => t,
+            };
+            self.udp.send_to(t.peer, &t.bytes).await;
+        }
+        if let Some(d) = &mut self.dtls {
+            d.send_all().await;
+        }
+    }
+}
+
+/// The gateway as the command path sees it: the server and store, and
+/// what the transports add to `stats` and need to hear of credentials.
+struct Parts<'a> {
+    server: &'a mut Server,
+    store: &'a Store,
+    dtls: Option<&'a mut dtls::Shell>,
+    mqtt: Option<&'a mqtt::Shell>,
+    plain_dropped: u64,
+    watchers: usize,
+    next_handle: &'a mut u64,
+}
+
+impl crate::control::Backend for Parts<'_> {
+    fn server(&self) -> &Server {
+        self.server
+    }
+
+    fn server_mut(&mut self) -> &mut Server {
+        self.server
+    }
+
+    fn store(&self) -> &Store {
+        self.store
+    }
+
+    fn new_handle(&mut self) -> u64 {
+        *self.next_handle += 1;
+        *self.next_handle
+    }
+
+    fn stats(&self) -> Json {
+        stats::json(
+            self.server,
+            self.watchers,
+            self.mqtt.map_or(Json::Null, |m| m.stats_json()),
+            self.dtls
+                .as_ref()
+                .map_or(Json::Null, |d| d.stats_json(self.plain_dropped)),
+        )
+    }
+
+    fn credentials_changed(&mut self) {
+        if let Some(d) = &mut self.dtls {
+            d.set_keys(Keys::from_credentials(self.server.credentials()));
+        }
+    }
+}
