@@ -248,3 +248,66 @@ fn second_gateway_on_the_same_data_dir_is_refused_clearly() {
     // The first gateway and its data are untouched.
     assert_eq!(update_code(&gw, &loc), Code::CHANGED);
 }
+
+/// A Register of `n` objects in link format (`</1/0>,</3/0>,</1000/0>,...`).
+fn many_objects(n: u16) -> Vec<u8> {
+    let mut links = vec!["</1/0>".to_string(), "</3/0>".to_string()];
+    links.extend((0..n).map(|i| format!("</{}/0>", 10_000 + i)));
+    links.join(",").into_bytes()
+}
+
+#[test]
+fn an_oversize_register_is_answered_4_13_and_goes_through_block_wise() {
+    use lwm2m_gw::coap::{opt, BlockOpt, Token};
+    let dir = TempDir::new("oversize");
+    let gw = Gateway::start(&dir.0, &config("127.0.0.1", ""));
+    let mut c = Client::new(gw.addr);
+    let payload = many_objects(500);
+    assert!(payload.len() > 4000, "{}", payload.len());
+    let r = c.register("big-1", &["lt=300"], &payload);
+    assert_eq!(r.code, Code::REQUEST_ENTITY_TOO_LARGE);
+    assert_eq!(r.uint_option(opt::SIZE1), Some(1 << 20));
+    let b1 = r.block1().expect("a Block1 option").unwrap();
+    assert_eq!((b1.num, b1.size()), (0, 1024));
+    assert!(gw.wait_log("answered 4.13", Duration::from_secs(5)));
+    // The device does what the answer asks: the same Register, block-wise.
+    let mut code = Code::EMPTY;
+    for (num, chunk) in payload.chunks(b1.size()).enumerate() {
+        let mut m = Message::new(
+            MsgType::Con,
+            Code::POST,
+            900 + num as u16,
+            Token::from_u64(7),
+        );
+        m.set_uri_path("rd");
+        m.add_option(opt::URI_QUERY, b"ep=big-1".to_vec());
+        m.add_option(opt::URI_QUERY, b"lt=300".to_vec());
+        m.set_uint_option(opt::CONTENT_FORMAT, 40);
+        let more = (num + 1) * b1.size() < payload.len();
+        m.set_option(
+            opt::BLOCK1,
+            BlockOpt::new(num as u32, more, b1.szx).encode(),
+        );
+        m.payload = chunk.to_vec();
+        c.sock.send_to(&m.encode(), c.server).unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = c.sock.recv_from(&mut buf).unwrap();
+        let a = Message::decode(&buf[..n]).unwrap();
+        assert_eq!(a.mid, 900 + num as u16);
+        code = a.code;
+        if more {
+            assert_eq!(code, Code::CONTINUE, "block {num}");
+        }
+    }
+    assert_eq!(code, Code::CREATED);
+    let out = gw.cli(&["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["value"]["oversizeDatagrams"], 1, "{stats}");
+    let out = gw.cli(&["device", "big-1", "--json"]);
+    let dev: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        dev["objects"].as_array().map(Vec::len),
+        Some(502),
+        "{dev}"
+    );
+}

@@ -21,6 +21,7 @@ pub fn json(server: &Server, watchers: usize, mqtt: Json, dtls: Json) -> Json {
         "duplicates": c.duplicates,
         "retransmissions": c.retransmissions,
         "overloadRefusals": c.overload_refusals,
+        "oversizeDatagrams": c.oversize,
         "watchers": watchers,
         "mqtt": mqtt,
         "dtls": dtls,

@@ -71,14 +71,16 @@ impl Socket {
     pub fn receive(&mut self, server: &mut Server, now: Instant, buf: &mut [u8], max: usize) {
         for _ in 0..BATCH {
             match self.try_recv(buf) {
-                Ok((n, peer)) if n > max => {
-                    log::debug!("peer={peer} datagram over {max} bytes dropped");
-                }
                 Ok((n, peer)) if server.is_secure_peer(peer) => {
                     // Its traffic comes over DTLS: a plain datagram from
                     // its address is a spoof or a stray, never believed.
                     self.plain_dropped += 1;
                     log::debug!("peer={peer} plain CoAP from a DTLS peer dropped ({n} bytes)");
+                }
+                Ok((n, peer)) if n > max => {
+                    // Only the first max + 1 bytes were read: enough for
+                    // the header and token, to answer 4.13.
+                    server.handle_oversize(now, peer, &buf[..n]);
                 }
                 Ok((n, peer)) => {
                     // The wall clock per datagram: it stamps reported

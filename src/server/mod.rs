@@ -407,6 +407,11 @@ impl Server {
         self.touch(now, peer);
     }
 
+    /// A datagram too large for the receive buffer, of which `head` was read.
+    pub fn handle_oversize(&mut self, now: Instant, peer: SocketAddr, head: &[u8]) {
+        self.engine.handle_oversize(now, peer, head);
+    }
+
     /// A DTLS session opened (`Some`) or ended (`None`) for `peer`.
     /// Datagrams from a secure peer are fed to `handle_datagram` as usual;
     /// what they may register, update or de-register is bound to `auth`.

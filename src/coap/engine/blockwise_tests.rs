@@ -243,3 +243,41 @@ fn block2_request_past_an_empty_answer_gets_bad_option_not_a_crash() {
     e.respond(t0, id, changed());
     assert_eq!(drain(&mut e)[0].code, Code::CHANGED);
 }
+
+#[test]
+fn an_oversize_request_gets_entity_too_large_with_size1_and_block1_even_when_retransmitted() {
+    let (mut e, t0) = engine(Config::default());
+    let mut m = con(Code::POST, 77, b"tk", "rd");
+    m.payload = vec![b'<'; 4400];
+    let bytes = m.encode();
+    // What a 1500-byte receive buffer (plus the byte that shows the overrun) holds.
+    let head = &bytes[..1501];
+    e.handle_oversize(t0, peer(), head);
+    let out = drain(&mut e);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let r = &out[0];
+    assert_eq!(r.mtype, MsgType::Ack);
+    assert_eq!(r.code, Code::REQUEST_ENTITY_TOO_LARGE);
+    assert_eq!((r.mid, r.token), (77, Token::new(b"tk").unwrap()));
+    let max = Config::default().max_body_size as u64;
+    assert_eq!(r.uint_option(opt::SIZE1), Some(max));
+    let b1 = r.block1().unwrap().unwrap();
+    assert_eq!((b1.num, b1.more, b1.size()), (0, false, 1024));
+    assert!(events(&mut e).is_empty());
+    // The device retransmits it: the same answer, nothing for the application.
+    e.handle_oversize(t0, peer(), head);
+    assert_eq!(drain(&mut e), out);
+    assert!(events(&mut e).is_empty());
+    assert_eq!(e.stats().oversize, 2);
+    // An oversize confirmable that is not a request can only be reset.
+    let resp = Message::new(MsgType::Con, Code::CONTENT, 78, Token::EMPTY);
+    let mut big = resp.encode();
+    big.resize(1501, 0);
+    e.handle_oversize(t0, peer(), &big);
+    let out = drain(&mut e);
+    assert_eq!((out.len(), out[0].mtype, out[0].mid), (1, MsgType::Rst, 78));
+    // Garbage too short for a header is only counted.
+    e.handle_oversize(t0, peer(), &[0xff]);
+    assert!(drain(&mut e).is_empty());
+    assert_eq!(e.stats().oversize, 4);
+}

@@ -22,6 +22,60 @@ pub(super) struct Incoming {
 }
 
 impl Engine {
+    /// A datagram larger than the receive buffer, of which only `head` was
+    /// read. A request gets 4.13 with Size1 (the largest body taken
+    /// block-wise) and Block1 (the block size to use), so the device sends
+    /// it again in blocks instead of retransmitting it until it gives up
+    /// (RFC 7959 2.9.3); its retransmissions get the same answer.
+    pub fn handle_oversize(&mut self, now: Instant, peer: SocketAddr, head: &[u8]) {
+        self.stats.oversize += 1;
+        let n = self.stats.oversize;
+        let Some((mtype, mid)) = Message::peek_header(head) else {
+            return;
+        };
+        let tkl = (head[0] & 0x0f) as usize;
+        let code = Code(head[1]);
+        let token = match head.get(4..4 + tkl).and_then(Token::new) {
+            Some(t) if tkl <= 8 => t,
+            _ => return,
+        };
+        if !matches!(mtype, MsgType::Con | MsgType::Non) || !code.is_request() {
+            if mtype == MsgType::Con {
+                // RFC 7252 4.2: a confirmable message that cannot be processed.
+                self.send_reset(peer, mid);
+            }
+            return;
+        }
+        if self.replay_duplicate(peer, mid) {
+            return;
+        }
+        if n.is_power_of_two() {
+            log::warn!(
+                "peer={peer} request datagram of more than {} bytes answered 4.13 ({n} oversize datagrams so far)",
+                head.len() - 1
+            );
+        }
+        self.remember(now, peer, mid, mtype, Dedup::InProgress);
+        let inc = Incoming {
+            peer,
+            mid,
+            token,
+            mtype,
+            acked: false,
+            block1: None,
+            block2: None,
+            fingerprint: 0,
+        };
+        let mut resp = error_response(
+            Code::REQUEST_ENTITY_TOO_LARGE,
+            "datagram too large; send it block-wise",
+        );
+        resp.set_uint_option(opt::SIZE1, self.cfg.max_body_size as u64);
+        let szx = BlockOpt::szx_for(self.cfg.block_size);
+        resp.set_option(opt::BLOCK1, BlockOpt::new(0, false, szx).encode());
+        self.send_reply(now, inc, resp);
+    }
+
     /// Answers a request from `Event::Request`. Large bodies go out
     /// block-wise; late answers go out as separate responses.
     pub fn respond(&mut self, now: Instant, id: IncomingId, resp: Message) {

@@ -213,6 +213,8 @@ pub struct Stats {
     pub overload_refusals: u64,
     /// Notifications older than one already delivered (RFC 7641 3.4), dropped.
     pub stale_notifications: u64,
+    /// Datagrams larger than the receive buffer (requests among them answered 4.13).
+    pub oversize: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
