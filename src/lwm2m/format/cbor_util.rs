@@ -3,6 +3,7 @@
 use crate::lwm2m::node::{err, FormatError, Value};
 use minicbor::data::Type;
 use minicbor::{Decoder, Encoder};
+use std::borrow::Cow;
 
 /// CBOR tag for epoch-based date/time (RFC 8949 3.4.2).
 const TAG_EPOCH: u64 = 1;
@@ -81,8 +82,8 @@ fn read_tagged(d: &mut Decoder, tags: usize) -> Result<Value, FormatError> {
         }
         Type::F16 => Value::Float(read_f16(d)?),
         Type::F32 | Type::F64 => Value::Float(d.f64().map_err(cbor_err)?),
-        Type::String => Value::String(d.str().map_err(cbor_err)?.to_string()),
-        Type::Bytes => Value::Opaque(d.bytes().map_err(cbor_err)?.to_vec()),
+        Type::String | Type::StringIndef => Value::String(read_str(d)?.into_owned()),
+        Type::Bytes | Type::BytesIndef => Value::Opaque(read_bytes(d)?.into_owned()),
         Type::Tag if tags >= MAX_TAGS => return err("too many CBOR tags on one value"),
         Type::Tag => {
             let tag = d.tag().map_err(cbor_err)?;
@@ -94,6 +95,83 @@ fn read_tagged(d: &mut Decoder, tags: usize) -> Result<Value, FormatError> {
         }
         t => return err(format!("unexpected CBOR {t} where a value belongs")),
     })
+}
+
+/// A text string, definite or indefinite (RFC 8949 3.2.3: its chunks
+/// joined); borrowed from the input where it is one piece.
+pub fn read_str<'b>(d: &mut Decoder<'b>) -> Result<Cow<'b, str>, FormatError> {
+    match d.datatype().map_err(cbor_err)? {
+        Type::StringIndef => {
+            let mut s = String::new();
+            for chunk in d.str_iter().map_err(cbor_err)? {
+                s.push_str(chunk.map_err(cbor_err)?);
+            }
+            Ok(Cow::Owned(s))
+        }
+        _ => Ok(Cow::Borrowed(d.str().map_err(cbor_err)?)),
+    }
+}
+
+/// A byte string, definite or indefinite; borrowed where it is one piece.
+pub fn read_bytes<'b>(d: &mut Decoder<'b>) -> Result<Cow<'b, [u8]>, FormatError> {
+    match d.datatype().map_err(cbor_err)? {
+        Type::BytesIndef => {
+            let mut b = Vec::new();
+            for chunk in d.bytes_iter().map_err(cbor_err)? {
+                b.extend_from_slice(chunk.map_err(cbor_err)?);
+            }
+            Ok(Cow::Owned(b))
+        }
+        _ => Ok(Cow::Borrowed(d.bytes().map_err(cbor_err)?)),
+    }
+}
+
+/// The items of an array or map whose header was just read: a count for a
+/// definite one, or up to the break code for an indefinite one (RFC 8949
+/// 3.2.2), which encoders may emit at any depth.
+pub struct Items {
+    left: Option<u64>,
+}
+
+impl Items {
+    /// Reads an array header.
+    pub fn array(d: &mut Decoder) -> Result<Items, FormatError> {
+        Ok(Items {
+            left: d.array().map_err(cbor_err)?,
+        })
+    }
+
+    /// Reads a map header.
+    pub fn map(d: &mut Decoder) -> Result<Items, FormatError> {
+        Ok(Items {
+            left: d.map().map_err(cbor_err)?,
+        })
+    }
+
+    /// The count a definite header claims; none for an indefinite one.
+    pub fn claimed(&self) -> Option<u64> {
+        self.left
+    }
+
+    /// Whether another item (or map entry) follows; consumes the break
+    /// that ends an indefinite one.
+    pub fn next(&mut self, d: &mut Decoder) -> Result<bool, FormatError> {
+        match &mut self.left {
+            Some(0) => Ok(false),
+            Some(n) => {
+                *n -= 1;
+                Ok(true)
+            }
+            None => {
+                if d.datatype().map_err(cbor_err)? == Type::Break {
+                    d.set_position(d.position() + 1);
+                    Ok(false)
+                } else {
+                    Ok(true)
+                }
+            }
+        }
+    }
 }
 
 /// Half-precision floats without pulling in the `half` crate.

@@ -1,6 +1,6 @@
 //! LwM2M CBOR (11544): nested maps keyed by path ids, from LwM2M 1.2.
 
-use super::cbor_util::{cbor_err, read_value, write_value};
+use super::cbor_util::{cbor_err, read_value, write_value, Items};
 use super::senml::Records;
 use crate::lwm2m::node::{err, FormatError, Value};
 use crate::lwm2m::path::Path;
@@ -92,16 +92,16 @@ fn id(d: &mut Decoder) -> Result<u16, FormatError> {
 }
 
 fn read_map(d: &mut Decoder, prefix: &mut Vec<u16>, out: &mut Records) -> Result<(), FormatError> {
-    let n = d
-        .map()
-        .map_err(cbor_err)?
-        .ok_or_else(|| FormatError("indefinite-length map in LwM2M CBOR".into()))?;
-    for _ in 0..n {
+    let mut entries = Items::map(d)?;
+    while entries.next(d)? {
         let depth = prefix.len();
         match d.datatype().map_err(cbor_err)? {
-            Type::Array => {
-                let k = d.array().map_err(cbor_err)?.unwrap_or(0);
-                for _ in 0..k {
+            Type::Array | Type::ArrayIndef => {
+                let mut ids = Items::array(d)?;
+                while ids.next(d)? {
+                    if prefix.len() >= 4 {
+                        return err("LwM2M CBOR path is longer than 4 ids");
+                    }
                     prefix.push(id(d)?);
                 }
             }
@@ -111,7 +111,7 @@ fn read_map(d: &mut Decoder, prefix: &mut Vec<u16>, out: &mut Records) -> Result
             return err("LwM2M CBOR path is longer than 4 ids or empty");
         }
         match d.datatype().map_err(cbor_err)? {
-            Type::Map => read_map(d, prefix, out)?,
+            Type::Map | Type::MapIndef => read_map(d, prefix, out)?,
             Type::Null => {
                 d.null().map_err(cbor_err)?;
                 out.push((to_path(prefix), None));

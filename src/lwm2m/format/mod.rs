@@ -13,6 +13,9 @@ mod tlv;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod cbor_tests;
+
 use super::model::ResourceType;
 use super::node::{err, FormatError, Node, Resource, Schema, TextOpaque, Value};
 use super::path::Path;

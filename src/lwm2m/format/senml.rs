@@ -1,11 +1,12 @@
 //! SenML JSON (110) and SenML CBOR (112), RFC 8428 with LwM2M's `vlo`.
 
-use super::cbor_util::{cbor_err, read_value, write_float};
+use super::cbor_util::{cbor_err, read_bytes, read_str, read_value, write_float, Items};
 use crate::lwm2m::node::{base64_decode, base64_encode, err, FormatError, Value};
 use crate::lwm2m::path::Path;
 use minicbor::data::Type;
 use minicbor::{Decoder, Encoder};
 use serde_json::{Map, Value as Json};
+use std::borrow::Cow;
 
 /// Decoded records: full path and value (none in a path list).
 pub type Records = Vec<(Path, Option<Value>)>;
@@ -251,35 +252,35 @@ pub fn decode_cbor(b: &[u8]) -> Result<Records, FormatError> {
 /// Decodes SenML CBOR records with their times.
 pub fn decode_cbor_timed(b: &[u8]) -> Result<TimedRecords, FormatError> {
     let mut d = Decoder::new(b);
-    let n = d
-        .array()
-        .map_err(cbor_err)?
-        .ok_or_else(|| FormatError("indefinite-length SenML array".into()))?;
+    let mut records = Items::array(&mut d)?;
     // Checked before narrowing: on 32-bit boards a cast would wrap a huge
-    // claimed length into a small one.
-    let n = match usize::try_from(n) {
-        Ok(n) if n <= MAX_RECORDS.min(b.len()) => n,
-        _ => return err("too many SenML records"),
+    // claimed length into a small one. An indefinite array is counted as
+    // it is read.
+    let limit = MAX_RECORDS.min(b.len());
+    let n = match records.claimed().map(usize::try_from) {
+        Some(Ok(n)) if n <= limit => n,
+        Some(_) => return err("too many SenML records"),
+        None => 0,
     };
-    let mut bn = "";
+    let mut bn: Cow<str> = Cow::Borrowed("");
     let mut bt = None;
     let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
+    while records.next(&mut d)? {
+        if out.len() >= limit {
+            return err("too many SenML records");
+        }
         let mut t = None;
-        let fields = d
-            .map()
-            .map_err(cbor_err)?
-            .ok_or_else(|| FormatError("indefinite-length SenML record".into()))?;
-        let mut name = "";
+        let mut fields = Items::map(&mut d)?;
+        let mut name: Cow<str> = Cow::Borrowed("");
         let mut value = None;
-        for _ in 0..fields {
-            let key: Result<i64, &str> = match d.datatype().map_err(cbor_err)? {
-                Type::String => Err(d.str().map_err(cbor_err)?),
+        while fields.next(&mut d)? {
+            let key: Result<i64, Cow<str>> = match d.datatype().map_err(cbor_err)? {
+                Type::String | Type::StringIndef => Err(read_str(&mut d)?),
                 _ => Ok(d.i64().map_err(cbor_err)?),
             };
             match key {
-                Ok(BN) => bn = d.str().map_err(cbor_err)?,
-                Ok(N) => name = d.str().map_err(cbor_err)?,
+                Ok(BN) => bn = read_str(&mut d)?,
+                Ok(N) => name = read_str(&mut d)?,
                 Ok(BT) => bt = Some(cbor_number(&mut d)?),
                 Ok(T) => t = Some(cbor_number(&mut d)?),
                 Ok(V) => {
@@ -288,18 +289,18 @@ pub fn decode_cbor_timed(b: &[u8]) -> Result<TimedRecords, FormatError> {
                         _ => return err("SenML v is not a number"),
                     })
                 }
-                Ok(VS) => value = Some(Value::String(d.str().map_err(cbor_err)?.to_string())),
+                Ok(VS) => value = Some(Value::String(read_str(&mut d)?.into_owned())),
                 Ok(VB) => value = Some(Value::Boolean(d.bool().map_err(cbor_err)?)),
-                Ok(VD) => value = Some(Value::Opaque(d.bytes().map_err(cbor_err)?.to_vec())),
-                Err("vlo") => {
-                    let s = d.str().map_err(cbor_err)?.to_string();
+                Ok(VD) => value = Some(Value::Opaque(read_bytes(&mut d)?.into_owned())),
+                Err(k) if k == "vlo" => {
+                    let s = read_str(&mut d)?.into_owned();
                     value =
                         Some(Value::String(s).coerce(crate::lwm2m::model::ResourceType::Objlnk)?);
                 }
                 _ => d.skip().map_err(cbor_err)?,
             }
         }
-        out.push((join(bn, name)?, value, record_time(bt, t)));
+        out.push((join(&bn, &name)?, value, record_time(bt, t)));
     }
     if d.position() != b.len() {
         return err("trailing bytes after SenML CBOR");

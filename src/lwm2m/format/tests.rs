@@ -4,7 +4,7 @@ use super::*;
 use crate::lwm2m::node::{hex, Instance, Resource};
 use std::collections::{BTreeMap, HashMap};
 
-struct TestSchema(HashMap<(u16, u16), (ResourceType, bool)>);
+pub(super) struct TestSchema(HashMap<(u16, u16), (ResourceType, bool)>);
 
 impl Schema for TestSchema {
     fn resource(&self, o: u16, r: u16) -> Option<(ResourceType, bool)> {
@@ -12,7 +12,7 @@ impl Schema for TestSchema {
     }
 }
 
-fn device_schema() -> TestSchema {
+pub(super) fn device_schema() -> TestSchema {
     use ResourceType as T;
     let mut m = HashMap::new();
     for (r, t, multi) in [
@@ -44,7 +44,7 @@ fn s(x: &str) -> Resource {
 }
 
 /// The Device object instance used in the specification's format examples.
-fn spec_device() -> Node {
+pub(super) fn spec_device() -> Node {
     let mut i = Instance::new();
     i.insert(0, s("Open Mobile Alliance"));
     i.insert(1, s("Lightweight M2M Client"));
