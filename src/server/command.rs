@@ -368,7 +368,7 @@ pub fn plan(
             send(p.request(Code::DELETE, &path), Expect::Status)
         }
         Method::ReadComposite | Method::ObserveComposite => {
-            let paths = p.targets()?;
+            let paths = p.composite_targets()?;
             for q in &paths {
                 p.check_readable(q)?;
             }
@@ -405,6 +405,8 @@ pub fn plan(
                     entries.push((q, val));
                 }
             }
+            // Numeric path order on the wire, whatever order the caller wrote.
+            entries.sort_by_key(|(q, _)| *q);
             let ccf = p.composite_format(cf);
             let mut m = p.root_request(Code::IPATCH);
             m.set_uint_option(opt::CONTENT_FORMAT, ccf.code() as u64);
@@ -605,6 +607,64 @@ impl Params<'_> {
             .collect()
     }
 
+    /// The paths of a Read- or Observe-Composite. A client answers such a
+    /// request with the values it has (OMA interoperability test
+    /// LightweightM2M-1.1-int-236 asks for objects the client lacks), so a
+    /// path of an object the device did not register still goes out, as
+    /// long as one path names an object it did register.
+    fn composite_targets(&self) -> Result<Vec<Path>, String> {
+        let list = self
+            .params
+            .get("ids")
+            .or_else(|| self.params.get("keys"))
+            .and_then(Json::as_array)
+            .ok_or("a composite command needs \"ids\" or \"keys\": a list")?;
+        if list.is_empty() {
+            return Err("a composite command needs at least one path".into());
+        }
+        let (mut paths, mut registered, mut refusal) = (Vec::new(), false, None);
+        for x in list {
+            let Json::String(s) = x else {
+                return Err(format!("{x} is not a path or key"));
+            };
+            match self.resolve(s) {
+                Ok(path) => {
+                    registered = true;
+                    paths.push(path);
+                }
+                Err(e) => match self.unregistered(s) {
+                    Some(path) => {
+                        refusal.get_or_insert(e);
+                        paths.push(path);
+                    }
+                    None => return Err(e),
+                },
+            }
+        }
+        match refusal {
+            Some(e) if !registered => Err(e),
+            _ => Ok(paths),
+        }
+    }
+
+    /// A well-formed path (or a profile key's path) whose only fault is an
+    /// object the device did not register.
+    fn unregistered(&self, s: &str) -> Option<Path> {
+        let path = if s.starts_with('/') || s.starts_with(|c: char| c.is_ascii_digit()) {
+            Path::parse_versioned(s).ok()?.0
+        } else {
+            self.profile.and_then(|p| p.path_of(s))?
+        };
+        if self.reg.objects.iter().any(|o| o.object == path.object) {
+            return None;
+        }
+        // Where a model exists the path must still fit it.
+        if let (Some(r), Some(model)) = (path.resource, self.lib.get(path.object, None)) {
+            model.resource(r)?;
+        }
+        Some(path)
+    }
+
     /// A path if it looks like one, else a key.
     fn resolve(&self, s: &str) -> Result<Path, String> {
         if s.starts_with('/') || s.starts_with(|c: char| c.is_ascii_digit()) {
@@ -735,7 +795,11 @@ impl Params<'_> {
             )
         });
         let mut out = Vec::new();
-        for (k, v) in attrs {
+        // In name order, so the query is the same whatever order the
+        // caller (or the profile) wrote the attributes in.
+        let mut sorted: Vec<_> = attrs.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        for (k, v) in sorted {
             let q = match (k.as_str(), v) {
                 (_, Json::Null) => k.clone(),
                 ("pmin" | "pmax" | "epmin" | "epmax" | "hqmax", v) => match v.as_u64() {
@@ -831,7 +895,10 @@ pub fn answer(expect: &Expect, resp: &Message, schema: &dyn Schema) -> Answer {
             let entries =
                 format::decode_entries(cf, &resp.payload, schema).map_err(|e| e.to_string())?;
             let mut out = Map::new();
-            for p in paths {
+            // Keys in numeric path order, whatever order they were asked in.
+            let mut sorted: Vec<&Path> = paths.iter().collect();
+            sorted.sort();
+            for p in sorted {
                 let mine: Vec<_> = entries
                     .iter()
                     .filter(|(q, _)| within(p, q))

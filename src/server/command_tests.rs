@@ -287,3 +287,58 @@ fn device_errors_come_back_with_their_code_name() {
     let a = p.rpc("Read", json!({"id": "/3/0/9", "format": "TEXT"}));
     assert!(a["value"].is_number(), "{a}");
 }
+
+#[test]
+fn a_composite_read_with_unregistered_objects_still_reaches_the_device() {
+    let mut p = Pair::new(ContentFormat::SenmlJson, false);
+    let served = |p: &Pair| p.dev.served.get("read-composite").copied().unwrap_or(0);
+    let before = served(&p);
+    // Interoperability test int-236: 3339 is an object this client lacks.
+    let a = p.rpc(
+        "ReadComposite",
+        json!({"ids": ["/3/0/9", "/3339/0/5527", "/3303/0/5700"]}),
+    );
+    ok(&a, "CONTENT");
+    assert!(a["value"]["/3/0/9"].is_number(), "{a}");
+    assert!(a["value"]["/3303/0/5700"].is_number(), "{a}");
+    assert!(a["value"].get("/3339/0/5527").is_none(), "{a}");
+    assert_eq!(served(&p), before + 1);
+    // No path can be right: refused, and nothing is sent.
+    let a = p.rpc("ReadComposite", json!({"ids": ["/3339/0/5527", "/42/0"]}));
+    assert_eq!(a["result"], "BAD_REQUEST", "{a}");
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not register object 3339"),
+        "{a}"
+    );
+    // A malformed path is refused whatever else is asked.
+    let a = p.rpc("ReadComposite", json!({"ids": ["/3/0/9", "/3/x"]}));
+    assert_eq!(a["result"], "BAD_REQUEST", "{a}");
+    assert_eq!(served(&p), before + 1);
+}
+
+#[test]
+fn ids_and_paths_come_out_in_numeric_order() {
+    let mut p = Pair::new(ContentFormat::SenmlJson, false);
+    let a = p.rpc("Read", json!({"id": "/3/0"}));
+    let keys: Vec<u16> = a["value"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.parse().unwrap())
+        .collect();
+    assert!(keys.iter().any(|k| *k >= 10), "{keys:?}");
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+    // The JSON text too, as the CLI, watch and MQTT print it.
+    let text = a["value"].to_string();
+    assert!(text.find("\"2\":") < text.find("\"10\":"), "{text}");
+    // A composite answer follows path order, not the order asked in.
+    let a = p.rpc(
+        "ReadComposite",
+        json!({"ids": ["/3303/0/5700", "/3/0/9", "/1/0"]}),
+    );
+    let keys: Vec<&String> = a["value"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["/1/0", "/3/0/9", "/3303/0/5700"], "{a}");
+}

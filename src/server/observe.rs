@@ -440,7 +440,7 @@ impl Server {
         r: Vec<format::Reading>,
     ) {
         let now_ms = self.last_unix_ms;
-        let readings: Vec<Reading> = r
+        let mut readings: Vec<Reading> = r
             .into_iter()
             .map(|(path, value, t)| Reading {
                 path,
@@ -448,6 +448,9 @@ impl Server {
                 ts_ms: t.map_or(now_ms, |t| device_time_ms(t, now_ms)),
             })
             .collect();
+        // Time order first, then numeric path order within one time, as
+        // every output lists them (devices may send any order).
+        readings.sort_by_key(|r| (r.ts_ms, r.path));
         self.report_stats.readings += readings.len() as u64;
         if self.reports.len() >= self.max_reports {
             self.reports.pop_front();
