@@ -23,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod dtls;
+pub mod logging;
 pub mod lwm2m;
 pub mod northbound;
 pub mod notify;

@@ -311,3 +311,23 @@ fn an_oversize_register_is_answered_4_13_and_goes_through_block_wise() {
         "{dev}"
     );
 }
+
+#[test]
+fn device_chosen_names_reach_the_log_escaped() {
+    let dir = TempDir::new("escape");
+    let gw = Gateway::start(&dir.0, &config("127.0.0.1", ""));
+    let mut c = Client::new(gw.addr);
+    let r = c.register("a\u{1}\u{1b}[2Jb", &["lt=300"], OBJECTS);
+    assert_eq!(r.code, Code::BAD_REQUEST);
+    assert!(gw.wait_log("register refused", Duration::from_secs(5)));
+    let lines = common::log_lines(&gw);
+    let line = lines
+        .iter()
+        .find(|l| l.contains("register refused"))
+        .unwrap();
+    assert!(line.contains("ep=a\\x01\\x1b[2Jb"), "{line}");
+    assert!(
+        lines.iter().all(|l| !l.chars().any(|ch| ch.is_control())),
+        "a raw control character reached the log: {lines:?}"
+    );
+}

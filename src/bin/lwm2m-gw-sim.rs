@@ -325,7 +325,7 @@ async fn notifier(devices: Vec<Arc<Device>>, every: Duration, con: bool) {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    lwm2m_gw::logging::init("warn");
     let o = match parse() {
         Ok(o) => o,
         Err(e) => {

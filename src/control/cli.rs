@@ -224,7 +224,7 @@ pub type Serve = fn(Config) -> Result<(), Box<dyn std::error::Error>>;
 
 /// Entry point of the `lwm2m-gw` binary.
 pub fn main(serve: Serve) -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    crate::logging::init("info");
     let cmd = match parse(std::env::args().skip(1).collect()) {
         Ok(c) => c,
         Err(e) => {
