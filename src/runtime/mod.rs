@@ -188,6 +188,7 @@ impl Gateway {
             Downlink(Downlink),
         }
         let down_rx = self.mqtt.as_ref().map(|m| m.downlink());
+        let mut crash_point = CrashPoint::from_env();
         // Sockets are bound and the store is open: tell systemd, and ping
         // its watchdog from this loop, so a loop that hangs gets restarted.
         let notifier = crate::notify::Notifier::from_env();
@@ -280,9 +281,11 @@ impl Gateway {
                 d.receive(&mut self.server, now, &mut buf);
             }
             self.server.handle_timeout(now);
-            self.persist_and_publish().await;
+            let acknowledged = self.persist_and_publish().await;
             self.send_all().await;
-            self.publish_reports();
+            if acknowledged {
+                crash_point.after_acknowledgement();
+            }
             while let Some((handle, answer)) = self.server.poll_answer() {
                 self.deliver(handle, answer);
             }
@@ -380,22 +383,30 @@ impl Gateway {
         }
     }
 
-    /// Writes registry changes, flushes once for the whole batch (so an
-    /// answer never goes out for state a power cut could lose), then
-    /// hands the events to subscribers.
-    async fn persist_and_publish(&mut self) {
+    /// Writes registry changes and queues this turn's events and reports
+    /// for the platform, then flushes once for the whole batch, so that no
+    /// answer or acknowledgement goes out for state, or for a value, that
+    /// a power cut could lose; then hands the events to subscribers.
+    async fn persist_and_publish(&mut self) -> bool {
         let (events, written) = persist::write(&mut self.server, &self.store, &self.models);
-        if !written {
-            return;
-        }
         if let Some(m) = &mut self.mqtt {
             m.events(&self.server, &events, &mut self.next_handle);
+        }
+        self.publish_reports();
+        // A Send's 2.04 and a confirmable notification's ACK promise the
+        // value is kept: it is in the uplink queue now, and must be on disk
+        // before they leave. Other reports are made durable by the bridge
+        // before it publishes them.
+        let acknowledged = self.server.acknowledged_values() && self.mqtt.is_some();
+        if !written && !acknowledged {
+            return false;
         }
         let store = self.store.clone();
         if let Err(e) = smol::unblock(move || store.flush()).await {
             log::error!("store flush failed: {e}");
         }
         self.fanout.events(events);
+        acknowledged
     }
 
     /// Sends what the server has to send, over DTLS where the peer has a
@@ -462,6 +473,33 @@ impl crate::control::Backend for Parts<'_> {
     fn credentials_changed(&mut self) {
         if let Some(d) = &mut self.dtls {
             d.set_keys(Keys::from_credentials(self.server.credentials()));
+        }
+    }
+}
+
+/// A test hook for the durability tests: with `LWM2M_GW_CRASH_AFTER_ACKS=N`
+/// the process aborts (as a power cut or `kill -9` would end it) right after
+/// the Nth turn whose acknowledgements of values left, the worst moment for
+/// a value the device now counts as delivered. Unset, it does nothing.
+struct CrashPoint(Option<u64>);
+
+impl CrashPoint {
+    fn from_env() -> CrashPoint {
+        let n = std::env::var("LWM2M_GW_CRASH_AFTER_ACKS")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        if let Some(n) = n {
+            log::warn!("LWM2M_GW_CRASH_AFTER_ACKS={n}: this gateway aborts on purpose (a test)");
+        }
+        CrashPoint(n)
+    }
+
+    fn after_acknowledgement(&mut self) {
+        if let Some(n) = &mut self.0 {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                std::process::abort();
+            }
         }
     }
 }

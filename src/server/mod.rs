@@ -161,6 +161,9 @@ pub struct Server {
     latest: provision::Latest,
     to_apply: Vec<Registration>,
     last_unix_ms: u64,
+    /// Values came in that the device sees acknowledged (a Send, a
+    /// confirmable notification) since `acknowledged_values` was asked.
+    acknowledged: bool,
     /// Peers that proved who they are over DTLS, and whether their session
     /// is still open. An entry outlives its session while a registration
     /// made over it lives, so that nothing for it goes out in the clear.
@@ -205,6 +208,7 @@ impl Server {
             latest: HashMap::new(),
             to_apply: Vec::new(),
             last_unix_ms: 0,
+            acknowledged: false,
             secure_peers: HashMap::new(),
         }
     }
@@ -519,6 +523,13 @@ impl Server {
         self.engine.poll_transmit()
     }
 
+    /// Whether values arrived, since the last call, whose acknowledgement
+    /// (the 2.04 of a Send, the ACK of a confirmable notification) is among
+    /// the datagrams to send: the caller makes their reports durable first.
+    pub fn acknowledged_values(&mut self) -> bool {
+        std::mem::take(&mut self.acknowledged)
+    }
+
     /// Next registry event.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         self.events.pop_front()
@@ -531,7 +542,10 @@ impl Server {
                     self.handle_request(now, unix_ms, id, peer, msg)
                 }
                 Event::Response { id, msg, .. } => self.complete(now, id, msg),
-                Event::Notification { id, msg, .. } => self.notification(id, &msg, true),
+                Event::Notification { id, msg, .. } => {
+                    self.acknowledged |= msg.mtype == MsgType::Con;
+                    self.notification(id, &msg, true)
+                }
                 Event::Failed { id, error, .. } => self.fail(now, id, error),
                 // The gateway serves no observations of its own.
                 Event::ObserverGone { .. } => {}

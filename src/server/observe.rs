@@ -423,6 +423,7 @@ impl Server {
                 self.report_stats.sends += 1;
                 log::debug!("ep={endpoint} Send of {} values", r.len());
                 self.push_report(endpoint, Origin::Send, r);
+                self.acknowledged = true;
                 reply(Code::CHANGED, "")
             }
             Err(e) => {

@@ -49,6 +49,11 @@ impl Gateway {
 
     /// Starts the binary on CoAP port `port` (0: OS-chosen).
     pub fn start_on(dir: &Path, config: &str, port: u16) -> Gateway {
+        Gateway::start_with_env(dir, config, port, &[])
+    }
+
+    /// Like `start_on`, with extra environment variables for the gateway.
+    pub fn start_with_env(dir: &Path, config: &str, port: u16, env: &[(&str, &str)]) -> Gateway {
         let cfg = dir.join("gw.toml");
         std::fs::write(&cfg, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
@@ -60,6 +65,7 @@ impl Gateway {
             .args(["--dtls-port", "0"])
             .env("RUST_LOG", "info,sled=warn")
             .env_remove("RUNTIME_DIRECTORY")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -124,6 +130,11 @@ impl Gateway {
             .arg(self.control_socket())
             .output()
             .unwrap()
+    }
+
+    /// Whether the process has ended (by itself: a crash point, an abort).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// Kills the process with SIGKILL (no clean shutdown) and waits for it.

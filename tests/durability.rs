@@ -1,0 +1,128 @@
+//! What a device was told is kept, is kept: the gateway aborts (as a power
+//! cut or `kill -9` would end it) right after a Send's 2.04 leaves, with
+//! the broker down, and every acknowledged value still reaches the broker
+//! after a restart. Real mosquitto on loopback, real UDP.
+
+mod common;
+
+use common::{config, Broker, Client, Gateway, Subscriber, TempDir};
+use lwm2m_gw::coap::{opt, Code, Message, MsgType, Token};
+use serde_json::{json, Value as Json};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const PROFILE: &str = r#"
+name = "meter"
+[resources."/3303/0/5700"]
+telemetry = true
+key = "temperature"
+"#;
+
+fn provision(gw: &Gateway) {
+    let mut c = gw.control();
+    let Json::Object(req) = json!({"op": "profile-put", "toml": PROFILE}) else {
+        unreachable!()
+    };
+    assert_eq!(c.call(req).unwrap()["result"], "CREATED");
+    let cred = json!({"endpoint": "d-1", "profile": "meter", "security": "NoSec"});
+    let Json::Object(req) = json!({"op": "device-add", "credential": cred}) else {
+        unreachable!()
+    };
+    assert_eq!(c.call(req).unwrap()["result"], "CHANGED");
+}
+
+/// A confirmable Send of one temperature (SenML JSON); whether it was
+/// answered 2.04 within a second.
+fn send(c: &mut Client, mid: u16, value: u64) -> bool {
+    let mut m = Message::new(MsgType::Con, Code::POST, mid, Token::from_u64(value + 1));
+    m.set_uri_path("dp");
+    m.set_uint_option(opt::CONTENT_FORMAT, 110);
+    m.payload = format!(r#"[{{"n":"/3303/0/5700","v":{value}}}]"#).into_bytes();
+    c.sock
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    c.sock.send_to(&m.encode(), c.server).unwrap();
+    let mut buf = [0u8; 1500];
+    while let Ok((n, _)) = c.sock.recv_from(&mut buf) {
+        if let Ok(r) = Message::decode(&buf[..n]) {
+            if r.mid == mid && r.mtype == MsgType::Ack {
+                return r.code == Code::CHANGED;
+            }
+        }
+    }
+    false
+}
+
+/// Every temperature of d-1 the broker has delivered.
+fn delivered(sub: &Subscriber) -> BTreeSet<u64> {
+    sub.on("v1/gateway/telemetry")
+        .iter()
+        .filter_map(|m| m.get("d-1").and_then(Json::as_array).cloned())
+        .flatten()
+        .filter_map(|e| e["values"]["temperature"].as_f64().map(|t| t as u64))
+        .collect()
+}
+
+#[test]
+fn a_value_acknowledged_just_before_a_crash_reaches_the_broker_after_restart() {
+    let dir = TempDir::new("durability");
+    let mut broker = Broker::start(&dir.0);
+    let sub = Subscriber::start(&broker, "tb-durability");
+    let cfg = config(
+        "127.0.0.1",
+        &format!("[mqtt]\nurl = \"{}\"\n", broker.url()),
+    );
+    let gw = Gateway::start(&dir.0, &cfg);
+    provision(&gw);
+    let port = gw.addr.port();
+    let mut dev = Client::new(gw.addr);
+    assert_eq!(
+        dev.register("d-1", &["lt=300"], b"</3303/0>").code,
+        Code::CREATED
+    );
+    drop(gw);
+
+    let mut acknowledged = BTreeSet::new();
+    let mut next = 0u64;
+    // Crash after the 1st, 3rd and 7th acknowledged Send, the broker down each
+    // time, so nothing but the store can keep the values.
+    for crash_after in [1u64, 3, 7] {
+        broker.stop();
+        let n = crash_after.to_string();
+        let mut gw = Gateway::start_with_env(
+            &dir.0,
+            &cfg,
+            port,
+            &[("LWM2M_GW_CRASH_AFTER_ACKS", n.as_str())],
+        );
+        for _ in 0..crash_after + 3 {
+            next += 1;
+            if send(&mut dev, next as u16, next) {
+                acknowledged.insert(next);
+            }
+            if gw.exited() {
+                break;
+            }
+        }
+        let ended = (0..250).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            gw.exited()
+        });
+        assert!(ended, "the crash point did not fire");
+        broker.restart();
+    }
+    assert_eq!(acknowledged.len(), 1 + 3 + 7, "{acknowledged:?}");
+    // A gateway without a crash point sends what was kept.
+    let gw = Gateway::start_on(&dir.0, &cfg, port);
+    let all = common::wait_until(Duration::from_secs(30), || {
+        acknowledged.is_subset(&delivered(&sub))
+    });
+    let got = delivered(&sub);
+    let lost: Vec<_> = acknowledged.difference(&got).collect();
+    assert!(
+        all,
+        "acknowledged values lost: {lost:?} (broker got {got:?}: {:?}); gateway log: {:?}",
+        sub.on("v1/gateway/telemetry"),
+        common::log_lines(&gw)
+    );
+}
