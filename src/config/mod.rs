@@ -65,6 +65,14 @@ pub struct DtlsSection {
     pub key_file: Option<PathBuf>,
     /// CA certificates device certificates must chain to (X.509 by CN).
     pub ca_file: Option<PathBuf>,
+    /// The host devices dial, the CN of the certificate made when no
+    /// `cert_file` is set; default `coap.bind` when it is one address, else
+    /// the first non-loopback IPv4 address, else the host name.
+    pub server_host: Option<String>,
+    /// subjectAltName entries of that certificate, DNS names or IP
+    /// addresses; none by default (Mbed TLS 2.x clients ignore the CN once
+    /// a SAN is present).
+    pub cert_san: Vec<String>,
 }
 
 impl Default for DtlsSection {
@@ -85,6 +93,8 @@ impl Default for DtlsSection {
             cert_file: None,
             key_file: None,
             ca_file: None,
+            server_host: None,
+            cert_san: Vec::new(),
         }
     }
 }
@@ -449,6 +459,7 @@ impl Config {
             );
         }
         self.dtls_settings()?;
+        self.cert_names()?;
         if self.store.cache_mb == 0 {
             return bad("store.cache_mb must be at least 1".into());
         }

@@ -185,9 +185,44 @@ impl Config {
         })
     }
 
+    /// The names of the certificate made when no `dtls.cert_file` is set.
+    pub fn cert_names(&self) -> Result<crate::dtls::identity::CertNames, ConfigError> {
+        let d = &self.dtls;
+        let host = match &d.server_host {
+            Some(h) => h.clone(),
+            None if !self.coap.bind.is_unspecified() => self.coap.bind.to_string(),
+            None => primary_address().unwrap_or_else(host_name),
+        };
+        let name_ok = |h: &str| {
+            !h.is_empty()
+                && h.len() <= 253
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '*' | '_'))
+        };
+        if !name_ok(&host) {
+            return Err(ConfigError(format!(
+                "dtls.server_host = {host:?}: a host name or an IP address"
+            )));
+        }
+        let (mut dns, mut ips) = (Vec::new(), Vec::new());
+        for san in &d.cert_san {
+            match san.parse::<std::net::IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) if name_ok(san) && !san.contains(':') => dns.push(san.clone()),
+                Err(_) => {
+                    return Err(ConfigError(format!(
+                        "dtls.cert_san: {san:?} is neither a DNS name nor an IP address"
+                    )))
+                }
+            }
+        }
+        Ok(crate::dtls::identity::CertNames { host, dns, ips })
+    }
+
     /// Where the gateway's DTLS key, certificate and trust store come from.
     pub fn dtls_files(&self) -> crate::dtls::identity::Files {
         crate::dtls::identity::Files {
+            names: self.cert_names().unwrap_or_default(),
             certificate: self.dtls.cert_file.clone(),
             key: self.dtls.key_file.clone(),
             trust_store: self.dtls.ca_file.clone(),
@@ -314,6 +349,49 @@ impl Config {
             cache_bytes: self.store.cache_mb << 20,
             flush_every_ms: self.store.flush_every_ms,
         }
+    }
+}
+
+/// The first IPv4 address of an interface that is up and not loopback:
+/// on a site gateway, the address devices on the LAN dial.
+fn primary_address() -> Option<String> {
+    let mut found = None;
+    // SAFETY: getifaddrs fills a list we walk read-only and free once.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut p = list;
+        while !p.is_null() {
+            let a = &*p;
+            let up = a.ifa_flags & (libc::IFF_UP as u32) != 0;
+            let lo = a.ifa_flags & (libc::IFF_LOOPBACK as u32) != 0;
+            if up && !lo && !a.ifa_addr.is_null() && (*a.ifa_addr).sa_family as i32 == libc::AF_INET
+            {
+                let sin = &*(a.ifa_addr as *const libc::sockaddr_in);
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if !ip.is_link_local() {
+                    found = Some(ip.to_string());
+                    break;
+                }
+            }
+            p = a.ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    found
+}
+
+/// This machine's host name, else the old fixed CN.
+fn host_name() -> String {
+    let mut b = [0u8; 256];
+    // SAFETY: gethostname writes at most b.len() bytes into b.
+    let r = unsafe { libc::gethostname(b.as_mut_ptr() as *mut libc::c_char, b.len()) };
+    let n = b.iter().position(|c| *c == 0).unwrap_or(0);
+    match std::str::from_utf8(&b[..n]) {
+        Ok(h) if r == 0 && !h.is_empty() => h.to_string(),
+        _ => "lwm2m-gw".into(),
     }
 }
 

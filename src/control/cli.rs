@@ -309,6 +309,9 @@ fn run(cmd: Command, serve: Serve) -> Result<bool, Box<dyn std::error::Error>> {
             for p in &id.made {
                 eprintln!("made {}", p.display());
             }
+            for p in &id.remade {
+                eprintln!("made {} again: the certificate names changed", p.display());
+            }
             println!("{}", id.public_key_base64());
         }
         Command::Serve(c) => serve(c.config()?)?,

@@ -13,9 +13,85 @@ use mbedtls::x509::Time;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The names a generated server certificate carries. Devices check the
+/// name against the host they dial: Mbed TLS 2.x clients compare only the
+/// CN and DNS-type SANs (and ignore the CN once a SAN extension exists),
+/// OpenSSL-based ones check IP SANs. So the CN is the host devices dial,
+/// and SANs are added only where configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertNames {
+    /// The subject's CN.
+    pub host: String,
+    /// subjectAltName entries of type DNS.
+    pub dns: Vec<String>,
+    /// subjectAltName entries of type IP.
+    pub ips: Vec<std::net::IpAddr>,
+}
+
+impl Default for CertNames {
+    fn default() -> Self {
+        CertNames {
+            host: "lwm2m-gw".into(),
+            dns: Vec::new(),
+            ips: Vec::new(),
+        }
+    }
+}
+
+impl CertNames {
+    /// One line naming them all, kept beside the certificate to tell when
+    /// the settings changed.
+    fn line(&self) -> String {
+        let ips: Vec<String> = self.ips.iter().map(|i| i.to_string()).collect();
+        format!(
+            "CN={} DNS={} IP={}",
+            self.host,
+            self.dns.join(","),
+            ips.join(",")
+        )
+    }
+
+    /// The subjectAltName extension's value (RFC 5280 4.2.1.6: a SEQUENCE
+    /// of dNSName [2] and iPAddress [7]); none without SANs.
+    fn san_der(&self) -> Option<Vec<u8>> {
+        if self.dns.is_empty() && self.ips.is_empty() {
+            return None;
+        }
+        let mut body = Vec::new();
+        for d in &self.dns {
+            der_push(&mut body, 0x82, d.as_bytes());
+        }
+        for ip in &self.ips {
+            match ip {
+                std::net::IpAddr::V4(a) => der_push(&mut body, 0x87, &a.octets()),
+                std::net::IpAddr::V6(a) => der_push(&mut body, 0x87, &a.octets()),
+            }
+        }
+        let mut out = Vec::new();
+        der_push(&mut out, 0x30, &body);
+        Some(out)
+    }
+}
+
+/// One DER element: tag, definite length, value.
+fn der_push(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
+    out.push(tag);
+    let n = value.len();
+    if n < 0x80 {
+        out.push(n as u8);
+    } else if n <= 0xff {
+        out.extend_from_slice(&[0x81, n as u8]);
+    } else {
+        out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]);
+    }
+    out.extend_from_slice(value);
+}
+
 /// Where the gateway's DTLS material comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Files {
+    /// The names of the certificate made when none is configured.
+    pub names: CertNames,
     /// Server certificate chain (PEM or DER); default: a self-signed one
     /// made for the server key and kept in the data directory.
     pub certificate: Option<PathBuf>,
@@ -36,6 +112,8 @@ pub struct Identity {
     pub private_der: Vec<u8>,
     /// Where a generated key or certificate was written, for the log.
     pub made: Vec<PathBuf>,
+    /// A generated certificate made again because its names changed.
+    pub remade: Vec<PathBuf>,
 }
 
 impl Identity {
@@ -101,7 +179,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), DtlsError> {
 /// `dir` is used, made there (P-256) on first start, with a self-signed
 /// certificate beside it.
 pub fn load(files: &Files, dir: &Path) -> Result<Identity, DtlsError> {
-    let mut made = Vec::new();
+    let (mut made, mut remade) = (Vec::new(), Vec::new());
     let key_path = files
         .key
         .clone()
@@ -129,11 +207,32 @@ pub fn load(files: &Files, dir: &Path) -> Result<Identity, DtlsError> {
         Some(p) => certificates(p)?,
         None => {
             let cert_path = dir.join("server-cert.pem");
-            if !cert_path.exists() || !made.is_empty() {
-                let pem = self_signed(&mut key)?;
+            let names_path = dir.join("server-cert.names");
+            let wanted = files.names.line();
+            // A certificate made before names were recorded carried the
+            // default CN only.
+            let had = match std::fs::read_to_string(&names_path) {
+                Ok(l) => l.trim().to_string(),
+                Err(_) => CertNames::default().line(),
+            };
+            let renamed = cert_path.exists() && made.is_empty() && had != wanted;
+            if !cert_path.exists() || !made.is_empty() || renamed {
+                if renamed {
+                    log::warn!(
+                        "DTLS: the server certificate is made again for {wanted} (it was {had}): \
+                         devices given the old certificate need the new one (the key is the same)"
+                    );
+                }
+                let pem = self_signed(&mut key, &files.names)?;
                 let _ = std::fs::remove_file(&cert_path);
                 write_private(&cert_path, &pem)?;
-                made.push(cert_path.clone());
+                let _ = std::fs::remove_file(&names_path);
+                write_private(&names_path, &format!("{wanted}\n"))?;
+                if renamed {
+                    remade.push(cert_path.clone());
+                } else {
+                    made.push(cert_path.clone());
+                }
             }
             certificates(&cert_path)?
         }
@@ -149,12 +248,13 @@ pub fn load(files: &Files, dir: &Path) -> Result<Identity, DtlsError> {
         public_key,
         private_der,
         made,
+        remade,
     })
 }
 
-/// A self-signed certificate for the server key, CN=lwm2m-gw, valid for
+/// A self-signed certificate for the server key, with `names`, valid for
 /// 30 years: devices that pin it must not see it change.
-fn self_signed(key: &mut Pk) -> Result<String, DtlsError> {
+fn self_signed(key: &mut Pk, names: &CertNames) -> Result<String, DtlsError> {
     let lib = |e: mbedtls::Error| DtlsError::Library(format!("self-signed certificate: {e}"));
     // Signing needs a second handle on the key: the builder takes it twice.
     let der = key
@@ -164,10 +264,11 @@ fn self_signed(key: &mut Pk) -> Result<String, DtlsError> {
     let mut serial = [0u8; 8];
     super::random_bytes(&mut serial);
     serial[0] &= 0x7F;
+    let dn = format!("CN={}", names.host);
     let mut b = Builder::new();
-    b.subject("CN=lwm2m-gw")
+    b.subject(&dn)
         .map_err(lib)?
-        .issuer("CN=lwm2m-gw")
+        .issuer(&dn)
         .map_err(lib)?
         .subject_key(key)
         .issuer_key(&mut issuer)
@@ -179,6 +280,10 @@ fn self_signed(key: &mut Pk) -> Result<String, DtlsError> {
             Time::new(2054, 1, 1, 0, 0, 0).expect("valid date"),
         )
         .map_err(lib)?;
+    if let Some(san) = names.san_der() {
+        // id-ce-subjectAltName, 2.5.29.17.
+        b.extension(&[0x55, 0x1d, 0x11], &san, false).map_err(lib)?;
+    }
     b.write_pem_string(&mut local_rng()?).map_err(lib)
 }
 

@@ -275,3 +275,59 @@ fn without_a_raw_key_stack_a_raw_key_hello_gets_an_alert_and_leaves_no_state() {
     assert_eq!(n.server.stats().rpk_refused, 1);
     assert_eq!(n.server.poll_timeout(), None);
 }
+
+fn made_certificate(dir: &std::path::Path) -> mbedtls::alloc::Box<mbedtls::x509::Certificate> {
+    let mut pem = std::fs::read(dir.join("server-cert.pem")).unwrap();
+    pem.push(0);
+    mbedtls::x509::Certificate::from_pem(&pem).unwrap()
+}
+
+#[test]
+fn the_made_certificate_names_the_host_and_is_made_again_when_the_names_change() {
+    use identity::CertNames;
+    let dir = temp_dir();
+    let names = CertNames {
+        host: "127.0.0.1".into(),
+        dns: Vec::new(),
+        ips: Vec::new(),
+    };
+    let files = Files {
+        names: names.clone(),
+        ..Files::default()
+    };
+    let first = identity::load(&files, &dir).expect("identity");
+    let c = made_certificate(&dir);
+    assert_eq!(c.subject().unwrap(), "CN=127.0.0.1");
+    // No SAN unless asked: Mbed TLS 2.x clients then ignore the CN.
+    let san_oid = [0x06, 0x03, 0x55, 0x1d, 0x11];
+    let ext = c.extensions_raw().unwrap_or_default();
+    assert!(!ext.windows(5).any(|w| w == san_oid), "{ext:x?}");
+    // The same names again: the same certificate, nothing made.
+    let again = identity::load(&files, &dir).expect("identity");
+    assert!(again.made.is_empty() && again.remade.is_empty());
+    // SANs configured: made again, same key.
+    let files = Files {
+        names: CertNames {
+            host: "gw.site.example".into(),
+            dns: vec!["gw.site.example".into()],
+            ips: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+        },
+        ..Files::default()
+    };
+    let third = identity::load(&files, &dir).expect("identity");
+    assert!(third.made.is_empty(), "{:?}", third.made);
+    assert_eq!(third.remade.len(), 1, "{:?}", third.remade);
+    assert_eq!(third.public_key, first.public_key);
+    let c = made_certificate(&dir);
+    assert_eq!(c.subject().unwrap(), "CN=gw.site.example");
+    let ext = c.extensions_raw().unwrap();
+    assert!(ext.windows(5).any(|w| w == san_oid), "{ext:x?}");
+    assert!(
+        ext.windows(6).any(|w| w == [0x87, 4, 127, 0, 0, 1]),
+        "{ext:x?}"
+    );
+    assert!(ext.windows(2).any(|w| w == [0x87, 16]), "{ext:x?}");
+    let dns = b"gw.site.example";
+    assert!(ext.windows(dns.len()).any(|w| w == dns), "{ext:x?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
