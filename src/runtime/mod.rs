@@ -297,30 +297,27 @@ impl Gateway {
 
     /// A control-socket request, through the one command path.
     fn control_request(&mut self, now: Instant, r: CtlRequest) {
-        let Gateway {
-            server,
-            store,
-            dtls,
-            mqtt,
-            udp,
-            control,
-            next_handle,
-            ..
-        } = self;
-        let mut parts = Parts {
-            server,
-            store,
-            dtls: dtls.as_mut(),
-            mqtt: mqtt.as_ref(),
-            plain_dropped: udp.plain_dropped,
-            watchers: control.watchers(),
-            next_handle,
-        };
-        control.handle(&mut parts, now, r);
+        self.with_parts(false, |parts, control, _| control.handle(parts, now, r));
     }
 
     /// A message from the platform, through the same command path.
     fn downlink(&mut self, now: Instant, d: Downlink) {
+        self.with_parts(true, |parts, _, mqtt| {
+            if let Some(m) = mqtt {
+                m.handle(parts, now, d);
+            }
+        });
+    }
+
+    /// Runs `f` with the gateway split into the command path's view of it
+    /// and the two shells that run commands. The bridge is either in the
+    /// view (for `stats`) or handed out to run a platform command
+    /// (`for_bridge`); the platform never asks for `stats`.
+    fn with_parts<R>(
+        &mut self,
+        for_bridge: bool,
+        f: impl FnOnce(&mut Parts<'_>, &mut control::Shell, Option<&mut mqtt::Shell>) -> R,
+    ) -> R {
         let Gateway {
             server,
             store,
@@ -331,20 +328,21 @@ impl Gateway {
             next_handle,
             ..
         } = self;
-        let Some(m) = mqtt else {
-            return;
+        let (view, bridge) = match mqtt {
+            Some(m) if for_bridge => (None, Some(m)),
+            Some(m) => (Some(&*m), None),
+            None => (None, None),
         };
         let mut parts = Parts {
             server,
             store,
             dtls: dtls.as_mut(),
-            // The platform sends device commands only, never `stats`.
-            mqtt: None,
+            mqtt: view,
             plain_dropped: udp.plain_dropped,
             watchers: control.watchers(),
             next_handle,
         };
-        m.handle(&mut parts, now, d);
+        f(&mut parts, control, bridge)
     }
 
     /// Hands a device's answer to whoever sent the command.

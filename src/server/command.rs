@@ -589,7 +589,8 @@ impl Params<'_> {
         }
     }
 
-    fn targets(&self) -> Result<Vec<Path>, String> {
+    /// The `ids` (or `keys`) list of a composite command, not empty.
+    fn target_list(&self) -> Result<&Vec<Json>, String> {
         let list = self
             .params
             .get("ids")
@@ -599,7 +600,12 @@ impl Params<'_> {
         if list.is_empty() {
             return Err("a composite command needs at least one path".into());
         }
-        list.iter()
+        Ok(list)
+    }
+
+    fn targets(&self) -> Result<Vec<Path>, String> {
+        self.target_list()?
+            .iter()
             .map(|x| match x {
                 Json::String(s) => self.resolve(s),
                 other => Err(format!("{other} is not a path or key")),
@@ -613,15 +619,7 @@ impl Params<'_> {
     /// path of an object the device did not register still goes out, as
     /// long as one path names an object it did register.
     fn composite_targets(&self) -> Result<Vec<Path>, String> {
-        let list = self
-            .params
-            .get("ids")
-            .or_else(|| self.params.get("keys"))
-            .and_then(Json::as_array)
-            .ok_or("a composite command needs \"ids\" or \"keys\": a list")?;
-        if list.is_empty() {
-            return Err("a composite command needs at least one path".into());
-        }
+        let list = self.target_list()?;
         let (mut paths, mut registered, mut refusal) = (Vec::new(), false, None);
         for x in list {
             let Json::String(s) = x else {
