@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use common::load;
 use std::time::{Duration, Instant};
 
 struct Opts {
@@ -24,74 +23,6 @@ fn opts() -> Opts {
         clients: common::arg("--clients", 4),
         window: common::arg("--window", 64),
     }
-}
-
-fn register_msg(mid: u16, ep: &str) -> Vec<u8> {
-    // CON POST /rd?ep=..&lt=86400&lwm2m=1.1, Content-Format 40, typical object list.
-    let mut m = vec![0x42, 0x02];
-    m.extend_from_slice(&mid.to_be_bytes());
-    m.extend_from_slice(&mid.to_be_bytes()); // 2-byte token
-    m.extend_from_slice(&[0xb2, b'r', b'd']); // Uri-Path (11) "rd"
-    m.push(0x11);
-    m.push(40); // Content-Format (12) = 40
-    let query = |m: &mut Vec<u8>, delta: u8, q: &[u8]| {
-        if q.len() < 13 {
-            m.push((delta << 4) | q.len() as u8);
-        } else {
-            m.push((delta << 4) | 13);
-            m.push(q.len() as u8 - 13);
-        }
-        m.extend_from_slice(q);
-    };
-    query(&mut m, 3, format!("ep={ep}").as_bytes()); // Uri-Query (15)
-    query(&mut m, 0, b"lt=86400");
-    query(&mut m, 0, b"lwm2m=1.1");
-    m.push(0xff);
-    m.extend_from_slice(b"</>;rt=\"oma.lwm2m\";ct=11542,</1/0>,</3/0>,</4/0>,</5/0>,</3303/0>");
-    m
-}
-
-/// Registers `count` endpoints named `{prefix}{i}` with `window` in flight; returns elapsed time.
-fn load(server: SocketAddr, prefix: &str, count: usize, window: usize) -> Duration {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut next = 0usize;
-    let mut done = 0usize;
-    let mut mid: u16 = fastrand::u16(..);
-    let mut inflight: HashMap<u16, (Instant, Vec<u8>)> = HashMap::new();
-    let start = Instant::now();
-    let mut buf = [0u8; 256];
-    while done < count {
-        while inflight.len() < window && next < count {
-            mid = mid.wrapping_add(1);
-            let msg = register_msg(mid, &format!("{prefix}{next}"));
-            sock.send_to(&msg, server).unwrap();
-            inflight.insert(mid, (Instant::now(), msg));
-            next += 1;
-        }
-        match sock.recv_from(&mut buf) {
-            Ok((n, _)) if n >= 4 => {
-                let m = u16::from_be_bytes([buf[2], buf[3]]);
-                if buf[1] == 0x41 && inflight.remove(&m).is_some() {
-                    done += 1;
-                } else if buf[1] != 0x41 {
-                    panic!("unexpected response code {:#x}", buf[1]);
-                }
-            }
-            _ => {
-                // Retransmit whatever waited too long (same message id: answered from the cache).
-                let now = Instant::now();
-                for (sent, msg) in inflight.values_mut() {
-                    if now.duration_since(*sent) > Duration::from_secs(2) {
-                        sock.send_to(msg, server).unwrap();
-                        *sent = now;
-                    }
-                }
-            }
-        }
-    }
-    start.elapsed()
 }
 
 fn main() {
