@@ -305,11 +305,7 @@ fn an_oversize_register_is_answered_4_13_and_goes_through_block_wise() {
     assert_eq!(stats["value"]["oversizeDatagrams"], 1, "{stats}");
     let out = gw.cli(&["device", "big-1", "--json"]);
     let dev: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        dev["objects"].as_array().map(Vec::len),
-        Some(502),
-        "{dev}"
-    );
+    assert_eq!(dev["objects"].as_array().map(Vec::len), Some(502), "{dev}");
 }
 
 #[test]
