@@ -12,7 +12,7 @@
 //! path), and [`runtime`] (sockets and the event loop), which only the
 //! binaries import. [`config`] resolves the file into typed settings once;
 //! [`clock`] is the one place the shells read the wall clock and the OS
-//! random source.
+//! random source; [`logging`] is the log format (device text escaped).
 //!
 //! Arrows point down only: runtime → control → config → northbound →
 //! store → server, dtls → credentials → profile → lwm2m, coap.
