@@ -135,3 +135,54 @@ fn importing_a_broken_file_stores_nothing_and_fails() {
     assert!(text(&o).contains("b.xml:1:"), "{}", text(&o));
     assert!(!text(&o).contains("panicked"));
 }
+
+/// Another program sharing the terminal's pipe (libcoap's coap-client)
+/// can leave it non-blocking; a listing into a full pipe must then wait
+/// for the reader, not fail with EAGAIN.
+#[test]
+fn a_listing_into_a_full_non_blocking_pipe_waits_for_the_reader() {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let dir = TempDir::new("nonblocking");
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two descriptors, which are owned below.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fds[1] is the pipe's write end, open and ours.
+    unsafe {
+        // The smallest pipe the kernel gives (one page), so the listing fills it.
+        libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 4096);
+        let flags = libc::fcntl(fds[1], libc::F_GETFL);
+        libc::fcntl(fds[1], libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    // SAFETY: each descriptor is owned exactly once from here on.
+    let (mut reader, mut writer) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    // Nearly full before the listing starts, so the listing cannot fit.
+    let filler = ".".repeat(4000);
+    std::io::Write::write_all(&mut writer, filler.as_bytes()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
+        .args(["model", "list", "--data-dir"])
+        .arg(&dir.0)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The listing meets the full pipe before anyone reads.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut out = String::new();
+    reader.read_to_string(&mut out).unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{status}: {err}");
+    list_row(out.strip_prefix(&filler).unwrap(), "3303");
+}

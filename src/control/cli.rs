@@ -238,6 +238,7 @@ pub fn main(serve: Serve) -> ExitCode {
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
+        blocking_output();
     }
     match run(cmd, serve) {
         Ok(true) => ExitCode::SUCCESS,
@@ -245,6 +246,21 @@ pub fn main(serve: Serve) -> ExitCode {
         Err(e) => {
             eprintln!("lwm2m-gw: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Makes stdout and stderr blocking again. A program that shared our
+/// output before (libcoap's coap-client does this) may have left the pipe
+/// non-blocking, and a print then fails with EAGAIN instead of waiting.
+fn blocking_output() {
+    for fd in [1, 2] {
+        // SAFETY: fcntl on our own standard descriptors, with no pointers.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
+                libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            }
         }
     }
 }
