@@ -281,6 +281,11 @@ fn main() {
         .as_u64()
         .unwrap_or(0)
         - before;
+    let held = common::stats(&sock_path);
+    println!(
+        "held while observations were restored: {} (dropped past the bound: {})",
+        held["heldAtRestore"], held["heldAtRestoreDropped"]
+    );
     std::thread::sleep(Duration::from_secs(2));
     let after = status_kib(pid, "VmRSS:");
     let peak = status_kib(pid, "VmHWM:");

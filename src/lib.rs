@@ -23,6 +23,8 @@ pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod dtls;
+#[cfg(test)]
+mod heap_count;
 pub mod logging;
 pub mod lwm2m;
 pub mod northbound;

@@ -53,6 +53,8 @@ pub struct Gateway {
     max_datagram: usize,
     data_dir: PathBuf,
     next_handle: u64,
+    /// Stored observations still to take back, a step each turn.
+    restoring: Option<persist::ObservationRestore>,
 }
 
 impl Gateway {
@@ -104,6 +106,7 @@ impl Gateway {
             );
         }
         let r = persist::restore(&mut server, &store, Instant::now(), crate::clock::unix_ms())?;
+        let restoring = persist::ObservationRestore::start(&mut server, &store, Instant::now());
         let dtls = match (&cfg.dtls, dtls_socket) {
             (Some(d), Some(socket)) => {
                 let keys = Keys::from_credentials(server.credentials());
@@ -125,8 +128,7 @@ impl Gateway {
             r.dropped,
         );
         log::info!(
-            "{} observations and {} queued requests restored; {} profiles, {} device credentials",
-            r.observed,
+            "{} queued requests restored; {} profiles, {} device credentials; observations follow",
             r.held,
             server.profiles().len(),
             r.provisioned
@@ -146,6 +148,7 @@ impl Gateway {
             max_datagram: cfg.coap.max_datagram,
             data_dir: cfg.data_dir,
             next_handle: 0,
+            restoring: Some(restoring),
         })
     }
 
@@ -205,10 +208,14 @@ impl Gateway {
             }
         }
         loop {
+            // While observations are restored, the loop only looks at what
+            // is ready and comes straight back for the next step.
+            let restore_step = self.restoring.as_ref().map(|_| Instant::now());
             let deadline = [
                 self.server.poll_timeout(),
                 next_ping,
                 self.dtls.as_ref().and_then(|s| s.poll_timeout()),
+                restore_step,
             ]
             .into_iter()
             .flatten()
@@ -279,6 +286,11 @@ impl Gateway {
             self.udp.receive(&mut self.server, now, &mut buf, max);
             if let Some(d) = &mut self.dtls {
                 d.receive(&mut self.server, now, &mut buf);
+            }
+            if let Some(r) = &mut self.restoring {
+                if r.step(&mut self.server, &self.store, now, persist::RESTORE_STEP) {
+                    self.restoring = None;
+                }
             }
             self.server.handle_timeout(now);
             let acknowledged = self.persist_and_publish().await;

@@ -22,6 +22,8 @@ pub fn json(server: &Server, watchers: usize, mqtt: Json, dtls: Json) -> Json {
         "retransmissions": c.retransmissions,
         "overloadRefusals": c.overload_refusals,
         "oversizeDatagrams": c.oversize,
+        "heldAtRestore": c.held,
+        "heldAtRestoreDropped": c.held_dropped,
         "watchers": watchers,
         "mqtt": mqtt,
         "dtls": dtls,

@@ -161,6 +161,19 @@ impl Server {
         self.notification(id, msg, false);
     }
 
+    /// Starts restoring observations: until [`Server::end_restore`],
+    /// notifications whose observation is not back yet are held, not reset.
+    pub fn begin_restore(&mut self) {
+        self.engine.hold_unknown_responses();
+    }
+
+    /// Every stored observation is back: the held notifications are
+    /// delivered (or reset, for observations that did not come back).
+    pub fn end_restore(&mut self, now: Instant) {
+        self.engine.release_held(now);
+        self.drain_engine(now, self.last_unix_ms);
+    }
+
     /// Puts back a stored observation at start-up; false (and nothing is
     /// kept) when its registration is gone or the record is unusable.
     pub fn restore_observation(&mut self, rec: &ObservationRecord) -> bool {
@@ -181,6 +194,16 @@ impl Server {
         let Ok(paths) = paths else {
             return false;
         };
+        let key = (rec.composite, paths);
+        if self
+            .observed
+            .get(rec.endpoint.as_str())
+            .is_some_and(|o| o.contains_key(&key))
+        {
+            // Observed again while the restore was still going: the newer
+            // observation wins, the stored one is dropped.
+            return false;
+        }
         // The device may have moved since; notifications come from where it
         // last registered or updated.
         let peer = reg.peer;
@@ -191,7 +214,6 @@ impl Server {
             );
             return false;
         };
-        let key = (rec.composite, paths);
         self.observed
             .entry(rec.endpoint.as_str().into())
             .or_default()

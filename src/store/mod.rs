@@ -76,6 +76,10 @@ pub struct OpenReport {
     pub moved_aside: Option<PathBuf>,
 }
 
+/// Stored observations, decoded one at a time.
+pub type ObservationRecords =
+    Box<dyn Iterator<Item = Result<ObservationRecord, StoreError>> + Send>;
+
 /// The gateway's store.
 #[derive(Clone)]
 pub struct Store {
@@ -134,21 +138,40 @@ impl Store {
     /// Every stored registration. Entries this binary cannot decode are
     /// logged and left in place (a newer binary may have written them).
     pub fn registrations(&self) -> Result<Vec<Registration>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.regs.scan_prefix([KEY_V1]) {
-            let (k, v) = item?;
-            let ep = String::from_utf8_lossy(&k[1..]).into_owned();
+        self.registration_records().collect()
+    }
+
+    /// Every stored registration, decoded as it is taken, so a restore
+    /// never holds them all twice.
+    pub fn registration_records(
+        &self,
+    ) -> impl Iterator<Item = Result<Registration, StoreError>> + Send + 'static {
+        self.regs.scan_prefix([KEY_V1]).filter_map(|item| {
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let ep = || String::from_utf8_lossy(&k[1..]).into_owned();
             match v.split_first() {
                 Some((&VALUE_V1, body)) => match postcard::from_bytes::<Registration>(body) {
-                    Ok(r) => out.push(r),
+                    Ok(r) => Some(Ok(r)),
                     Err(e) => {
-                        log::warn!("ep={ep} stored registration does not decode ({e}); skipped")
+                        log::warn!(
+                            "ep={} stored registration does not decode ({e}); skipped",
+                            ep()
+                        );
+                        None
                     }
                 },
-                _ => log::warn!("ep={ep} stored registration has an unknown format; skipped"),
+                _ => {
+                    log::warn!(
+                        "ep={} stored registration has an unknown format; skipped",
+                        ep()
+                    );
+                    None
+                }
             }
-        }
-        Ok(out)
+        })
     }
 
     /// Writes an observation (durable after the next flush).
@@ -172,6 +195,11 @@ impl Store {
     /// Every stored observation.
     pub fn observations(&self) -> Result<Vec<ObservationRecord>, StoreError> {
         read_all(&self.observations, "observation")
+    }
+
+    /// Every observation, decoded as it is taken: for a restore in steps.
+    pub fn observation_records(&self) -> ObservationRecords {
+        Box::new(decoded(&self.observations, "observation"))
     }
 
     /// Writes a request held for a sleeping device.
@@ -270,18 +298,35 @@ fn remove_prefix(tree: &sled::Tree, prefix: &[u8]) -> Result<(), StoreError> {
 /// Every value of a tree in key order; entries that do not decode are
 /// logged and left for a newer binary.
 fn read_all<T: DeserializeOwned>(tree: &sled::Tree, what: &str) -> Result<Vec<T>, StoreError> {
-    let mut out = Vec::new();
-    for item in tree.scan_prefix([KEY_V1]) {
-        let (_, v) = item?;
+    decoded(tree, what).collect()
+}
+
+/// The values of a tree in key order, decoded one at a time so a large
+/// tree is never held twice (raw and decoded) in memory; entries that do
+/// not decode are logged, skipped and left for a newer binary.
+fn decoded<'a, T: DeserializeOwned>(
+    tree: &sled::Tree,
+    what: &'a str,
+) -> impl Iterator<Item = Result<T, StoreError>> + Send + 'a {
+    tree.scan_prefix([KEY_V1]).filter_map(move |item| {
+        let (_, v) = match item {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(e.into())),
+        };
         match v.split_first() {
             Some((&VALUE_V1, body)) => match postcard::from_bytes::<T>(body) {
-                Ok(x) => out.push(x),
-                Err(e) => log::warn!("stored {what} does not decode ({e}); skipped"),
+                Ok(x) => Some(Ok(x)),
+                Err(e) => {
+                    log::warn!("stored {what} does not decode ({e}); skipped");
+                    None
+                }
             },
-            _ => log::warn!("stored {what} has an unknown format; skipped"),
+            _ => {
+                log::warn!("stored {what} has an unknown format; skipped");
+                None
+            }
         }
-    }
-    Ok(out)
+    })
 }
 
 fn reg_key(endpoint: &str) -> Vec<u8> {
@@ -384,6 +429,21 @@ mod tests {
         }
     }
 
+    /// Opens a store this process just closed. sled's background flusher
+    /// can hold the file lock a moment after the last handle is dropped,
+    /// which a test on a loaded machine meets (a new process does not).
+    fn reopen(c: &StoreConfig) -> (Store, OpenReport) {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Store::open(c) {
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < end => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                r => return r.unwrap(),
+            }
+        }
+    }
+
     fn reg(ep: &str) -> Registration {
         Registration {
             id: crate::server::RegId(7),
@@ -414,7 +474,7 @@ mod tests {
             s.remove_registration("a").unwrap();
             s.flush().unwrap();
         }
-        let (s, _) = Store::open(&c).unwrap();
+        let (s, _) = reopen(&c);
         assert_eq!(s.registrations().unwrap(), vec![reg("b")]);
     }
 
@@ -443,7 +503,7 @@ mod tests {
         // sled's background threads finish with the files shortly after the last handle goes.
         std::thread::sleep(std::time::Duration::from_millis(300));
         damage(&c.dir.join("db"));
-        let (s, rep) = Store::open(&c).unwrap();
+        let (s, rep) = reopen(&c);
         if let Some(aside) = rep.moved_aside {
             assert!(aside.exists());
             assert!(s.registrations().unwrap().is_empty());
@@ -469,7 +529,7 @@ mod tests {
                 std::fs::write(&p, vec![0xa5u8; 4096]).unwrap();
             }
         }
-        let (s, rep) = Store::open(&c).unwrap();
+        let (s, rep) = reopen(&c);
         assert!(rep.moved_aside.expect("moved aside").exists());
         assert!(s.registrations().unwrap().is_empty());
     }
@@ -528,7 +588,7 @@ mod tests {
             s.remove_queued("a", 3).unwrap();
             s.flush().unwrap();
         }
-        let (s, _) = Store::open(&c).unwrap();
+        let (s, _) = reopen(&c);
         let obs = s.observations().unwrap();
         assert_eq!(obs.len(), 2);
         assert_eq!(obs[0].token, vec![2; 8]);

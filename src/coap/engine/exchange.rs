@@ -216,6 +216,15 @@ impl Engine {
             return;
         }
         let Some(&id) = self.by_token.get(&(peer, msg.token)) else {
+            if let Some(held) = &mut self.held {
+                if held.len() < super::MAX_HELD {
+                    self.stats.held += 1;
+                    held.push_back((peer, msg));
+                } else {
+                    self.stats.held_dropped += 1;
+                }
+                return;
+            }
             // Unknown token: reject so the peer stops (also cancels stale observations).
             if msg.mtype == MsgType::Con || msg.observe().is_some() {
                 self.send_reset(peer, msg.mid);

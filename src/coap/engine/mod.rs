@@ -215,7 +215,17 @@ pub struct Stats {
     pub stale_notifications: u64,
     /// Datagrams larger than the receive buffer (requests among them answered 4.13).
     pub oversize: u64,
+    /// Responses with an unknown token held while observations were being
+    /// restored, and replayed once they were.
+    pub held: u64,
+    /// Such responses past the hold's bound, dropped without a Reset.
+    pub held_dropped: u64,
 }
+
+/// Most responses held while observations are restored; a device whose
+/// notification is dropped past it is not reset, and a confirmable one is
+/// sent again by the device.
+pub const MAX_HELD: usize = 65_536;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
@@ -251,6 +261,10 @@ pub struct Engine {
     assemblies: HashMap<BlockKey, Assembly>,
     bodies: HashMap<BlockKey, CachedBody>,
     block_order: VecDeque<(Instant, BlockKey)>,
+    /// While observations are being restored, responses whose token is not
+    /// known yet wait here instead of being reset (which would cancel the
+    /// device's side of an observation about to be restored).
+    held: Option<VecDeque<(SocketAddr, Message)>>,
     stats: Stats,
 }
 
@@ -281,7 +295,23 @@ impl Engine {
             assemblies: HashMap::new(),
             bodies: HashMap::new(),
             block_order: VecDeque::new(),
+            held: None,
             stats: Stats::default(),
+        }
+    }
+
+    /// From now on, responses with an unknown token are held (up to
+    /// [`MAX_HELD`]) rather than reset, until [`Engine::release_held`].
+    pub fn hold_unknown_responses(&mut self) {
+        self.held.get_or_insert_with(VecDeque::new);
+    }
+
+    /// Ends the hold and feeds each held response again, now that the
+    /// observations they belong to are known; what is still unknown is
+    /// reset as usual.
+    pub fn release_held(&mut self, now: Instant) {
+        for (peer, msg) in self.held.take().unwrap_or_default() {
+            self.handle_separate_response(now, peer, msg);
         }
     }
 

@@ -221,3 +221,62 @@ fn a_newer_confirmable_notification_replaces_one_in_transit() {
     assert_eq!(again.len(), 1, "only the newer one is retransmitted");
     assert_eq!(again[0].payload, b"new");
 }
+
+#[test]
+fn notifications_held_during_a_restore_are_delivered_once_their_observation_is_back() {
+    let (mut e, t0) = engine(Config::default());
+    e.hold_unknown_responses();
+    let known = Token::new(b"tk1").unwrap();
+    let unknown = Token::new(b"zz9").unwrap();
+    // A confirmable notification, its retransmission, and one for an
+    // observation nobody restores: no Reset and no ACK while held.
+    let con_n = notification(MsgType::Con, 7, known, 5, b"x").encode();
+    e.handle_datagram(t0, peer(), &con_n);
+    e.handle_datagram(t0, peer(), &con_n);
+    e.handle_datagram(
+        t0,
+        peer(),
+        &notification(MsgType::Non, 8, unknown, 1, b"?").encode(),
+    );
+    assert!(drain(&mut e).is_empty(), "nothing answered while held");
+    assert!(events(&mut e).is_empty());
+    assert_eq!(e.stats().held, 3);
+
+    let mut req = con(Code::GET, 0, b"tk1", "3/0/9");
+    req.set_uint_option(opt::OBSERVE, 0);
+    e.adopt_observation(peer(), req).unwrap();
+    e.release_held(t0);
+    assert_eq!(notified(&mut e), [b"x".to_vec()], "delivered once");
+    let out = drain(&mut e);
+    let kinds: Vec<(MsgType, u16)> = out.iter().map(|m| (m.mtype, m.mid)).collect();
+    // The ACK, the same ACK again for the retransmission, and a Reset for
+    // the observation that did not come back.
+    assert_eq!(
+        kinds,
+        [(MsgType::Ack, 7), (MsgType::Ack, 7), (MsgType::Rst, 8)]
+    );
+    // Back to normal: an unknown token is reset at once.
+    e.handle_datagram(
+        t0,
+        peer(),
+        &notification(MsgType::Non, 9, unknown, 2, b"?").encode(),
+    );
+    assert_eq!(drain(&mut e)[0].mtype, MsgType::Rst);
+}
+
+#[test]
+fn the_hold_is_bounded_and_drops_without_a_reset() {
+    let (mut e, t0) = engine(Config::default());
+    e.hold_unknown_responses();
+    for i in 0..(MAX_HELD as u32 + 10) {
+        let tk = Token::new(&i.to_be_bytes()).unwrap();
+        let n = notification(MsgType::Non, i as u16, tk, 1, b"").encode();
+        let p: SocketAddr = format!("127.0.0.{}:{}", 1 + (i >> 16), 1000 + (i & 0x7fff))
+            .parse()
+            .unwrap();
+        e.handle_datagram(t0, p, &n);
+    }
+    assert_eq!(e.stats().held, MAX_HELD as u64);
+    assert_eq!(e.stats().held_dropped, 10);
+    assert!(drain(&mut e).is_empty());
+}
