@@ -17,6 +17,7 @@
 //! Arrows point down only: runtime → control → config → northbound →
 //! store → server, dtls → credentials → profile → lwm2m, coap.
 
+pub mod bootstrap;
 pub mod clock;
 pub mod coap;
 pub mod config;

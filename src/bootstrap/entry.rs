@@ -1,0 +1,421 @@
+//! Who may bootstrap and what each device is handed: bootstrap entries,
+//! checked before anything is stored, and the state of each device's
+//! latest bootstrap.
+
+use crate::credentials::{Credential, CredentialError, CredentialSpec, Security};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as Json};
+use std::path::Path;
+
+/// How the device will secure its connection to the LwM2M server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerSecurity {
+    /// Plain CoAP.
+    NoSec,
+    /// DTLS with a PSK the gateway generates at each bootstrap.
+    Psk,
+}
+
+impl ServerSecurity {
+    /// `nosec` or `psk`, as the CLI spells it.
+    pub fn parse(s: &str) -> Result<ServerSecurity, CredentialError> {
+        match s.to_ascii_lowercase().as_str() {
+            "nosec" | "no_sec" => Ok(ServerSecurity::NoSec),
+            "psk" => Ok(ServerSecurity::Psk),
+            other => Err(CredentialError(format!(
+                "server security {other:?}: give nosec or psk"
+            ))),
+        }
+    }
+
+    /// `NO_SEC` or `PSK`.
+    pub fn mode(self) -> &'static str {
+        match self {
+            ServerSecurity::NoSec => "NO_SEC",
+            ServerSecurity::Psk => "PSK",
+        }
+    }
+}
+
+/// One device the gateway bootstraps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Endpoint name.
+    pub endpoint: String,
+    /// The profile its LwM2M server credential gets.
+    pub profile: String,
+    /// How the device proves itself to the bootstrap server (NoSec: plain
+    /// CoAP on the bootstrap port; the others: DTLS only).
+    pub security: Security,
+    /// What the device is told to use with the LwM2M server.
+    pub server_security: ServerSecurity,
+    /// The LwM2M server URI handed out; none: built from the address the
+    /// bootstrap request reached.
+    pub server_uri: Option<String>,
+    /// Registration lifetime handed out, seconds.
+    pub lifetime: u32,
+    /// Binding handed out: `U` or `UQ`.
+    pub binding: String,
+    /// Short server id of the LwM2M server account.
+    pub short_server_id: u16,
+}
+
+impl Entry {
+    /// JSON for listings; keys are never shown, only their size.
+    pub fn to_json(&self) -> Json {
+        let cred = Credential {
+            endpoint: self.endpoint.clone(),
+            profile: self.profile.clone(),
+            security: self.security.clone(),
+        }
+        .to_json();
+        json!({
+            "endpoint": self.endpoint,
+            "profile": self.profile,
+            "bootstrapSecurity": cred,
+            "serverSecurity": self.server_security.mode(),
+            "serverUri": self.server_uri,
+            "lifetime": self.lifetime,
+            "binding": self.binding,
+            "shortServerId": self.short_server_id,
+        })
+    }
+}
+
+/// A bootstrap entry as a user writes it: `bootstrap add` flags, one
+/// `[[device]]` of a TOML import, or one CSV line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntrySpec {
+    /// Endpoint name.
+    pub endpoint: String,
+    /// Profile name (default: `default`).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Bootstrap PSK identity.
+    #[serde(default)]
+    pub psk_identity: Option<String>,
+    /// Bootstrap PSK key, hex.
+    #[serde(default)]
+    pub psk_key: Option<String>,
+    /// Bootstrap RPK: base64 DER SubjectPublicKeyInfo.
+    #[serde(default)]
+    pub rpk_key: Option<String>,
+    /// Bootstrap X.509: the device certificate file.
+    #[serde(default)]
+    pub x509_cert: Option<String>,
+    /// `nosec` (default) or `psk`.
+    #[serde(default)]
+    pub server_security: Option<String>,
+    /// LwM2M server URI handed out.
+    #[serde(default)]
+    pub server_uri: Option<String>,
+    /// Lifetime handed out, seconds (default 300).
+    #[serde(default)]
+    pub lifetime: Option<u32>,
+    /// `U` (default) or `UQ`.
+    #[serde(default)]
+    pub binding: Option<String>,
+}
+
+/// A TOML import file: `[[device]]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportFile {
+    /// The entries.
+    #[serde(default)]
+    pub device: Vec<EntrySpec>,
+}
+
+/// Lifetime handed out when an entry names none.
+pub const DEFAULT_LIFETIME: u32 = 300;
+
+impl EntrySpec {
+    /// Checks the spec and builds the entry; certificate files are read
+    /// relative to `base`. The profile's existence is the caller's check.
+    pub fn build(&self, base: &Path) -> Result<Entry, CredentialError> {
+        let cred = CredentialSpec {
+            endpoint: self.endpoint.clone(),
+            profile: self.profile.clone(),
+            psk_identity: self.psk_identity.clone(),
+            psk_key: self.psk_key.clone(),
+            rpk_key: self.rpk_key.clone(),
+            x509_cert: self.x509_cert.clone(),
+            x509: false,
+        }
+        .build(base)?;
+        let ep = &self.endpoint;
+        let server_security = match &self.server_security {
+            Some(s) => {
+                ServerSecurity::parse(s).map_err(|e| CredentialError(format!("{ep}: {e}")))?
+            }
+            None => ServerSecurity::NoSec,
+        };
+        if let Some(uri) = &self.server_uri {
+            check_uri(uri, server_security).map_err(|e| CredentialError(format!("{ep}: {e}")))?;
+        }
+        let lifetime = self.lifetime.unwrap_or(DEFAULT_LIFETIME);
+        if lifetime == 0 {
+            return Err(CredentialError(format!(
+                "{ep}: lifetime must be at least 1 s"
+            )));
+        }
+        let binding = self.binding.clone().unwrap_or_else(|| "U".into());
+        if !matches!(binding.as_str(), "U" | "UQ") {
+            return Err(CredentialError(format!(
+                "{ep}: binding {binding:?}: give U or UQ"
+            )));
+        }
+        Ok(Entry {
+            endpoint: cred.endpoint,
+            profile: cred.profile,
+            security: cred.security,
+            server_security,
+            server_uri: self.server_uri.clone(),
+            lifetime,
+            binding,
+            short_server_id: 1,
+        })
+    }
+}
+
+/// A server URI must be CoAP, and coaps exactly when the account is secure.
+fn check_uri(uri: &str, sec: ServerSecurity) -> Result<(), String> {
+    let scheme = uri.split_once("://").map(|(s, _)| s).unwrap_or("");
+    match (scheme, sec) {
+        ("coap", ServerSecurity::NoSec) | ("coaps", ServerSecurity::Psk) => {}
+        ("coap" | "coaps", _) => {
+            return Err(format!(
+                "server URI {uri:?}: a {} account needs {}://",
+                sec.mode(),
+                if sec == ServerSecurity::Psk {
+                    "coaps"
+                } else {
+                    "coap"
+                }
+            ))
+        }
+        _ => return Err(format!("server URI {uri:?} is not coap:// or coaps://")),
+    }
+    let rest = &uri[scheme.len() + 3..];
+    if rest.is_empty() || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("server URI {uri:?} names no host"));
+    }
+    Ok(())
+}
+
+/// Parses a CSV import: a header line naming columns from `EntrySpec`
+/// (endpoint first), then one entry a line; `#` lines and blank lines are
+/// skipped. An error names its line.
+pub fn parse_csv(text: &str) -> Result<Vec<(usize, EntrySpec)>, String> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
+    let Some((hl, header)) = lines.next() else {
+        return Ok(Vec::new());
+    };
+    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+    if cols.first() != Some(&"endpoint") {
+        return Err(format!(
+            "line {hl}: the header must start with \"endpoint\""
+        ));
+    }
+    let mut out = Vec::new();
+    for (n, line) in lines {
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        if cells.len() > cols.len() {
+            return Err(format!(
+                "line {n}: {} fields, the header names {}",
+                cells.len(),
+                cols.len()
+            ));
+        }
+        let mut s = EntrySpec::default();
+        for (col, cell) in cols.iter().zip(cells) {
+            if cell.is_empty() {
+                continue;
+            }
+            let v = Some(cell.to_string());
+            match *col {
+                "endpoint" => s.endpoint = cell.to_string(),
+                "profile" => s.profile = v,
+                "psk_identity" => s.psk_identity = v,
+                "psk_key" => s.psk_key = v,
+                "rpk_key" => s.rpk_key = v,
+                "x509_cert" => s.x509_cert = v,
+                "server_security" => s.server_security = v,
+                "server_uri" => s.server_uri = v,
+                "lifetime" => {
+                    s.lifetime = Some(
+                        cell.parse()
+                            .map_err(|_| format!("line {n}: lifetime {cell:?} is not a number"))?,
+                    )
+                }
+                "binding" => s.binding = v,
+                other => return Err(format!("line {hl}: unknown column {other:?}")),
+            }
+        }
+        out.push((n, s));
+    }
+    Ok(out)
+}
+
+/// Where a device's latest bootstrap stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Never started since the entry was made.
+    Pending,
+    /// Running: the step it waits on.
+    InProgress {
+        /// What the device was last sent.
+        step: String,
+    },
+    /// Bootstrap-Finish was acknowledged.
+    Finished,
+    /// It stopped: why, and the CoAP code the device answered, if any.
+    Failed {
+        /// Why.
+        reason: String,
+        /// The device's answer (`4.06`), if it gave one.
+        code: Option<String>,
+    },
+}
+
+/// A device's bootstrap record, kept in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Endpoint name.
+    pub endpoint: String,
+    /// Where it stands.
+    pub phase: Phase,
+    /// Bootstraps started since the entry was made.
+    pub attempts: u32,
+    /// Wall clock of the latest change, ms since 1970.
+    pub changed_ms: u64,
+}
+
+impl State {
+    /// A fresh record.
+    pub fn pending(endpoint: &str) -> State {
+        State {
+            endpoint: endpoint.to_string(),
+            phase: Phase::Pending,
+            attempts: 0,
+            changed_ms: 0,
+        }
+    }
+
+    /// JSON for `bootstrap show` and `list`.
+    pub fn to_json(&self) -> Json {
+        let (state, detail) = match &self.phase {
+            Phase::Pending => ("pending", json!({})),
+            Phase::InProgress { step } => ("in progress", json!({ "step": step })),
+            Phase::Finished => ("finished", json!({})),
+            Phase::Failed { reason, code } => ("failed", json!({ "reason": reason, "code": code })),
+        };
+        let mut j = json!({
+            "state": state,
+            "attempts": self.attempts,
+            "changedMs": self.changed_ms,
+        });
+        if let (Some(o), Json::Object(d)) = (j.as_object_mut(), detail) {
+            o.extend(d);
+        }
+        j
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(ep: &str) -> EntrySpec {
+        EntrySpec {
+            endpoint: ep.into(),
+            ..EntrySpec::default()
+        }
+    }
+
+    #[test]
+    fn a_plain_entry_gets_the_defaults() {
+        let e = spec("dev-1").build(Path::new(".")).unwrap();
+        assert_eq!(e.security, Security::NoSec);
+        assert_eq!(e.server_security, ServerSecurity::NoSec);
+        assert_eq!(
+            (e.lifetime, e.binding.as_str(), e.profile.as_str()),
+            (300, "U", "default")
+        );
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_the_reason() {
+        let cases: [(EntrySpec, &str); 6] = [
+            (
+                EntrySpec {
+                    psk_identity: Some("x".into()),
+                    psk_key: Some("zz".into()),
+                    ..spec("a")
+                },
+                "hex",
+            ),
+            (
+                EntrySpec {
+                    psk_identity: Some("x".into()),
+                    psk_key: Some("0011".into()),
+                    ..spec("a")
+                },
+                "",
+            ),
+            (
+                EntrySpec {
+                    server_security: Some("tls".into()),
+                    ..spec("a")
+                },
+                "nosec or psk",
+            ),
+            (
+                EntrySpec {
+                    server_security: Some("psk".into()),
+                    server_uri: Some("coap://h:5686".into()),
+                    ..spec("a")
+                },
+                "coaps://",
+            ),
+            (
+                EntrySpec {
+                    binding: Some("S".into()),
+                    ..spec("a")
+                },
+                "U or UQ",
+            ),
+            (
+                EntrySpec {
+                    lifetime: Some(0),
+                    ..spec("a")
+                },
+                "lifetime",
+            ),
+        ];
+        for (s, want) in cases {
+            let e = s.build(Path::new(".")).unwrap_err().0;
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn csv_lines_become_specs_and_errors_name_the_line() {
+        let got =
+            parse_csv("# site A\nendpoint,server_security,lifetime\nd1,psk,60\n\nd2,,\n").unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, 3);
+        assert_eq!(got[0].1.server_security.as_deref(), Some("psk"));
+        assert_eq!(got[0].1.lifetime, Some(60));
+        assert_eq!(got[1].1.server_security, None);
+        let e = parse_csv("endpoint,lifetime\nd1,soon\n").unwrap_err();
+        assert!(e.starts_with("line 2:"), "{e}");
+        let e = parse_csv("endpoint,colour\nd1,red\n").unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+    }
+}

@@ -1,0 +1,414 @@
+//! The bootstrap server against a scripted device, in memory.
+
+use super::*;
+use crate::credentials::Security;
+use crate::lwm2m::format;
+use crate::lwm2m::node::{Node, Resource, Schema, Value};
+use crate::lwm2m::ModelLibrary;
+use std::path::Path as FsPath;
+
+const DEV: &str = "127.0.0.1:40001";
+
+fn dev() -> SocketAddr {
+    DEV.parse().unwrap()
+}
+
+fn server() -> (Bootstrap, Instant) {
+    let keys: KeySource = Box::new(|b: &mut [u8]| b.fill(0xab));
+    (
+        Bootstrap::new(BootstrapConfig::default(), 3, keys),
+        Instant::now(),
+    )
+}
+
+fn entry(ep: &str, f: impl FnOnce(&mut EntrySpec)) -> Entry {
+    let mut s = EntrySpec {
+        endpoint: ep.into(),
+        ..EntrySpec::default()
+    };
+    f(&mut s);
+    s.build(FsPath::new(".")).unwrap()
+}
+
+fn bs_request(mid: u16, query: &[&str]) -> Vec<u8> {
+    let mut m = Message::new(MsgType::Con, Code::POST, mid, Token::new(&[1, 2]).unwrap());
+    m.set_uri_path("/bs");
+    for q in query {
+        m.add_option(opt::URI_QUERY, q.as_bytes().to_vec());
+    }
+    m.encode()
+}
+
+fn sent(bs: &mut Bootstrap) -> Vec<Message> {
+    std::iter::from_fn(|| bs.poll_transmit())
+        .map(|t| Message::decode(&t.bytes).unwrap())
+        .collect()
+}
+
+fn events(bs: &mut Bootstrap) -> Vec<BsEvent> {
+    std::iter::from_fn(|| bs.poll_event()).collect()
+}
+
+fn answer(bs: &mut Bootstrap, t: Instant, req: &Message, code: Code, payload: &[u8]) {
+    let mut a = Message::new(MsgType::Ack, code, req.mid, req.token);
+    a.payload = payload.to_vec();
+    bs.handle_datagram(t, 1, dev(), &a.encode());
+}
+
+fn describe(m: &Message) -> String {
+    format!("{} /{}", m.code, m.uri_path().join("/"))
+}
+
+/// A device that does what it is told: answers every step with success,
+/// Discover with its bootstrap account at /0/0; returns the requests seen
+/// and the decoded writes.
+fn obedient(bs: &mut Bootstrap, t: Instant) -> (Vec<String>, Vec<(String, Node)>) {
+    let models = ModelLibrary::embedded();
+    let mut seen = Vec::new();
+    let mut writes = Vec::new();
+    loop {
+        let out = sent(bs);
+        let reqs: Vec<Message> = out
+            .into_iter()
+            .filter(|m| m.mtype == MsgType::Con)
+            .collect();
+        if reqs.is_empty() {
+            return (seen, writes);
+        }
+        for r in reqs {
+            seen.push(describe(&r));
+            let code = match r.code {
+                Code::DELETE => Code::DELETED,
+                Code::GET => {
+                    answer(bs, t, &r, Code::CONTENT, b"</0/0>,</1>");
+                    continue;
+                }
+                Code::PUT => {
+                    let p = Path::parse(&r.uri_path().join("/")).unwrap();
+                    let cf = ContentFormat::from_code(r.content_format().unwrap()).unwrap();
+                    let node = format::decode(cf, &p, &r.payload, &models as &dyn Schema).unwrap();
+                    writes.push((p.to_string(), node));
+                    Code::CHANGED
+                }
+                _ => Code::CHANGED,
+            };
+            answer(bs, t, &r, code, b"");
+        }
+    }
+}
+
+fn single(node: &Node, r: u16) -> Value {
+    match node {
+        Node::Instance(i) => match &i[&r] {
+            Resource::Single(v) => v.clone(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_nosec_bootstrap_deletes_writes_both_instances_then_finishes() {
+    let (mut bs, t) = server();
+    bs.put_entry(entry("dev-1", |_| {}));
+    bs.handle_datagram(t, 1, dev(), &bs_request(1, &["ep=dev-1"]));
+    let first = sent(&mut bs);
+    assert_eq!(first[0].code, Code::CHANGED, "2.04 first");
+    // Feed the first step back so `obedient` sees it too.
+    let (steps, writes) = {
+        let r = first[1].clone();
+        answer(&mut bs, t, &r, Code::DELETED, b"");
+        let (mut steps, writes) = obedient(&mut bs, t);
+        steps.insert(0, describe(&r));
+        (steps, writes)
+    };
+    let want = [
+        (Code::DELETE, "/0"),
+        (Code::DELETE, "/1"),
+        (Code::GET, "/0"),
+        (Code::PUT, "/0/1"),
+        (Code::PUT, "/1/0"),
+        (Code::POST, "/bs"),
+    ]
+    .map(|(c, p)| format!("{c} {p}"));
+    assert_eq!(steps, want);
+    assert_eq!(writes[0].0, "/0/1");
+    assert_eq!(
+        single(&writes[0].1, 0),
+        Value::String("coap://127.0.0.1:5685".into())
+    );
+    assert_eq!(single(&writes[0].1, 1), Value::Boolean(false));
+    assert_eq!(single(&writes[0].1, 2), Value::Integer(3));
+    assert_eq!(single(&writes[0].1, 10), Value::Integer(1));
+    assert_eq!(writes[1].0, "/1/0");
+    assert_eq!(single(&writes[1].1, 1), Value::Integer(300));
+    assert_eq!(single(&writes[1].1, 7), Value::String("U".into()));
+    let ev = events(&mut bs);
+    assert!(ev.contains(&BsEvent::Credential(Credential {
+        endpoint: "dev-1".into(),
+        profile: "default".into(),
+        security: Security::NoSec
+    })));
+    assert_eq!(bs.state("dev-1").unwrap().phase, Phase::Finished);
+    assert_eq!(bs.running(), 0);
+}
+
+#[test]
+fn a_psk_account_carries_a_generated_key_stored_before_finish_leaves() {
+    let (mut bs, t) = server();
+    bs.put_entry(entry("dev-2", |s| s.server_security = Some("psk".into())));
+    bs.handle_datagram(t, 1, dev(), &bs_request(1, &["ep=dev-2"]));
+    let mut writes = Vec::new();
+    let mut credential_before_finish = false;
+    loop {
+        let reqs: Vec<Message> = sent(&mut bs)
+            .into_iter()
+            .filter(|m| m.mtype == MsgType::Con)
+            .collect();
+        let Some(r) = reqs.first() else { break };
+        if r.code == Code::POST {
+            // Finish is being sent: its credential is already in the events.
+            credential_before_finish = events(&mut bs).iter().any(|e| {
+                matches!(e, BsEvent::Credential(c) if c.security == Security::Psk {
+                    identity: "dev-2".into(),
+                    key: vec![0xab; 16],
+                })
+            });
+        }
+        if r.code == Code::PUT {
+            writes.push(r.clone());
+        }
+        answer(&mut bs, t, r, Code::CHANGED, b"");
+    }
+    assert!(credential_before_finish);
+    let models = ModelLibrary::embedded();
+    let sec = &writes[0];
+    let node = format::decode(
+        ContentFormat::Tlv,
+        &Path::parse("/0/1").unwrap(),
+        &sec.payload,
+        &models as &dyn Schema,
+    )
+    .unwrap();
+    assert_eq!(
+        single(&node, 0),
+        Value::String("coaps://127.0.0.1:5686".into())
+    );
+    assert_eq!(single(&node, 2), Value::Integer(0));
+    assert_eq!(single(&node, 3), Value::Opaque(b"dev-2".to_vec()));
+    assert_eq!(single(&node, 5), Value::Opaque(vec![0xab; 16]));
+}
+
+#[test]
+fn an_unknown_endpoint_is_refused_and_nothing_is_stored() {
+    let (mut bs, t) = server();
+    bs.handle_datagram(t, 1, dev(), &bs_request(1, &["ep=stranger"]));
+    let out = sent(&mut bs);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code, Code::BAD_REQUEST);
+    assert!(events(&mut bs).is_empty());
+    assert_eq!(bs.refused, 1);
+}
+
+#[test]
+fn an_entry_that_requires_dtls_is_refused_over_plain_udp() {
+    let (mut bs, t) = server();
+    bs.put_entry(entry("dev-3", |s| {
+        s.psk_identity = Some("id-3".into());
+        s.psk_key = Some("000102030405060708090a0b0c0d0e0f".into());
+    }));
+    bs.handle_datagram(t, 1, dev(), &bs_request(1, &["ep=dev-3"]));
+    assert_eq!(sent(&mut bs)[0].code, Code::FORBIDDEN);
+    // Over DTLS with that entry's identity it starts.
+    bs.secure_session(
+        dev(),
+        Some(Authenticated {
+            endpoint: "dev-3".into(),
+            mode: "PSK",
+            pinned: true,
+        }),
+    );
+    bs.handle_datagram(t, 1, dev(), &bs_request(2, &["ep=dev-3"]));
+    assert_eq!(sent(&mut bs)[0].code, Code::CHANGED);
+}
+
+#[test]
+fn a_dtls_identity_bootstraps_only_its_own_endpoint() {
+    let (mut bs, t) = server();
+    bs.put_entry(entry("dev-4", |_| {}));
+    bs.secure_session(
+        dev(),
+        Some(Authenticated {
+            endpoint: "dev-5".into(),
+            mode: "PSK",
+            pinned: true,
+        }),
+    );
+    bs.handle_datagram(t, 1, dev(), &bs_request(1, &["ep=dev-4"]));
+    assert_eq!(sent(&mut bs)[0].code, Code::FORBIDDEN);
+}
+
+/// Runs the sequence until the first Write and returns it.
+fn until_write(bs: &mut Bootstrap, t: Instant) -> Message {
+    loop {
+        let reqs: Vec<Message> = sent(bs)
+            .into_iter()
+            .filter(|m| m.mtype == MsgType::Con)
+            .collect();
+        let r = reqs.first().expect("a request").clone();
+        if r.code == Code::PUT {
+            return r;
+        }
+        // A 1.0 client: no Bootstrap-Discover.
+        let code = if r.code == Code::GET {
+            Code::METHOD_NOT_ALLOWED
+        } else {
+            Code::DELETED
+        };
+        answer(bs, t, &r, code, b"");
+    }
+}
+
+#[test]
+fn writes_fall_back_to_another_format_on_4_15_and_start_in_the_one_pct_names() {
+    let (mut bs, t) = server();
+    bs.put_entry(entry("dev-6", |_| {}));
+    bs.handle_datagram(t, 1, dev(), &bs_request(1, &["ep=dev-6"]));
+    let w = until_write(&mut bs, t);
+    assert_eq!(w.uri_path().join("/"), "0/1", "no Discover answer: /0/1");
+    assert_eq!(w.content_format(), Some(ContentFormat::Tlv.code()));
+    answer(&mut bs, t, &w, Code::UNSUPPORTED_CONTENT_FORMAT, b"");
+    let again = sent(&mut bs);
+    assert_eq!(again[0].uri_path().join("/"), "0/1");
+    assert_eq!(
+        again[0].content_format(),
+        Some(ContentFormat::SenmlCbor.code())
+    );
+
+    let (mut bs, t) = server();
+    bs.put_entry(entry("dev-7", |_| {}));
+    bs.handle_datagram(t, 1, dev(), &bs_request(1, &["ep=dev-7", "pct=110"]));
+    let w = until_write(&mut bs, t);
+    assert_eq!(w.content_format(), Some(ContentFormat::SenmlJson.code()));
+}
+
+#[test]
+fn a_4_06_on_finish_is_a_failure_with_the_diagnostic_kept() {
+    let (mut bs, t) = server();
+    bs.put_entry(entry("dev-8", |_| {}));
+    bs.handle_datagram(t, 1, dev(), &bs_request(1, &["ep=dev-8"]));
+    loop {
+        let reqs: Vec<Message> = sent(&mut bs)
+            .into_iter()
+            .filter(|m| m.mtype == MsgType::Con)
+            .collect();
+        let Some(r) = reqs.first() else { break };
+        if r.code == Code::POST {
+            answer(&mut bs, t, r, Code::NOT_ACCEPTABLE, b"no server account");
+        } else {
+            answer(&mut bs, t, r, Code::CHANGED, b"");
+        }
+    }
+    match &bs.state("dev-8").unwrap().phase {
+        Phase::Failed { reason, code } => {
+            assert_eq!(code.as_deref(), Some("4.06"));
+            assert!(reason.contains("no server account"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_device_silent_between_steps_fails_the_bootstrap_and_a_retry_starts_clean() {
+    let (mut bs, t) = server();
+    bs.put_entry(entry("dev-9", |_| {}));
+    bs.handle_datagram(t, 1, dev(), &bs_request(1, &["ep=dev-9"]));
+    let _ = sent(&mut bs);
+    // Retransmissions, then silence past the stall timeout.
+    let mut now = t;
+    while bs.running() > 0 {
+        now = bs.poll_timeout().unwrap().max(now);
+        bs.handle_timeout(now);
+        let _ = sent(&mut bs);
+        assert!(now < t + Duration::from_secs(300), "never gave up");
+    }
+    match &bs.state("dev-9").unwrap().phase {
+        Phase::Failed { reason, .. } => assert!(
+            reason.contains("Delete /0"),
+            "names the step it stalled on: {reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    bs.handle_datagram(now, 1, dev(), &bs_request(2, &["ep=dev-9"]));
+    let out = sent(&mut bs);
+    assert_eq!(out[0].code, Code::CHANGED);
+    assert_eq!(
+        describe(&out[1]),
+        describe(&{
+            let mut m = Message::new(MsgType::Con, Code::DELETE, 0, Token::EMPTY);
+            m.set_uri_path("/0");
+            m
+        })
+    );
+    assert_eq!(bs.state("dev-9").unwrap().attempts, 2);
+}
+
+#[test]
+fn bootstrap_pack_answers_the_whole_account_in_senml() {
+    let (mut bs, t) = server();
+    bs.put_entry(entry("dev-10", |s| s.server_security = Some("psk".into())));
+    let mut m = Message::new(MsgType::Con, Code::GET, 5, Token::new(&[9]).unwrap());
+    m.set_uri_path("/bspack");
+    m.add_option(opt::URI_QUERY, b"ep=dev-10".to_vec());
+    m.set_uint_option(opt::ACCEPT, ContentFormat::SenmlJson.code() as u64);
+    bs.handle_datagram(t, 1, dev(), &m.encode());
+    let out = sent(&mut bs);
+    assert_eq!(out[0].code, Code::CONTENT);
+    assert_eq!(
+        out[0].content_format(),
+        Some(ContentFormat::SenmlJson.code())
+    );
+    let models = ModelLibrary::embedded();
+    let values = format::decode_entries(
+        ContentFormat::SenmlJson,
+        &out[0].payload,
+        &models as &dyn Schema,
+    )
+    .unwrap();
+    let get = |p: &str| {
+        values
+            .iter()
+            .find(|(q, _)| q.to_string() == p)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        get("/0/1/0"),
+        Some(Value::String("coaps://127.0.0.1:5686".into()))
+    );
+    assert_eq!(get("/0/1/5"), Some(Value::Opaque(vec![0xab; 16])));
+    assert_eq!(get("/1/0/1"), Some(Value::Integer(300)));
+    assert!(events(&mut bs)
+        .iter()
+        .any(|e| matches!(e, BsEvent::Credential(c) if c.endpoint == "dev-10")));
+    assert_eq!(bs.state("dev-10").unwrap().phase, Phase::Finished);
+}
+
+#[test]
+fn a_bootstrap_cut_by_a_restart_is_recorded_as_failed() {
+    let (mut bs, _) = server();
+    bs.restore(
+        entry("dev-11", |_| {}),
+        Some(State {
+            endpoint: "dev-11".into(),
+            phase: Phase::InProgress {
+                step: "Write /0/1".into(),
+            },
+            attempts: 1,
+            changed_ms: 5,
+        }),
+    );
+    match &bs.state("dev-11").unwrap().phase {
+        Phase::Failed { reason, .. } => assert!(reason.contains("Write /0/1"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
