@@ -102,6 +102,7 @@ for target in "${targets[@]}"; do
     # the rest of the process is qemu's (translated code, its own heap).
     RUST_LOG=info $qemu -L "/usr/$gnu" -B "$guest_base" "${reserve[@]}" "$bin" serve \
         --config "$dir/gw.toml" --coap-port "$coap" --dtls-port "$dtls" \
+        --bootstrap-port 0 --bootstrap-dtls-port 0 \
         --data-dir "$dir/data" --models-dir models 2> "$dir/log" &
     gw=$!
     for _ in $(seq 100); do grep -q "listening on CoAP" "$dir/log" && break; sleep 0.1; done

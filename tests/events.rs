@@ -17,6 +17,8 @@ fn subscribers_see_registered_updated_deregistered_and_expired() {
     .unwrap();
     cfg.store.data_dir = Some(dir.0.join("data"));
     cfg.dtls.port = 0;
+    cfg.bootstrap.port = 0;
+    cfg.bootstrap.dtls_port = 0;
     let mut gw = Gateway::start(cfg).unwrap();
     let addr = gw.local_addr();
     let rx = gw.subscribe(64);
@@ -62,6 +64,8 @@ fn report_subscribers_get_typed_readings_from_send() {
     let mut cfg = Config::from_toml("[coap]\nbind = \"127.0.0.1\"\nport = 0\n").unwrap();
     cfg.store.data_dir = Some(dir.0.join("data"));
     cfg.dtls.port = 0;
+    cfg.bootstrap.port = 0;
+    cfg.bootstrap.dtls_port = 0;
     let mut gw = Gateway::start(cfg).unwrap();
     let addr = gw.local_addr();
     let rx = gw.subscribe_reports(16);

@@ -236,6 +236,10 @@ fn second_gateway_on_the_same_data_dir_is_refused_clearly() {
             "0",
             "--dtls-port",
             "0",
+            "--bootstrap-port",
+            "0",
+            "--bootstrap-dtls-port",
+            "0",
             "--data-dir",
         ])
         .arg(dir.0.join("data"))

@@ -67,7 +67,7 @@ fn ready_is_sent_once_serving_and_the_watchdog_is_pinged() {
         .unwrap();
     std::fs::write(
         dir.0.join("gw.toml"),
-        "[coap]\nbind = \"127.0.0.1\"\nport = 0\n[dtls]\nport = 0\n",
+        "[coap]\nbind = \"127.0.0.1\"\nport = 0\n[dtls]\nport = 0\n[bootstrap]\nport = 0\ndtls_port = 0\n",
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))

@@ -116,6 +116,8 @@ pub fn start_gateway_dtls(
         .arg(dir.join("gw.toml"))
         .arg("--data-dir")
         .arg(dir.join("data"))
+        // Off unless `extra` names ports (the last flag wins).
+        .args(["--bootstrap-port", "0", "--bootstrap-dtls-port", "0"])
         .args(extra)
         .env("RUST_LOG", rust_log)
         .env_remove("RUNTIME_DIRECTORY")

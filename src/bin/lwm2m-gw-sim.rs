@@ -5,7 +5,7 @@ use lwm2m_gw::dtls::identity::psk_client_config;
 use lwm2m_gw::dtls::mbed::{Session, Step};
 use lwm2m_gw::dtls::Keys;
 use lwm2m_gw::lwm2m::{ContentFormat, ModelLibrary};
-use lwm2m_gw::sim::{RegState, SimConfig, SimDevice};
+use lwm2m_gw::sim::{BootstrapProgress, RegState, SimConfig, SimDevice};
 use smol::Async;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
@@ -35,7 +35,13 @@ Usage: lwm2m-gw-sim [OPTIONS]
   --update-ms MS     Update interval (default three quarters of the lifetime)
   --psk HEX          talk CoAP over DTLS with a pre-shared key: each device's
                      PSK identity is its endpoint name, the key is HEX;
-                     --server is then the gateway's DTLS address
+                     --server is then the gateway's DTLS address (with
+                     --bootstrap: the bootstrap server's key instead)
+  --bootstrap ADDR   bootstrap first from the bootstrap server at ADDR, then
+                     register where the account it hands out says (over
+                     DTLS with the generated key for a PSK account)
+  --bootstrap-pack   ask GET /bspack first (LwM2M 1.2), classic on 4.04
+  --lwm2m VERSION    LwM2M version to speak: 1.0 (TLV only), 1.1, 1.2
 
 Prints one line when every device has registered, then serves until killed.
 ";
@@ -54,6 +60,9 @@ struct Opts {
     awake: Duration,
     update: Option<Duration>,
     psk: Option<Vec<u8>>,
+    bootstrap: Option<SocketAddr>,
+    bootstrap_pack: bool,
+    lwm2m: Option<lwm2m_gw::lwm2m::Version>,
 }
 
 fn parse() -> Result<Opts, lexopt::Error> {
@@ -72,6 +81,9 @@ fn parse() -> Result<Opts, lexopt::Error> {
         awake: Duration::from_secs(2),
         update: None,
         psk: None,
+        bootstrap: None,
+        bootstrap_pack: false,
+        lwm2m: None,
     };
     let ms = |p: &mut lexopt::Parser| -> Result<Duration, lexopt::Error> {
         Ok(Duration::from_millis(p.value()?.parse::<u64>()?.max(1)))
@@ -110,6 +122,15 @@ fn parse() -> Result<Opts, lexopt::Error> {
                         .ok_or(format!("--psk {hex:?} is not hex"))?,
                 )
             }
+            Long("bootstrap") => o.bootstrap = Some(p.value()?.parse()?),
+            Long("bootstrap-pack") => o.bootstrap_pack = true,
+            Long("lwm2m") => {
+                let v = p.value()?.string()?;
+                o.lwm2m = Some(
+                    lwm2m_gw::lwm2m::Version::parse(&v)
+                        .ok_or(format!("--lwm2m {v:?}: give 1.0, 1.1 or 1.2"))?,
+                )
+            }
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -127,7 +148,13 @@ struct Device {
     /// The DTLS session, with `--psk`; locked after `dev`, never before.
     tls: Mutex<Option<Session>>,
     sock: Async<UdpSocket>,
-    server: SocketAddr,
+    /// Where DTLS records go: the LwM2M server, or the bootstrap server
+    /// while bootstrapping.
+    server: Mutex<SocketAddr>,
+    /// `--bootstrap` and `--bootstrap-pack`.
+    bootstrap: Option<(SocketAddr, bool)>,
+    /// With `--bootstrap`, the `--psk` key for the bootstrap server.
+    bootstrap_psk: Option<Vec<u8>>,
     epoch: Instant,
 }
 
@@ -171,8 +198,9 @@ impl Device {
 
     fn send_records(&self, ep: &str, s: &mut Session) {
         let out: Vec<Vec<u8>> = s.take_transmits().collect();
+        let to = *self.server.lock().unwrap_or_else(|e| e.into_inner());
         for d in out {
-            self.send(ep, &d, self.server);
+            self.send(ep, &d, to);
         }
     }
 
@@ -193,6 +221,23 @@ impl Device {
                 }
             }
             None => dev.handle_datagram(now, unix_ms(), peer, bytes),
+        }
+    }
+
+    /// A new DTLS session for the bootstrap server, with `--psk`.
+    fn bootstrap_session(&self) -> Option<Session> {
+        let key = self.bootstrap_psk.as_ref()?;
+        let name = self.lock().endpoint().to_string();
+        let suites: Vec<_> = lwm2m_gw::dtls::Settings::default().suites;
+        match lwm2m_gw::dtls::identity::rng()
+            .and_then(|rng| psk_client_config(&suites, &name, key, rng))
+            .and_then(|c| Session::client(&c))
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::warn!("ep={name} bootstrap DTLS session: {e}");
+                None
+            }
         }
     }
 
@@ -241,7 +286,80 @@ impl Device {
     }
 }
 
+/// Bootstraps, then takes the account: the server to register with and,
+/// for a PSK account, a new DTLS session with the generated key.
+async fn bootstrap(d: &Device, bs: SocketAddr, pack: bool) -> Result<(), String> {
+    d.handshake().await?;
+    d.lock().bootstrap(Instant::now(), bs, pack);
+    let mut buf = vec![0u8; 2048];
+    let account = loop {
+        let deadline = {
+            let mut dev = d.lock();
+            d.flush(&mut dev);
+            match dev.bootstrap_progress() {
+                Some(BootstrapProgress::Done(a)) => break a.clone(),
+                Some(BootstrapProgress::Failed(e)) => return Err(format!("bootstrap: {e}")),
+                _ => {}
+            }
+            dev.poll_timeout()
+        };
+        pump(d, &mut buf, deadline).await;
+    };
+    let addr = account.addr().ok_or(format!(
+        "bootstrap: server URI {:?} is no IP address",
+        account.uri
+    ))?;
+    *d.server.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+    d.lock().use_account(&account);
+    let session = match account.mode {
+        0 => {
+            let suites: Vec<_> = lwm2m_gw::dtls::Settings::default().suites;
+            let identity = String::from_utf8_lossy(&account.identity).into_owned();
+            let s = lwm2m_gw::dtls::identity::rng()
+                .and_then(|rng| psk_client_config(&suites, &identity, &account.key, rng))
+                .and_then(|c| Session::client(&c))
+                .map_err(|e| e.to_string())?;
+            Some(s)
+        }
+        3 => None,
+        m => return Err(format!("bootstrap: security mode {m} is not simulated")),
+    };
+    *d.tls() = session;
+    Ok(())
+}
+
+/// Waits for one datagram (and takes what else is queued) or the deadline.
+async fn pump(d: &Device, buf: &mut [u8], deadline: Option<Instant>) {
+    let got = smol::future::or(async { d.sock.recv_from(buf).await.ok() }, async {
+        match deadline {
+            Some(t) => smol::Timer::at(t).await,
+            None => std::future::pending().await,
+        };
+        None
+    })
+    .await;
+    let now = Instant::now();
+    let mut dev = d.lock();
+    match got {
+        Some((n, peer)) => {
+            d.receive(&mut dev, now, peer, &buf[..n]);
+            // Take what else is waiting before answering.
+            while let Ok((n, peer)) = d.sock.get_ref().recv_from(buf) {
+                d.receive(&mut dev, now, peer, &buf[..n]);
+            }
+        }
+        None => dev.handle_timeout(now),
+    }
+}
+
 async fn run_device(d: Arc<Device>, report: smol::channel::Sender<(String, Result<(), String>)>) {
+    if let Some((bs, pack)) = d.bootstrap {
+        if let Err(e) = bootstrap(&d, bs, pack).await {
+            let ep = d.lock().endpoint().to_string();
+            let _ = report.send((ep, Err(e))).await;
+            return;
+        }
+    }
     if let Err(e) = d.handshake().await {
         let ep = d.lock().endpoint().to_string();
         let _ = report.send((ep, Err(e))).await;
@@ -268,25 +386,29 @@ async fn run_device(d: Arc<Device>, report: smol::channel::Sender<(String, Resul
                 let _ = report.send((ep, r)).await;
             }
         }
-        let got = smol::future::or(async { d.sock.recv_from(&mut buf).await.ok() }, async {
-            match deadline {
-                Some(t) => smol::Timer::at(t).await,
-                None => std::future::pending().await,
+        pump(&d, &mut buf, deadline).await;
+        let again = d.lock().take_rebootstrap();
+        if let (true, Some((bs, pack))) = (again, d.bootstrap) {
+            // Bootstrap-Request Trigger: a new account, then register anew.
+            let ep = {
+                let mut dev = d.lock();
+                // The Execute's answer leaves over the old session first.
+                d.flush(&mut dev);
+                dev.endpoint().to_string()
             };
-            None
-        })
-        .await;
-        let now = Instant::now();
-        let mut dev = d.lock();
-        match got {
-            Some((n, peer)) => {
-                d.receive(&mut dev, now, peer, &buf[..n]);
-                // Take what else is waiting before answering.
-                while let Ok((n, peer)) = d.sock.get_ref().recv_from(&mut buf) {
-                    d.receive(&mut dev, now, peer, &buf[..n]);
+            *d.server.lock().unwrap_or_else(|e| e.into_inner()) = bs;
+            *d.tls() = d.bootstrap_session();
+            let r = match bootstrap(&d, bs, pack).await {
+                Ok(()) => d.handshake().await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => {
+                    log::info!("ep={ep} bootstrapped again on the server's trigger");
+                    d.lock().register(Instant::now());
                 }
+                Err(e) => log::warn!("ep={ep} bootstrap on trigger failed: {e}"),
             }
-            None => dev.handle_timeout(now),
         }
     }
 }
@@ -350,6 +472,9 @@ fn main() -> ExitCode {
         cfg.queue_mode = o.queue;
         cfg.awake = o.awake;
         cfg.update_every = o.update;
+        if let Some(v) = o.lwm2m {
+            cfg.lwm2m_version = v;
+        }
         let dev = match SimDevice::new(cfg, models.clone(), fastrand::u64(..)) {
             Ok(d) => d,
             Err(e) => {
@@ -384,7 +509,9 @@ fn main() -> ExitCode {
             dev: Mutex::new(dev),
             tls: Mutex::new(tls),
             sock,
-            server: o.server,
+            server: Mutex::new(o.bootstrap.unwrap_or(o.server)),
+            bootstrap: o.bootstrap.map(|b| (b, o.bootstrap_pack)),
+            bootstrap_psk: o.psk.clone(),
             epoch: started,
         });
         shares[i % o.threads].push(d.clone());
@@ -412,7 +539,9 @@ fn main() -> ExitCode {
     println!(
         "lwm2m-gw-sim: {ok}/{} devices registered with {} in {} ms",
         o.count,
-        o.server,
+        o.bootstrap.map_or(o.server.to_string(), |b| format!(
+            "the server the bootstrap server {b} named"
+        )),
         started.elapsed().as_millis()
     );
     if failed > 0 && ok == 0 {

@@ -199,6 +199,17 @@ impl Bootstrap {
         };
     }
 
+    /// Whether `peer` has a DTLS session here.
+    pub fn is_secure_peer(&self, peer: SocketAddr) -> bool {
+        self.secure.contains_key(&peer)
+    }
+
+    /// Sets where the server URIs handed out point (the ports actually bound).
+    pub fn set_server_ports(&mut self, coap: u16, dtls: Option<u16>) {
+        self.cfg.coap_port = coap;
+        self.cfg.dtls_port = dtls;
+    }
+
     /// Feeds one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, unix_ms: u64, peer: SocketAddr, bytes: &[u8]) {
         self.unix_ms = unix_ms;
@@ -636,3 +647,6 @@ fn instance(object: u16, iid: u16) -> Path {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod sim_tests;

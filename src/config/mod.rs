@@ -35,6 +35,35 @@ pub struct Config {
     pub mqtt: MqttSection,
     /// DTLS for devices.
     pub dtls: DtlsSection,
+    /// The bootstrap server.
+    pub bootstrap: BootstrapSection,
+}
+
+/// `[bootstrap]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BootstrapSection {
+    /// UDP port of the plain bootstrap server (on `coap.bind`); 0: off.
+    pub port: u16,
+    /// UDP port of the DTLS bootstrap server; 0: off (also off when
+    /// `dtls.enabled` is false).
+    pub dtls_port: u16,
+    /// A bootstrap whose device stays silent this long between two steps
+    /// is recorded as failed.
+    pub stall_timeout_s: u64,
+    /// Bootstraps running at once; more get 5.03 and retry.
+    pub max_sessions: usize,
+}
+
+impl Default for BootstrapSection {
+    fn default() -> Self {
+        BootstrapSection {
+            port: 5687,
+            dtls_port: 5688,
+            stall_timeout_s: 60,
+            max_sessions: 1024,
+        }
+    }
 }
 
 /// `[dtls]`.
@@ -420,6 +449,7 @@ impl Config {
                 self.reporting.max_buffered_reports,
             ),
             ("coap.max_peers", c.max_peers),
+            ("bootstrap.max_sessions", self.bootstrap.max_sessions),
             ("coap.max_block_transfers", c.max_block_transfers),
             (
                 "registration.max_registrations",

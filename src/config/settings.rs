@@ -30,6 +30,19 @@ pub struct Settings {
     pub server: ServerConfig,
     /// Admit endpoints without a credential over plain CoAP.
     pub allow_unknown_endpoints: bool,
+    /// The bootstrap server; none when both its ports are 0.
+    pub bootstrap: Option<BootstrapSettings>,
+}
+
+/// The bootstrap server's listeners and core.
+#[derive(Debug, Clone)]
+pub struct BootstrapSettings {
+    /// The plain listener, if on.
+    pub listen: Option<Listen>,
+    /// The DTLS listener, if on (it shares the server's key and certificate).
+    pub dtls: Option<DtlsListen>,
+    /// The core: engine, stall timeout, server URI parts.
+    pub core: crate::bootstrap::BootstrapConfig,
 }
 
 /// A UDP listener.
@@ -123,7 +136,32 @@ impl Config {
             max_queue_bytes: self.mqtt.max_queue_mb << 20,
             max_batch_bytes: self.mqtt.max_batch_kb << 10,
         });
+        let b = &self.bootstrap;
+        let bs_dtls = match &dtls {
+            Some(d) if b.dtls_port != 0 => Some(DtlsListen {
+                listen: listen(b.dtls_port),
+                ..d.clone()
+            }),
+            _ => None,
+        };
+        let bootstrap = if b.port == 0 && bs_dtls.is_none() {
+            None
+        } else {
+            Some(BootstrapSettings {
+                listen: (b.port != 0).then(|| listen(b.port)),
+                dtls: bs_dtls,
+                core: crate::bootstrap::BootstrapConfig {
+                    coap: self.server().coap,
+                    stall_timeout: Duration::from_secs(b.stall_timeout_s.max(1)),
+                    max_sessions: b.max_sessions,
+                    server_host: self.server_host()?,
+                    coap_port: self.coap.port,
+                    dtls_port: self.dtls.enabled.then_some(self.dtls.port),
+                },
+            })
+        };
         Ok(Settings {
+            bootstrap,
             coap: listen(self.coap.port),
             dtls,
             control: ControlSettings {
@@ -185,25 +223,27 @@ impl Config {
         })
     }
 
-    /// The names of the certificate made when no `dtls.cert_file` is set.
-    pub fn cert_names(&self) -> Result<crate::dtls::identity::CertNames, ConfigError> {
-        let d = &self.dtls;
-        let host = match &d.server_host {
+    /// The host devices dial: `dtls.server_host`, else `coap.bind` when it
+    /// is one address, else the first non-loopback IPv4 address, else the
+    /// host name. The certificate's CN and the bootstrap server's URIs.
+    pub fn server_host(&self) -> Result<String, ConfigError> {
+        let host = match &self.dtls.server_host {
             Some(h) => h.clone(),
             None if !self.coap.bind.is_unspecified() => self.coap.bind.to_string(),
             None => primary_address().unwrap_or_else(host_name),
-        };
-        let name_ok = |h: &str| {
-            !h.is_empty()
-                && h.len() <= 253
-                && h.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '*' | '_'))
         };
         if !name_ok(&host) {
             return Err(ConfigError(format!(
                 "dtls.server_host = {host:?}: a host name or an IP address"
             )));
         }
+        Ok(host)
+    }
+
+    /// The names of the certificate made when no `dtls.cert_file` is set.
+    pub fn cert_names(&self) -> Result<crate::dtls::identity::CertNames, ConfigError> {
+        let d = &self.dtls;
+        let host = self.server_host()?;
         let (mut dns, mut ips) = (Vec::new(), Vec::new());
         for san in &d.cert_san {
             match san.parse::<std::net::IpAddr>() {
@@ -350,6 +390,14 @@ impl Config {
             flush_every_ms: self.store.flush_every_ms,
         }
     }
+}
+
+/// A host name or an IP address as a certificate name or URI host.
+fn name_ok(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '*' | '_'))
 }
 
 /// The first IPv4 address of an interface that is up and not loopback:

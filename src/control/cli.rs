@@ -40,6 +40,15 @@ Usage:
   lwm2m-gw server-key [OPTIONS]            print the gateway's DTLS public key (base64
                                            SubjectPublicKeyInfo, for RPK devices); the key
                                            is made on first use if no dtls.key_file is set
+  lwm2m-gw bootstrap add [OPTIONS] ENDPOINT [--profile NAME] [--psk-identity ID --psk-key HEX
+                      | --rpk-key BASE64 | --x509-cert FILE] [--server-security nosec|psk]
+                      [--server-uri URI] [--lifetime S] [--binding U|UQ]
+                                           enrol a device with the bootstrap server
+  lwm2m-gw bootstrap import [OPTIONS] FILE enrol many (TOML [[device]] tables, or CSV
+                                           with a header line); one bad entry: none
+  lwm2m-gw bootstrap list|show EP|rm EP [OPTIONS]
+                                           entries and the state of their bootstrap
+  lwm2m-gw bootstrap trigger [OPTIONS] EP  make a registered device bootstrap again
   lwm2m-gw --version | --help
 
 Methods: Read Discover WriteUpdate WriteReplace WriteAttributes ReadComposite
@@ -52,6 +61,8 @@ Options (override the config file):
   --config FILE        TOML configuration (see README.md)
   --coap-port PORT     CoAP/UDP port (default 5685)
   --dtls-port PORT     CoAP over DTLS port (default 5686)
+  --bootstrap-port PORT       bootstrap server port (default 5687; 0: off)
+  --bootstrap-dtls-port PORT  bootstrap server DTLS port (default 5688; 0: off)
   --data-dir DIR       state directory (default $STATE_DIRECTORY or ./data)
   --models-dir DIR     system models directory (default ./models)
   --control-socket P   control socket (default $RUNTIME_DIRECTORY/control.sock,
@@ -73,6 +84,8 @@ struct Common {
     config: Option<PathBuf>,
     coap_port: Option<u16>,
     dtls_port: Option<u16>,
+    bootstrap_port: Option<u16>,
+    bootstrap_dtls_port: Option<u16>,
     data_dir: Option<PathBuf>,
     models_dir: Option<PathBuf>,
     control_socket: Option<PathBuf>,
@@ -82,6 +95,7 @@ struct Common {
     wait: bool,
     count: Option<u64>,
     cred: crate::credentials::CredentialSpec,
+    bs: crate::bootstrap::EntrySpec,
 }
 
 impl Common {
@@ -95,6 +109,12 @@ impl Common {
         }
         if let Some(p) = self.coap_port {
             c.coap.port = p;
+        }
+        if let Some(p) = self.bootstrap_port {
+            c.bootstrap.port = p;
+        }
+        if let Some(p) = self.bootstrap_dtls_port {
+            c.bootstrap.dtls_port = p;
         }
         if let Some(d) = &self.data_dir {
             c.store.data_dir = Some(d.clone());
@@ -133,6 +153,7 @@ enum Command {
     ProfileList(Common),
     ProfileShow(Common, String),
     ProfileRm(Common, String),
+    Bootstrap(Common, super::bootstrap_cli::BsCommand),
     Help,
     Version,
 }
@@ -146,6 +167,12 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
             Long("config") => c.config = Some(p.value()?.into()),
             Long("coap-port") => c.coap_port = Some(p.value()?.parse()?),
             Long("dtls-port") => c.dtls_port = Some(p.value()?.parse()?),
+            Long("bootstrap-port") => c.bootstrap_port = Some(p.value()?.parse()?),
+            Long("bootstrap-dtls-port") => c.bootstrap_dtls_port = Some(p.value()?.parse()?),
+            Long("server-security") => c.bs.server_security = Some(p.value()?.string()?),
+            Long("server-uri") => c.bs.server_uri = Some(p.value()?.string()?),
+            Long("lifetime") => c.bs.lifetime = Some(p.value()?.parse()?),
+            Long("binding") => c.bs.binding = Some(p.value()?.string()?),
             Long("data-dir") => c.data_dir = Some(p.value()?.into()),
             Long("models-dir") => c.models_dir = Some(p.value()?.into()),
             Long("control-socket") => c.control_socket = Some(p.value()?.into()),
@@ -203,6 +230,18 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
         ["watch"] => Command::Watch(c, None),
         ["watch", ep] => Command::Watch(c, Some(ep.to_string())),
         ["stats"] => Command::Stats(c),
+        ["bootstrap", rest @ ..] => {
+            let spec = crate::bootstrap::EntrySpec {
+                profile: c.cred.profile.clone(),
+                psk_identity: c.cred.psk_identity.clone(),
+                psk_key: c.cred.psk_key.clone(),
+                rpk_key: c.cred.rpk_key.clone(),
+                x509_cert: c.cred.x509_cert.clone(),
+                ..c.bs.clone()
+            };
+            let cmd = super::bootstrap_cli::parse(rest, spec)?;
+            Command::Bootstrap(c, cmd)
+        }
         ["server-key"] => Command::ServerKey(c),
         [] => return Err("no command given".into()),
         other => {
@@ -317,6 +356,7 @@ fn run(cmd: Command, serve: Serve) -> Result<bool, Box<dyn std::error::Error>> {
             return admin(&c, serde_json::json!({"op": "profile-rm", "name": name}))
         }
         Command::Stats(c) => return stats(&c),
+        Command::Bootstrap(c, cmd) => return bootstrap(&c, cmd),
         Command::Help => print!("{USAGE}"),
         Command::Version => println!("lwm2m-gw {}", env!("CARGO_PKG_VERSION")),
         Command::ServerKey(c) => {
@@ -594,6 +634,26 @@ fn admin(c: &Common, req: Json) -> Result<bool, Box<dyn std::error::Error>> {
     let mut a = client.call(m)?;
     let ok = is_success(&a);
     show(c, &mut a);
+    Ok(ok)
+}
+
+fn bootstrap(
+    c: &Common,
+    cmd: super::bootstrap_cli::BsCommand,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    use super::bootstrap_cli::{print_list, print_one, request, BsCommand};
+    let table = matches!(cmd, BsCommand::List | BsCommand::Show(_));
+    let Json::Object(req) = request(cmd)? else {
+        return Err("internal: request is not an object".into());
+    };
+    let mut client = connect(c)?;
+    let mut a = client.call(req)?;
+    let ok = is_success(&a);
+    match &a["value"] {
+        Json::Array(list) if table && ok && !c.json => print_list(list),
+        v @ Json::Object(_) if table && ok && !c.json => print_one(v),
+        _ => show(c, &mut a),
+    }
     Ok(ok)
 }
 

@@ -2,7 +2,8 @@
 //! command path behind the control socket, the MQTT RPC topic and the CLI.
 
 use super::request::Request;
-use crate::credentials::Credential;
+use crate::bootstrap::{Bootstrap, Entry};
+use crate::credentials::{Credential, Security};
 use crate::profile::Profile;
 use crate::server::command::Answer;
 use crate::server::{Registration, Server};
@@ -24,6 +25,12 @@ pub trait Backend {
     fn stats(&self) -> Json;
     /// Credentials changed: whatever checks handshakes must see the new ones.
     fn credentials_changed(&mut self);
+    /// The bootstrap server, when it is on.
+    fn bootstrap(&mut self) -> Option<&mut Bootstrap> {
+        None
+    }
+    /// Bootstrap entries changed: the bootstrap DTLS port must see them.
+    fn bootstrap_entries_changed(&mut self) {}
 }
 
 /// What became of a command.
@@ -61,6 +68,14 @@ pub fn execute(b: &mut impl Backend, now: Instant, req: Request) -> Outcome {
         }
         Request::Device(ep) => device(b.server(), &ep),
         Request::Stats => Answer::ok("CONTENT", Some(b.stats())),
+        Request::BootstrapTrigger(ep) => match trigger(b, now, &ep) {
+            Ok(h) => return Outcome::Started(h),
+            Err(a) => a,
+        },
+        r @ (Request::BootstrapAdd(_)
+        | Request::BootstrapList
+        | Request::BootstrapShow(_)
+        | Request::BootstrapRm(_)) => bootstrap(b, r).unwrap_or_else(|a| a),
         other => provision(b, other).unwrap_or_else(|a| a),
     };
     if changes_credentials {
@@ -225,6 +240,181 @@ fn add_credentials(b: &mut impl Backend, list: Vec<Credential>) -> Result<Answer
         );
     }
     Ok(Answer::ok("CHANGED", Some(Json::from(list.len()))))
+}
+
+/// Bootstrap entries: checked against the profiles and every identity in
+/// use, stored and flushed before the answer, in force at once.
+fn bootstrap(b: &mut impl Backend, req: Request) -> Result<Answer, Answer> {
+    let off = || {
+        Answer::fail(
+            "NOT_FOUND",
+            "the bootstrap server is off (bootstrap.port and bootstrap.dtls_port are 0)",
+        )
+    };
+    match req {
+        Request::BootstrapList => {
+            let bs = b.bootstrap().ok_or_else(off)?;
+            let list: Vec<Json> = bs
+                .entries()
+                .into_iter()
+                .map(|e| entry_json(bs, e))
+                .collect();
+            Ok(Answer::ok("CONTENT", Some(Json::Array(list))))
+        }
+        Request::BootstrapShow(ep) => {
+            let bs = b.bootstrap().ok_or_else(off)?;
+            let e = bs.entry(&ep).ok_or_else(|| {
+                Answer::fail("NOT_FOUND", format!("no bootstrap entry for {ep:?}"))
+            })?;
+            Ok(Answer::ok("CONTENT", Some(entry_json(bs, e))))
+        }
+        Request::BootstrapRm(ep) => {
+            let bs = b.bootstrap().ok_or_else(off)?;
+            if bs.remove_entry(&ep).is_none() {
+                return Err(Answer::fail(
+                    "NOT_FOUND",
+                    format!("no bootstrap entry for {ep:?}"),
+                ));
+            }
+            b.store()
+                .remove_bootstrap_entry(&ep)
+                .and_then(|_| b.store().flush().map(|_| ()))
+                .map_err(|e| Answer::fail("INTERNAL_SERVER_ERROR", format!("store: {e}")))?;
+            b.bootstrap_entries_changed();
+            log::info!("ep={ep} bootstrap entry removed");
+            Ok(Answer::ok("DELETED", None))
+        }
+        Request::BootstrapAdd(list) => {
+            check_entries(b, &list).map_err(Answer::bad_request)?;
+            b.bootstrap().ok_or_else(off)?;
+            for e in &list {
+                b.store()
+                    .put_bootstrap_entry(e)
+                    .map_err(|e| Answer::fail("INTERNAL_SERVER_ERROR", format!("store: {e}")))?;
+            }
+            let bs = b.bootstrap().ok_or_else(off)?;
+            let states: Vec<_> = list.iter().map(|e| bs.put_entry(e.clone())).collect();
+            for st in &states {
+                b.store()
+                    .put_bootstrap_state(st)
+                    .map_err(|e| Answer::fail("INTERNAL_SERVER_ERROR", format!("store: {e}")))?;
+            }
+            b.store()
+                .flush()
+                .map_err(|e| Answer::fail("INTERNAL_SERVER_ERROR", format!("store: {e}")))?;
+            b.bootstrap_entries_changed();
+            for e in &list {
+                log::info!(
+                    "ep={} bootstrap entry stored: bootstrap {}, server account {}, profile {:?}",
+                    e.endpoint,
+                    e.security.mode(),
+                    e.server_security.mode(),
+                    e.profile
+                );
+            }
+            Ok(Answer::ok("CHANGED", Some(Json::from(list.len()))))
+        }
+        other => Err(Answer::bad_request(format!(
+            "not a bootstrap request: {other:?}"
+        ))),
+    }
+}
+
+/// What makes a set of entries refused as a whole: an unknown profile, a
+/// bad endpoint, an endpoint twice, or a PSK identity that another
+/// endpoint already uses (on the bootstrap port or the LwM2M server's).
+fn check_entries(b: &mut impl Backend, list: &[Entry]) -> Result<(), String> {
+    let mut eps = std::collections::HashSet::new();
+    let mut ids: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for e in list {
+        crate::credentials::check_endpoint(&e.endpoint).map_err(|x| x.0)?;
+        if !eps.insert(e.endpoint.as_str()) {
+            return Err(format!("{}: named twice", e.endpoint));
+        }
+        if b.server().profile(&e.profile).is_none() {
+            return Err(format!("{}: unknown profile {:?}", e.endpoint, e.profile));
+        }
+        if let Security::Psk { identity, .. } = &e.security {
+            if let Some(other) = ids.insert(identity, &e.endpoint) {
+                return Err(format!(
+                    "{}: PSK identity {identity:?} is also given to {other}",
+                    e.endpoint
+                ));
+            }
+        }
+        // The LwM2M server account's identity is the endpoint name.
+        if e.server_security == crate::bootstrap::ServerSecurity::Psk {
+            let taken = b.server().credentials().into_iter().find(|c| {
+                c.endpoint != e.endpoint
+                    && matches!(&c.security, Security::Psk { identity, .. } if *identity == e.endpoint)
+            });
+            if let Some(c) = taken {
+                return Err(format!(
+                    "{}: the PSK identity {:?} of its server account already belongs to {}",
+                    e.endpoint, e.endpoint, c.endpoint
+                ));
+            }
+        }
+    }
+    let bs = b.bootstrap().ok_or("the bootstrap server is off")?;
+    for e in list {
+        if let Security::Psk { identity, .. } = &e.security {
+            let taken = bs.entries().into_iter().find(|o| {
+                o.endpoint != e.endpoint
+                    && matches!(&o.security, Security::Psk { identity: i, .. } if i == identity)
+            });
+            if let Some(o) = taken {
+                return Err(format!(
+                    "{}: PSK identity {identity:?} already belongs to {}",
+                    e.endpoint, o.endpoint
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn entry_json(bs: &Bootstrap, e: &Entry) -> Json {
+    let mut j = e.to_json();
+    j["bootstrap"] = bs.state(&e.endpoint).map_or(Json::Null, |s| s.to_json());
+    j
+}
+
+/// Executes Bootstrap-Request Trigger (/1/x/9) on a registered device.
+fn trigger(b: &mut impl Backend, now: Instant, ep: &str) -> Result<u64, Answer> {
+    let known = b.bootstrap().map(|bs| bs.entry(ep).is_some());
+    match known {
+        None => {
+            return Err(Answer::fail(
+                "NOT_FOUND",
+                "the bootstrap server is off (bootstrap.port and bootstrap.dtls_port are 0)",
+            ))
+        }
+        Some(false) => {
+            return Err(Answer::fail(
+                "NOT_FOUND",
+                format!("no bootstrap entry for {ep:?}: the device would find no account"),
+            ))
+        }
+        Some(true) => {}
+    }
+    let Some(reg) = b.server().registry().get(ep) else {
+        return Err(Answer::fail(
+            "DEVICE_NOT_REGISTERED",
+            format!("{ep:?} is not registered: nothing to trigger"),
+        ));
+    };
+    let iid = reg
+        .objects
+        .iter()
+        .find(|o| o.object == 1 && o.instance.is_some())
+        .and_then(|o| o.instance)
+        .unwrap_or(0);
+    let h = b.new_handle();
+    let params = json!({ "id": format!("/1/{iid}/9") });
+    log::info!("ep={ep} Bootstrap-Request Trigger: Execute /1/{iid}/9");
+    b.server_mut().command(now, h, ep, "Execute", &params);
+    Ok(h)
 }
 
 /// One registration as control-socket JSON.

@@ -2,6 +2,7 @@
 //! and the one command path (parse a [`Request`], [`execute`] it) that the
 //! control socket, the MQTT RPC topic and the CLI share.
 
+pub mod bootstrap_cli;
 pub mod cli;
 pub mod dispatch;
 pub mod request;

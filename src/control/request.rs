@@ -1,6 +1,7 @@
 //! The admin commands as one enum, parsed in one place from a control-socket
 //! line; the MQTT RPC path builds the same values directly.
 
+use crate::bootstrap::Entry;
 use crate::credentials::Credential;
 use crate::server::command::Answer;
 use serde_json::Value as Json;
@@ -41,11 +42,22 @@ pub enum Request {
     DeviceImport(Vec<Credential>),
     /// Removes a device's credential.
     DeviceRm(String),
+    /// Adds or replaces bootstrap entries, all or none.
+    BootstrapAdd(Vec<Entry>),
+    /// Every bootstrap entry with its state.
+    BootstrapList,
+    /// One bootstrap entry with its state.
+    BootstrapShow(String),
+    /// Removes a bootstrap entry.
+    BootstrapRm(String),
+    /// Makes a registered device bootstrap again (Execute /1/x/9).
+    BootstrapTrigger(String),
 }
 
 /// Every `op` a control line may name, for the error that lists them.
 const OPS: &str = "rpc, devices, device, watch, stats, profiles, profile, profile-put, \
-                   profile-rm, credentials, device-add, device-import, device-rm";
+                   profile-rm, credentials, device-add, device-import, device-rm, \
+                   bootstrap-add, bootstrap-list, bootstrap-show, bootstrap-rm, bootstrap-trigger";
 
 impl Request {
     /// Parses a control-socket request object; the error is the answer to send.
@@ -84,6 +96,14 @@ impl Request {
                     .map_err(|e| Answer::bad_request(format!("credentials: {e}")))?,
             ),
             "device-rm" => Request::DeviceRm(text("endpoint")),
+            "bootstrap-add" => Request::BootstrapAdd(
+                serde_json::from_value(req.get("entries").cloned().unwrap_or(Json::Null))
+                    .map_err(|e| Answer::bad_request(format!("entries: {e}")))?,
+            ),
+            "bootstrap-list" => Request::BootstrapList,
+            "bootstrap-show" => Request::BootstrapShow(endpoint.ok_or_else(missing)?),
+            "bootstrap-rm" => Request::BootstrapRm(endpoint.ok_or_else(missing)?),
+            "bootstrap-trigger" => Request::BootstrapTrigger(endpoint.ok_or_else(missing)?),
             other => {
                 return Err(Answer::bad_request(format!(
                     "unknown op {other:?}; known: {OPS}"
@@ -97,7 +117,10 @@ impl Request {
         match self {
             Request::Command { endpoint, .. } | Request::Device(endpoint) => Some(endpoint),
             Request::Watch(ep) => ep.as_deref(),
-            Request::DeviceRm(ep) => Some(ep),
+            Request::DeviceRm(ep)
+            | Request::BootstrapShow(ep)
+            | Request::BootstrapRm(ep)
+            | Request::BootstrapTrigger(ep) => Some(ep),
             _ => None,
         }
     }

@@ -3,13 +3,51 @@
 
 use super::error::RunError;
 use super::udp::{Socket, BATCH};
+use crate::bootstrap::Bootstrap;
 use crate::coap::Transmit;
 use crate::config::DtlsListen;
+use crate::credentials::Authenticated;
 use crate::dtls::{self, DtlsServer, Keys};
 use crate::server::Server;
 use serde_json::{json, Value as Json};
 use std::io;
+use std::net::SocketAddr;
 use std::time::Instant;
+
+/// What a DTLS shell hands decrypted datagrams and sessions to: the
+/// LwM2M server, or the bootstrap server on its own port.
+pub trait Secured {
+    /// A decrypted datagram.
+    fn datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]);
+    /// A session opened (`Some`) or ended (`None`).
+    fn session(&mut self, peer: SocketAddr, auth: Option<Authenticated>);
+    /// Whether `peer` must only be answered through its session.
+    fn is_secure_peer(&self, peer: SocketAddr) -> bool;
+}
+
+impl Secured for Server {
+    fn datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
+        self.handle_datagram(now, crate::clock::unix_ms(), peer, bytes)
+    }
+    fn session(&mut self, peer: SocketAddr, auth: Option<Authenticated>) {
+        self.secure_session(peer, auth)
+    }
+    fn is_secure_peer(&self, peer: SocketAddr) -> bool {
+        Server::is_secure_peer(self, peer)
+    }
+}
+
+impl Secured for Bootstrap {
+    fn datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
+        self.handle_datagram(now, crate::clock::unix_ms(), peer, bytes)
+    }
+    fn session(&mut self, peer: SocketAddr, auth: Option<Authenticated>) {
+        self.secure_session(peer, auth)
+    }
+    fn is_secure_peer(&self, peer: SocketAddr) -> bool {
+        Bootstrap::is_secure_peer(self, peer)
+    }
+}
 
 /// CoAP over DTLS: a socket and its sessions.
 pub struct Shell {
@@ -22,16 +60,23 @@ pub struct Shell {
 impl Shell {
     /// Loads or makes the server's key and certificate, and puts the DTLS
     /// layer in front of an already bound socket.
-    pub fn start(cfg: &DtlsListen, socket: Socket, keys: Keys) -> Result<Shell, RunError> {
+    pub fn start(
+        cfg: &DtlsListen,
+        socket: Socket,
+        keys: Keys,
+        what: &str,
+    ) -> Result<Shell, RunError> {
         let id = dtls::identity::load(&cfg.files, &cfg.dir)
             .map_err(|e| RunError::Config(e.to_string()))?;
         for p in &id.made {
             log::info!("DTLS: made {} (first start)", p.display());
         }
-        log::info!(
-            "DTLS server public key (base64 SubjectPublicKeyInfo, for RPK provisioning): {}",
-            id.public_key_base64()
-        );
+        if what == "CoAP" {
+            log::info!(
+                "DTLS server public key (base64 SubjectPublicKeyInfo, for RPK provisioning): {}",
+                id.public_key_base64()
+            );
+        }
         let rng = dtls::identity::rng().map_err(|e| RunError::Config(e.to_string()))?;
         let config = dtls::identity::server_config(&cfg.session, &id, rng)
             .map_err(|e| RunError::Config(e.to_string()))?;
@@ -48,7 +93,7 @@ impl Shell {
             }
         };
         log::info!(
-            "CoAP over DTLS on udp {}{} (PSK, X.509{}{})",
+            "{what} over DTLS on udp {}{} (PSK, X.509{}{})",
             socket.local_addr(),
             if socket.dual_stack() {
                 " (IPv4 and IPv6)"
@@ -81,7 +126,7 @@ impl Shell {
 
     /// Reads the socket, runs the DTLS timers and hands what the sessions
     /// decrypted, opened and closed to the server.
-    pub fn receive(&mut self, server: &mut Server, now: Instant, buf: &mut [u8]) {
+    pub fn receive(&mut self, core: &mut impl Secured, now: Instant, buf: &mut [u8]) {
         for _ in 0..BATCH {
             match self.socket.try_recv(buf) {
                 Ok((n, peer)) => self.dtls.handle_datagram(now, peer, &buf[..n]),
@@ -95,11 +140,9 @@ impl Shell {
         self.dtls.handle_timeout(now);
         while let Some(ev) = self.dtls.poll_event() {
             match ev {
-                dtls::Event::Established { peer, auth } => server.secure_session(peer, Some(auth)),
-                dtls::Event::Data { peer, bytes } => {
-                    server.handle_datagram(now, crate::clock::unix_ms(), peer, &bytes)
-                }
-                dtls::Event::Closed { peer, .. } => server.secure_session(peer, None),
+                dtls::Event::Established { peer, auth } => core.session(peer, Some(auth)),
+                dtls::Event::Data { peer, bytes } => core.datagram(now, peer, &bytes),
+                dtls::Event::Closed { peer, .. } => core.session(peer, None),
             }
         }
     }
@@ -107,14 +150,14 @@ impl Shell {
     /// Takes a datagram of the server's: sealed into its peer's session,
     /// held back from a secure peer without one, or handed back to go out
     /// in the clear.
-    pub fn route(&mut self, server: &Server, now: Instant, t: Transmit) -> Option<Transmit> {
+    pub fn route(&mut self, core: &impl Secured, now: Instant, t: Transmit) -> Option<Transmit> {
         if self.dtls.is_open(&t.peer) {
             if let Err(e) = self.dtls.send(now, t.peer, &t.bytes) {
                 log::debug!("peer={} DTLS send failed: {e}", t.peer);
             }
             return None;
         }
-        if server.is_secure_peer(t.peer) {
+        if core.is_secure_peer(t.peer) {
             // Never in the clear; the device handshakes again and the
             // request times out or is retried meanwhile.
             self.unsent += 1;

@@ -10,6 +10,7 @@
 //! ([`fanout`], the shells). Nothing but `main.rs` and the binaries uses
 //! this module; it uses everything below it.
 
+mod bootstrap;
 mod control;
 mod dtls;
 mod error;
@@ -55,6 +56,8 @@ pub struct Gateway {
     next_handle: u64,
     /// Stored observations still to take back, a step each turn.
     restoring: Option<persist::ObservationRestore>,
+    /// The bootstrap server, when one of its ports is on.
+    bootstrap: Option<bootstrap::Shell>,
 }
 
 impl Gateway {
@@ -72,6 +75,10 @@ impl Gateway {
         let udp = udp::Socket::bind(&cfg.coap, "udp")?;
         let dtls_socket = match &cfg.dtls {
             Some(d) => Some(udp::Socket::bind(&d.listen, "dtls udp")?),
+            None => None,
+        };
+        let bs_sockets = match &cfg.bootstrap {
+            Some(b) => Some(bootstrap::Shell::bind(b)?),
             None => None,
         };
         let mut control = control::Shell::new(&cfg.control);
@@ -110,10 +117,23 @@ impl Gateway {
         let dtls = match (&cfg.dtls, dtls_socket) {
             (Some(d), Some(socket)) => {
                 let keys = Keys::from_credentials(server.credentials());
-                Some(dtls::Shell::start(d, socket, keys)?)
+                Some(dtls::Shell::start(d, socket, keys, "CoAP")?)
             }
             _ => {
                 log::info!("DTLS: off (dtls.enabled = false)");
+                None
+            }
+        };
+        let bootstrap = match (&cfg.bootstrap, bs_sockets) {
+            (Some(b), Some(sockets)) => Some(bootstrap::Shell::start(
+                b,
+                sockets,
+                &store,
+                udp.local_addr().port(),
+                dtls.as_ref().map(|d| d.socket().local_addr().port()),
+            )?),
+            _ => {
+                log::info!("bootstrap server: off (bootstrap.port and dtls_port are 0)");
                 None
             }
         };
@@ -149,6 +169,7 @@ impl Gateway {
             data_dir: cfg.data_dir,
             next_handle: 0,
             restoring: Some(restoring),
+            bootstrap,
         })
     }
 
@@ -160,6 +181,13 @@ impl Gateway {
     /// The bound DTLS address, when DTLS is on.
     pub fn dtls_addr(&self) -> Option<SocketAddr> {
         self.dtls.as_ref().map(|s| s.socket().local_addr())
+    }
+
+    /// The bootstrap server's plain and DTLS addresses, when on.
+    pub fn bootstrap_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        self.bootstrap
+            .as_ref()
+            .map_or((None, None), |b| (b.udp_addr(), b.dtls_addr()))
     }
 
     /// The state directory in use.
@@ -215,6 +243,7 @@ impl Gateway {
                 self.server.poll_timeout(),
                 next_ping,
                 self.dtls.as_ref().and_then(|s| s.poll_timeout()),
+                self.bootstrap.as_ref().and_then(|b| b.poll_timeout()),
                 restore_step,
             ]
             .into_iter()
@@ -222,10 +251,17 @@ impl Gateway {
             .min();
             let plain = &self.udp;
             let secure = self.dtls.as_ref().map(|s| s.socket());
+            let bs = self.bootstrap.as_ref();
             let io = async {
                 let readable = smol::future::or(plain.readable(), async {
                     match secure {
                         Some(d) => d.readable().await,
+                        None => std::future::pending().await,
+                    }
+                });
+                let readable = smol::future::or(readable, async {
+                    match bs {
+                        Some(b) => b.readable().await,
                         None => std::future::pending().await,
                     }
                 });
@@ -292,9 +328,13 @@ impl Gateway {
                     self.restoring = None;
                 }
             }
+            if let Some(b) = &mut self.bootstrap {
+                b.receive(now, &mut buf, max);
+            }
             self.server.handle_timeout(now);
             let acknowledged = self.persist_and_publish().await;
             self.send_all().await;
+            self.bootstrap_turn().await;
             if acknowledged {
                 crash_point.after_acknowledgement();
             }
@@ -338,6 +378,7 @@ impl Gateway {
             udp,
             control,
             next_handle,
+            bootstrap,
             ..
         } = self;
         let (view, bridge) = match mqtt {
@@ -353,6 +394,7 @@ impl Gateway {
             plain_dropped: udp.plain_dropped,
             watchers: control.watchers(),
             next_handle,
+            bootstrap: bootstrap.as_mut(),
         };
         f(&mut parts, control, bridge)
     }
@@ -419,6 +461,28 @@ impl Gateway {
         acknowledged
     }
 
+    /// Stores what the bootstrap server changed this turn, with the
+    /// accounts it hands out, flushes, and only then sends its datagrams:
+    /// a device is never told of an account a power cut could lose.
+    async fn bootstrap_turn(&mut self) {
+        let Some(b) = &mut self.bootstrap else {
+            return;
+        };
+        let (written, credentials) = b.persist(&self.store, &mut self.server);
+        if credentials {
+            if let Some(d) = &mut self.dtls {
+                d.set_keys(Keys::from_credentials(self.server.credentials()));
+            }
+        }
+        if written {
+            let store = self.store.clone();
+            if let Err(e) = smol::unblock(move || store.flush()).await {
+                log::error!("store flush failed: {e}");
+            }
+        }
+        b.send_all().await;
+    }
+
     /// Sends what the server has to send, over DTLS where the peer has a
     /// session, then what the DTLS layer has to send.
     async fn send_all(&mut self) {
@@ -449,6 +513,7 @@ struct Parts<'a> {
     plain_dropped: u64,
     watchers: usize,
     next_handle: &'a mut u64,
+    bootstrap: Option<&'a mut bootstrap::Shell>,
 }
 
 impl crate::control::Backend for Parts<'_> {
@@ -470,19 +535,38 @@ impl crate::control::Backend for Parts<'_> {
     }
 
     fn stats(&self) -> Json {
-        stats::json(
+        let mut j = stats::json(
             self.server,
             self.watchers,
             self.mqtt.map_or(Json::Null, |m| m.stats_json()),
             self.dtls
                 .as_ref()
                 .map_or(Json::Null, |d| d.stats_json(self.plain_dropped)),
-        )
+        );
+        j["bootstrap"] = self.bootstrap.as_ref().map_or(Json::Null, |b| {
+            let c = b.core();
+            serde_json::json!({
+                "entries": c.entries().len(),
+                "running": c.running(),
+                "refused": c.refused,
+            })
+        });
+        j
     }
 
     fn credentials_changed(&mut self) {
         if let Some(d) = &mut self.dtls {
             d.set_keys(Keys::from_credentials(self.server.credentials()));
+        }
+    }
+
+    fn bootstrap(&mut self) -> Option<&mut crate::bootstrap::Bootstrap> {
+        self.bootstrap.as_mut().map(|b| b.core_mut())
+    }
+
+    fn bootstrap_entries_changed(&mut self) {
+        if let Some(b) = &mut self.bootstrap {
+            b.entries_changed();
         }
     }
 }

@@ -12,7 +12,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod bootstrap;
 mod operations;
+
+pub use bootstrap::{BootstrapProgress, ServerAccount};
 
 /// Settings of one simulated device.
 #[derive(Debug, Clone)]
@@ -91,6 +94,10 @@ pub struct SimDevice {
     /// Datagrams ignored while asleep (queue mode).
     pub ignored_asleep: u64,
     executed: Vec<Path>,
+    /// The bootstrap client, once a bootstrap was started.
+    bs: Option<bootstrap::BsClient>,
+    /// The server executed Bootstrap-Request Trigger (/1/x/9).
+    rebootstrap: bool,
 }
 
 /// Someone observing one of our resources.
@@ -221,6 +228,8 @@ impl SimDevice {
             served: BTreeMap::new(),
             ignored_asleep: 0,
             executed: Vec::new(),
+            bs: None,
+            rebootstrap: false,
         })
     }
 
@@ -232,6 +241,11 @@ impl SimDevice {
     /// Registration progress.
     pub fn state(&self) -> &RegState {
         &self.state
+    }
+
+    /// True once after the server executed Bootstrap-Request Trigger.
+    pub fn take_rebootstrap(&mut self) -> bool {
+        std::mem::take(&mut self.rebootstrap)
     }
 
     /// The latest resources executed (at most 256), oldest first.
@@ -390,7 +404,11 @@ impl SimDevice {
         self.engine.handle_datagram(now, peer, bytes);
         while let Some(ev) = self.engine.poll_event() {
             match ev {
+                Event::Request { id, msg, peer } if self.bootstrap_serve(now, id, peer, &msg) => {}
                 Event::Request { id, msg, peer } => self.serve(now, unix_ms, id, peer, msg),
+                Event::Response { id, msg, .. } if self.bootstrap_response(now, id, &msg) => {}
+                Event::Failed { id, error, .. }
+                    if self.bootstrap_failed(id, &error.to_string()) => {}
                 Event::ObserverGone { token, .. } => {
                     self.observers.remove(token.as_bytes());
                 }
@@ -431,6 +449,8 @@ impl SimDevice {
         self.engine.handle_timeout(now);
         while let Some(ev) = self.engine.poll_event() {
             match ev {
+                Event::Failed { id, error, .. }
+                    if self.bootstrap_failed(id, &error.to_string()) => {}
                 Event::Failed { id, error, .. } if Some(id) == self.reg_request => {
                     self.reg_request = None;
                     self.state = RegState::Failed(error.to_string());

@@ -324,6 +324,11 @@ impl SimDevice {
         if (p.object, p.resource) == (1, Some(8)) {
             self.send_update(now);
         }
+        if (p.object, p.resource) == (1, Some(9)) {
+            // Bootstrap-Request Trigger: the device's loop bootstraps again
+            // once this Execute is answered.
+            self.rebootstrap = true;
+        }
         if (p.object, p.resource) == (5, Some(2)) {
             if let Some(inst) = self.objects.get_mut(&5).and_then(|o| o.get_mut(&0)) {
                 inst.insert(3, Resource::Single(Value::Integer(3)));

@@ -21,6 +21,8 @@ const QUEUED: &str = "queued";
 const PROFILES: &str = "profiles";
 const CREDENTIALS: &str = "credentials";
 const UPLINK: &str = "uplink";
+const BOOTSTRAP: &str = "bootstrap";
+const BOOTSTRAP_STATE: &str = "bootstrap-state";
 
 /// Store settings.
 #[derive(Debug, Clone)]
@@ -89,6 +91,8 @@ pub struct Store {
     queued: sled::Tree,
     profiles: sled::Tree,
     credentials: sled::Tree,
+    bootstrap: sled::Tree,
+    bootstrap_state: sled::Tree,
 }
 
 impl Store {
@@ -255,6 +259,36 @@ impl Store {
         read_all(&self.credentials, "credential")
     }
 
+    /// Writes a bootstrap entry.
+    pub fn put_bootstrap_entry(&self, e: &crate::bootstrap::Entry) -> Result<(), StoreError> {
+        self.bootstrap.insert(reg_key(&e.endpoint), encode(e)?)?;
+        Ok(())
+    }
+
+    /// Removes a bootstrap entry and its record.
+    pub fn remove_bootstrap_entry(&self, endpoint: &str) -> Result<(), StoreError> {
+        self.bootstrap.remove(reg_key(endpoint))?;
+        self.bootstrap_state.remove(reg_key(endpoint))?;
+        Ok(())
+    }
+
+    /// Every bootstrap entry.
+    pub fn bootstrap_entries(&self) -> Result<Vec<crate::bootstrap::Entry>, StoreError> {
+        read_all(&self.bootstrap, "bootstrap entry")
+    }
+
+    /// Writes a device's bootstrap record.
+    pub fn put_bootstrap_state(&self, st: &crate::bootstrap::State) -> Result<(), StoreError> {
+        self.bootstrap_state
+            .insert(reg_key(&st.endpoint), encode(st)?)?;
+        Ok(())
+    }
+
+    /// Every bootstrap record.
+    pub fn bootstrap_states(&self) -> Result<Vec<crate::bootstrap::State>, StoreError> {
+        read_all(&self.bootstrap_state, "bootstrap record")
+    }
+
     /// The tree of the northbound store-and-forward queue (its owner,
     /// `northbound::UplinkQueue`, keeps its own key and value format).
     pub fn uplink_tree(&self) -> Result<sled::Tree, StoreError> {
@@ -347,6 +381,8 @@ fn open_and_check(cfg: &StoreConfig, path: &Path) -> Result<Store, Failure> {
             let queued = db.open_tree(QUEUED)?;
             let profiles = db.open_tree(PROFILES)?;
             let credentials = db.open_tree(CREDENTIALS)?;
+            let bootstrap = db.open_tree(BOOTSTRAP)?;
+            let bootstrap_state = db.open_tree(BOOTSTRAP_STATE)?;
             for name in db.tree_names() {
                 for item in db.open_tree(name)?.iter() {
                     item?;
@@ -359,6 +395,8 @@ fn open_and_check(cfg: &StoreConfig, path: &Path) -> Result<Store, Failure> {
                 queued,
                 profiles,
                 credentials,
+                bootstrap,
+                bootstrap_state,
             })
         },
     ));

@@ -63,6 +63,13 @@ impl Gateway {
             .arg(dir.join("data"))
             .args(["--coap-port", &port.to_string()])
             .args(["--dtls-port", "0"])
+            // The bootstrap ports are fixed by default: off unless the
+            // test configures them (on free ports).
+            .args(if config.contains("[bootstrap]") {
+                &[][..]
+            } else {
+                &["--bootstrap-port", "0", "--bootstrap-dtls-port", "0"][..]
+            })
             .env("RUST_LOG", "info,sled=warn")
             .env_remove("RUNTIME_DIRECTORY")
             .envs(env.iter().copied())
