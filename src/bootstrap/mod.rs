@@ -60,8 +60,15 @@ impl Default for BootstrapConfig {
 /// turn's datagrams leave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BsEvent {
-    /// A device's bootstrap record changed.
-    State(State),
+    /// A device's bootstrap record changed; `durable` when it entered
+    /// another phase (started, finished, failed), which must survive a
+    /// power cut, and not for a step within a run.
+    State {
+        /// The record.
+        state: State,
+        /// Flush it before this turn's datagrams leave.
+        durable: bool,
+    },
     /// The LwM2M server credential a device is about to be handed (sent
     /// with Bootstrap-Finish or in a Bootstrap-Pack).
     Credential(Credential),
@@ -631,9 +638,13 @@ impl Bootstrap {
             .states
             .entry(ep.to_string())
             .or_insert_with(|| State::pending(ep));
+        let durable = std::mem::discriminant(&st.phase) != std::mem::discriminant(&phase);
         st.phase = phase;
         st.changed_ms = unix_ms;
-        self.events.push_back(BsEvent::State(st.clone()));
+        self.events.push_back(BsEvent::State {
+            state: st.clone(),
+            durable,
+        });
     }
 }
 

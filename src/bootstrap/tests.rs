@@ -412,3 +412,32 @@ fn a_bootstrap_cut_by_a_restart_is_recorded_as_failed() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_runs_start_and_end_are_durable_and_its_steps_are_not() {
+    let (mut bs, t) = server();
+    bs.put_entry(entry("dev-12", |_| {}));
+    bs.handle_datagram(t, 1, dev(), &bs_request(1, &["ep=dev-12"]));
+    let r = sent(&mut bs).remove(1);
+    answer(&mut bs, t, &r, Code::DELETED, b"");
+    let _ = obedient(&mut bs, t);
+    let durable: Vec<(String, bool)> = events(&mut bs)
+        .into_iter()
+        .filter_map(|e| match e {
+            BsEvent::State { state, durable } => Some((
+                match state.phase {
+                    Phase::InProgress { step } => step,
+                    other => format!("{other:?}"),
+                },
+                durable,
+            )),
+            BsEvent::Credential(_) => None,
+        })
+        .collect();
+    assert_eq!(durable.first(), Some(&("Delete /0".to_string(), true)));
+    assert_eq!(durable.last(), Some(&("Finished".to_string(), true)));
+    assert!(
+        durable[1..durable.len() - 1].iter().all(|(_, d)| !d),
+        "{durable:?}"
+    );
+}

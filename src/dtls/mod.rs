@@ -58,31 +58,37 @@ impl Keys {
     pub fn from_credentials<'a>(creds: impl IntoIterator<Item = &'a Credential>) -> Keys {
         let mut k = Keys::default();
         for c in creds {
-            match &c.security {
-                Security::Psk { identity, key } => {
-                    k.psk.insert(
-                        identity.as_bytes().to_vec(),
-                        (c.endpoint.clone(), key.clone()),
-                    );
-                }
-                Security::X509 {
-                    certificate: Some(der),
-                } => {
-                    k.certificates.insert(der.clone(), c.endpoint.clone());
-                }
-                Security::Rpk { public_key } => match tiny::spki_point(public_key) {
-                    Some(p) => {
-                        k.raw_keys.insert(p, c.endpoint.clone());
-                    }
-                    None => log::warn!(
-                        "ep={} raw public key is not P-256; it cannot be used over DTLS",
-                        c.endpoint
-                    ),
-                },
-                _ => {}
-            }
+            k.insert(c);
         }
         k
+    }
+
+    /// Adds one credential's key material; a PSK identity given again
+    /// takes the new key (a bootstrap rotating it).
+    pub fn insert(&mut self, c: &Credential) {
+        match &c.security {
+            Security::Psk { identity, key } => {
+                self.psk.insert(
+                    identity.as_bytes().to_vec(),
+                    (c.endpoint.clone(), key.clone()),
+                );
+            }
+            Security::X509 {
+                certificate: Some(der),
+            } => {
+                self.certificates.insert(der.clone(), c.endpoint.clone());
+            }
+            Security::Rpk { public_key } => match tiny::spki_point(public_key) {
+                Some(p) => {
+                    self.raw_keys.insert(p, c.endpoint.clone());
+                }
+                None => log::warn!(
+                    "ep={} raw public key is not P-256; it cannot be used over DTLS",
+                    c.endpoint
+                ),
+            },
+            _ => {}
+        }
     }
 
     /// The endpoint whose stored raw public key is this P-256 point (X || Y).
@@ -262,6 +268,11 @@ impl DtlsServer {
     /// Replaces the key material (after credentials change).
     pub fn set_keys(&mut self, keys: Keys) {
         self.keys = keys;
+    }
+
+    /// Adds one credential's key material, without rebuilding the rest.
+    pub fn add_key(&mut self, c: &Credential) {
+        self.keys.insert(c);
     }
 
     fn ms(&mut self, now: Instant) -> u64 {

@@ -7,12 +7,24 @@ use super::error::RunError;
 use super::udp::{Socket, BATCH};
 use crate::bootstrap::{Bootstrap, BsEvent, Entry, KeySource};
 use crate::config::BootstrapSettings;
-use crate::credentials::Credential;
+use crate::credentials::{Credential, Security};
 use crate::dtls::Keys;
 use crate::server::Server;
 use crate::store::{Store, StoreError};
 use std::io;
 use std::time::Instant;
+
+/// The accounts one turn handed out.
+#[derive(Debug, Default)]
+pub struct HandedOut {
+    /// Their credentials, now the LwM2M server's.
+    pub credentials: Vec<Credential>,
+    /// The DTLS keys must be rebuilt, not only added to.
+    pub rebuild: bool,
+    /// Something was written that must be on disk before the turn's
+    /// datagrams leave (an account, a run started, finished or failed).
+    pub flush: bool,
+}
 
 /// The bootstrap server and its transports.
 pub struct Shell {
@@ -171,17 +183,30 @@ impl Shell {
     }
 
     /// Stores this turn's records and accounts; the accounts become the
-    /// LwM2M server's credentials. True when something was written (and
-    /// must be flushed before [`Shell::send_all`]).
-    pub fn persist(&mut self, store: &Store, server: &mut Server) -> (bool, bool) {
-        let mut written = false;
-        let mut credentials = false;
+    /// LwM2M server's credentials and are given back. Accounts must be
+    /// flushed before [`Shell::send_all`] sends the Finish or pack that
+    /// carries them, and so must a run's start and end; the steps between
+    /// ride on sled's background flush.
+    pub fn persist(&mut self, store: &Store, server: &mut Server) -> HandedOut {
+        let mut out = HandedOut::default();
         while let Some(ev) = self.core.poll_event() {
-            written = true;
             let r: Result<(), StoreError> = match &ev {
-                BsEvent::State(st) => store.put_bootstrap_state(st),
+                BsEvent::State { state, durable } => {
+                    out.flush |= *durable;
+                    store.put_bootstrap_state(state)
+                }
                 BsEvent::Credential(c) => {
-                    credentials = true;
+                    // A new key for the same PSK identity only adds to the
+                    // DTLS keys; anything else (a mode or identity that
+                    // changed) must drop the old material: a rebuild.
+                    let same_identity = matches!(
+                        (server.credential(&c.endpoint).map(|o| &o.security), &c.security),
+                        (Some(Security::Psk { identity: a, .. }), Security::Psk { identity: b, .. }) if a == b
+                    ) || (server.credential(&c.endpoint).is_none()
+                        && matches!(c.security, Security::Psk { .. }));
+                    out.rebuild |= !same_identity;
+                    out.flush = true;
+                    out.credentials.push(c.clone());
                     apply_credential(server, store, c.clone())
                 }
             };
@@ -189,7 +214,7 @@ impl Shell {
                 log::error!("bootstrap: could not store {ev:?}: {e}");
             }
         }
-        (written, credentials)
+        out
     }
 
     /// Sends what the core has to send.

@@ -6,7 +6,7 @@ use super::udp::{Socket, BATCH};
 use crate::bootstrap::Bootstrap;
 use crate::coap::Transmit;
 use crate::config::DtlsListen;
-use crate::credentials::Authenticated;
+use crate::credentials::{Authenticated, Credential};
 use crate::dtls::{self, DtlsServer, Keys};
 use crate::server::Server;
 use serde_json::{json, Value as Json};
@@ -176,6 +176,11 @@ impl Shell {
         while let Some((to, d)) = self.dtls.poll_transmit() {
             self.socket.send_to(to, &d).await;
         }
+    }
+
+    /// One credential more (or a new key for one), in force at once.
+    pub fn add_key(&mut self, c: &Credential) {
+        self.dtls.add_key(c);
     }
 
     /// Handshakes are checked against these credentials from now on.

@@ -468,13 +468,17 @@ impl Gateway {
         let Some(b) = &mut self.bootstrap else {
             return;
         };
-        let (written, credentials) = b.persist(&self.store, &mut self.server);
-        if credentials {
-            if let Some(d) = &mut self.dtls {
+        let handed_out = b.persist(&self.store, &mut self.server);
+        if let Some(d) = &mut self.dtls {
+            if handed_out.rebuild {
                 d.set_keys(Keys::from_credentials(self.server.credentials()));
+            } else {
+                for c in &handed_out.credentials {
+                    d.add_key(c);
+                }
             }
         }
-        if written {
+        if handed_out.flush {
             let store = self.store.clone();
             if let Err(e) = smol::unblock(move || store.flush()).await {
                 log::error!("store flush failed: {e}");
