@@ -411,3 +411,95 @@ fn an_import_with_one_bad_line_names_it_and_imports_nothing() {
     let (ok, out) = cli(&s.gw, &["bootstrap", "show", "imp-2"]);
     assert!(!ok && out.contains("NOT_FOUND"), "{out}");
 }
+
+#[test]
+fn devices_of_each_lwm2m_version_bootstrap_then_register() {
+    let dir = TempDir::new("bs-versions");
+    let s = site(&dir.0);
+    for ep in ["v10-0", "v11-0", "v12-0"] {
+        let (ok, out) = cli(&s.gw, &["bootstrap", "add", ep, "--server-security", "psk"]);
+        assert!(ok, "{out}");
+    }
+    let bs = s.plain.to_string();
+    // 1.0: TLV only, no Bootstrap-Discover; 1.1: SenML CBOR named by pct;
+    // 1.2: Bootstrap-Pack.
+    let _v10 = Sim::start_with(
+        s.gw.addr,
+        1,
+        "v10-",
+        "tlv",
+        &["--bootstrap", &bs, "--lwm2m", "1.0"],
+    );
+    let _v11 = Sim::start_with(s.gw.addr, 1, "v11-", "senml-cbor", &["--bootstrap", &bs]);
+    let _v12 = Sim::start_with(
+        s.gw.addr,
+        1,
+        "v12-",
+        "lwm2m-cbor",
+        &["--bootstrap", &bs, "--lwm2m", "1.2", "--bootstrap-pack"],
+    );
+    for ep in ["v10-0", "v11-0", "v12-0"] {
+        assert_eq!(state(&s.gw, ep)["state"], "finished", "{ep}");
+        assert_eq!(credential(&s.gw, ep).unwrap()["mode"], "PSK", "{ep}");
+    }
+    assert!(s.gw.log_contains("ep=v12-0 peer="));
+    assert!(common::log_lines(&s.gw)
+        .iter()
+        .any(|l| l.contains("ep=v12-0") && l.contains("Bootstrap-Pack delivered")));
+    assert!(common::log_lines(&s.gw)
+        .iter()
+        .any(|l| l.contains("ep=v11-0") && l.contains("bootstrap started (pct=SENML_CBOR)")));
+}
+
+#[test]
+fn a_profiles_bootstrap_table_fills_what_an_entry_leaves_out() {
+    let dir = TempDir::new("bs-profile");
+    let s = site(&dir.0);
+    let profile = dir.0.join("meters.toml");
+    std::fs::write(
+        &profile,
+        "name = \"meters\"\n[bootstrap]\nlifetime = 77\nbinding = \"UQ\"\nserver_security = \"psk\"\n",
+    )
+    .unwrap();
+    let (ok, out) = cli(&s.gw, &["profile", "import", profile.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&s.gw, &["bootstrap", "add", "m-1", "--profile", "meters"]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(
+        &s.gw,
+        &[
+            "bootstrap",
+            "add",
+            "m-2",
+            "--profile",
+            "meters",
+            "--lifetime",
+            "30",
+            "--server-security",
+            "nosec",
+        ],
+    );
+    assert!(ok, "{out}");
+    let m1 = cli_json(&s.gw, &["bootstrap", "show", "m-1"])["value"].clone();
+    assert_eq!(
+        (
+            m1["lifetime"].as_u64(),
+            m1["binding"].as_str(),
+            m1["serverSecurity"].as_str()
+        ),
+        (Some(77), Some("UQ"), Some("PSK"))
+    );
+    let m2 = cli_json(&s.gw, &["bootstrap", "show", "m-2"])["value"].clone();
+    assert_eq!(
+        (
+            m2["lifetime"].as_u64(),
+            m2["binding"].as_str(),
+            m2["serverSecurity"].as_str()
+        ),
+        (Some(30), Some("UQ"), Some("NO_SEC"))
+    );
+    // A profile whose [bootstrap] table cannot work is refused.
+    std::fs::write(&profile, "name = \"bad\"\n[bootstrap]\nbinding = \"S\"\n").unwrap();
+    let (ok, out) = cli(&s.gw, &["profile", "import", profile.to_str().unwrap()]);
+    assert!(!ok && out.contains("U or UQ"), "{out}");
+}

@@ -58,6 +58,42 @@ pub struct Entry {
     pub binding: String,
     /// Short server id of the LwM2M server account.
     pub short_server_id: u16,
+    /// What the user left out, for the profile's `[bootstrap]` defaults
+    /// to fill when the entry is added.
+    #[serde(default)]
+    pub unset: Unset,
+}
+
+/// The entry fields a user did not give.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unset {
+    /// `lifetime`.
+    pub lifetime: bool,
+    /// `binding`.
+    pub binding: bool,
+    /// `server_security`.
+    pub server_security: bool,
+}
+
+impl Entry {
+    /// Fills what the user left out from the profile's `[bootstrap]`
+    /// table (checked with the profile), then forgets what was left out.
+    pub fn apply_defaults(&mut self, d: Option<&crate::profile::BootstrapSettings>) {
+        if let Some(d) = d {
+            if let (true, Some(l)) = (self.unset.lifetime, d.lifetime) {
+                self.lifetime = l;
+            }
+            if let (true, Some(b)) = (self.unset.binding, &d.binding) {
+                self.binding = b.clone();
+            }
+            if let (true, Some(s)) = (self.unset.server_security, &d.server_security) {
+                if let Ok(s) = ServerSecurity::parse(s) {
+                    self.server_security = s;
+                }
+            }
+        }
+        self.unset = Unset::default();
+    }
 }
 
 impl Entry {
@@ -175,6 +211,11 @@ impl EntrySpec {
             lifetime,
             binding,
             short_server_id: 1,
+            unset: Unset {
+                lifetime: self.lifetime.is_none(),
+                binding: self.binding.is_none(),
+                server_security: self.server_security.is_none(),
+            },
         })
     }
 }

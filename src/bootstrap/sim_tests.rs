@@ -120,3 +120,37 @@ fn a_1_2_device_takes_the_bootstrap_pack() {
     assert_eq!(a.key, vec![0x5a; 16]);
     assert_eq!(bs.state("s-12").unwrap().attempts, 1);
 }
+
+#[test]
+fn a_1_2_device_falls_back_to_the_classic_sequence_when_bspack_is_not_found() {
+    let keys: KeySource = Box::new(|b: &mut [u8]| b.fill(0x5a));
+    let mut bs = Bootstrap::new(BootstrapConfig::default(), 11, keys);
+    bs.put_entry(spec("s-12b", "nosec").build(FsPath::new(".")).unwrap());
+    let models = Arc::new(ModelLibrary::embedded());
+    let mut cfg = SimConfig::new("s-12b", BS.parse().unwrap(), ContentFormat::SenmlCbor);
+    cfg.lwm2m_version = crate::lwm2m::Version::new(1, 2);
+    let mut dev = SimDevice::new(cfg, models, 1).unwrap();
+    let t = Instant::now();
+    dev.bootstrap(t, BS.parse().unwrap(), true);
+    // An older bootstrap server: 4.04 to GET /bspack.
+    let ask = Message::decode(&dev.poll_transmit().unwrap().bytes).unwrap();
+    assert_eq!(ask.uri_path(), ["bspack"]);
+    let nf = Message::new(MsgType::Ack, Code::NOT_FOUND, ask.mid, ask.token);
+    dev.handle_datagram(t, 1, BS.parse().unwrap(), &nf.encode());
+    for _ in 0..100 {
+        let mut moved = false;
+        while let Some(x) = dev.poll_transmit() {
+            moved = true;
+            bs.handle_datagram(t, 1, DEV.parse().unwrap(), &x.bytes);
+        }
+        while let Some(x) = bs.poll_transmit() {
+            moved = true;
+            dev.handle_datagram(t, 1, BS.parse().unwrap(), &x.bytes);
+        }
+        if !moved {
+            break;
+        }
+    }
+    done(dev.bootstrap_progress().cloned());
+    assert_eq!(bs.state("s-12b").unwrap().phase, Phase::Finished);
+}

@@ -284,7 +284,14 @@ fn bootstrap(b: &mut impl Backend, req: Request) -> Result<Answer, Answer> {
             log::info!("ep={ep} bootstrap entry removed");
             Ok(Answer::ok("DELETED", None))
         }
-        Request::BootstrapAdd(list) => {
+        Request::BootstrapAdd(mut list) => {
+            for e in &mut list {
+                let d = b
+                    .server()
+                    .profile(&e.profile)
+                    .and_then(|p| p.bootstrap.clone());
+                e.apply_defaults(d.as_ref());
+            }
             check_entries(b, &list).map_err(Answer::bad_request)?;
             b.bootstrap().ok_or_else(off)?;
             for e in &list {

@@ -93,13 +93,23 @@ pub struct OtaSettings {
     pub strategy: Option<String>,
 }
 
-/// Bootstrap settings (used by the bootstrap issue).
+/// Defaults of the bootstrap entries made with this profile, for what
+/// `bootstrap add` or an import line leaves out.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootstrapSettings {
-    /// Whether devices of this profile are bootstrapped by the gateway.
-    #[serde(default)]
+    /// Kept from the first profile format; bootstrap is per entry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub enabled: bool,
+    /// Registration lifetime handed out, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<u32>,
+    /// Binding handed out: `U` or `UQ`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
+    /// `nosec` or `psk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_security: Option<String>,
 }
 
 /// A profile that cannot be used.
@@ -169,6 +179,23 @@ impl Profile {
             match ContentFormat::from_name(f) {
                 Some(cf) if cf.is_structured() => {}
                 _ => return bad(format!("format {f:?} is not a structured content format")),
+            }
+        }
+        if let Some(b) = &self.bootstrap {
+            if b.lifetime == Some(0) {
+                return bad("bootstrap.lifetime must be at least 1 s".into());
+            }
+            if let Some(x) = &b.binding {
+                if !matches!(x.as_str(), "U" | "UQ") {
+                    return bad(format!("bootstrap.binding {x:?}: give U or UQ"));
+                }
+            }
+            if let Some(x) = &b.server_security {
+                if !matches!(x.to_ascii_lowercase().as_str(), "nosec" | "no_sec" | "psk") {
+                    return bad(format!(
+                        "bootstrap.server_security {x:?}: give nosec or psk"
+                    ));
+                }
             }
         }
         let mut keys = BTreeMap::new();

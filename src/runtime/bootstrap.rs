@@ -121,6 +121,13 @@ impl Shell {
         self.dtls.as_ref().map(|d| d.socket().local_addr())
     }
 
+    /// The bootstrap DTLS port's counters, if it is on.
+    pub fn dtls_stats(&self) -> serde_json::Value {
+        self.dtls
+            .as_ref()
+            .map_or(serde_json::Value::Null, |d| d.stats_json(0))
+    }
+
     /// Entries changed: the DTLS port checks handshakes against them.
     pub fn entries_changed(&mut self) {
         if let Some(d) = &mut self.dtls {

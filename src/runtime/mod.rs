@@ -553,6 +553,7 @@ impl crate::control::Backend for Parts<'_> {
                 "entries": c.entries().len(),
                 "running": c.running(),
                 "refused": c.refused,
+                "dtls": b.dtls_stats(),
             })
         });
         j
