@@ -56,8 +56,8 @@ impl Default for BootstrapConfig {
     }
 }
 
-/// What the shell must store; each turn's events are flushed before that
-/// turn's datagrams leave.
+/// What the shell must store: accounts and durable records are flushed
+/// before that turn's datagrams leave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BsEvent {
     /// A device's bootstrap record changed; `durable` when it entered
@@ -97,6 +97,8 @@ impl Step {
 /// One device's run.
 struct Session {
     peer: SocketAddr,
+    /// Started over DTLS: nothing of it may ever leave in the clear.
+    secure: bool,
     /// Formats still to try for writes, the one in use first.
     formats: VecDeque<ContentFormat>,
     steps: VecDeque<Step>,
@@ -198,17 +200,39 @@ impl Bootstrap {
         self.sessions.len()
     }
 
-    /// A DTLS session opened (`Some`) or ended (`None`) on the bootstrap port.
-    pub fn secure_session(&mut self, peer: SocketAddr, auth: Option<Authenticated>) {
+    /// A DTLS session opened (`Some`) or ended (`None`) on the bootstrap
+    /// port. A bootstrap running over a session that ended fails: its
+    /// account (a key among it) is never sent in the clear.
+    pub fn secure_session(&mut self, now: Instant, peer: SocketAddr, auth: Option<Authenticated>) {
         match auth {
-            Some(a) => self.secure.insert(peer, a),
-            None => self.secure.remove(&peer),
-        };
+            Some(a) => {
+                self.secure.insert(peer, a);
+            }
+            None => {
+                self.secure.remove(&peer);
+                let cut: Vec<String> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.secure && s.peer == peer)
+                    .map(|(ep, _)| ep.clone())
+                    .collect();
+                for ep in cut {
+                    self.fail(
+                        now,
+                        &ep,
+                        "the DTLS session ended during the bootstrap".into(),
+                        None,
+                    );
+                }
+            }
+        }
     }
 
-    /// Whether `peer` has a DTLS session here.
+    /// Whether `peer` must only be answered through a DTLS session: it
+    /// has one, or a bootstrap begun over one is still running.
     pub fn is_secure_peer(&self, peer: SocketAddr) -> bool {
         self.secure.contains_key(&peer)
+            || self.sessions.values().any(|s| s.secure && s.peer == peer)
     }
 
     /// Sets where the server URIs handed out point (the ports actually bound).
@@ -422,6 +446,7 @@ impl Bootstrap {
             ep.clone(),
             Session {
                 peer,
+                secure: self.secure.contains_key(&peer),
                 formats: account::formats(pct),
                 steps,
                 current: None,

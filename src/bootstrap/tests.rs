@@ -221,6 +221,7 @@ fn an_entry_that_requires_dtls_is_refused_over_plain_udp() {
     assert_eq!(sent(&mut bs)[0].code, Code::FORBIDDEN);
     // Over DTLS with that entry's identity it starts.
     bs.secure_session(
+        t,
         dev(),
         Some(Authenticated {
             endpoint: "dev-3".into(),
@@ -237,6 +238,7 @@ fn a_dtls_identity_bootstraps_only_its_own_endpoint() {
     let (mut bs, t) = server();
     bs.put_entry(entry("dev-4", |_| {}));
     bs.secure_session(
+        t,
         dev(),
         Some(Authenticated {
             endpoint: "dev-5".into(),
@@ -440,4 +442,30 @@ fn a_runs_start_and_end_are_durable_and_its_steps_are_not() {
         durable[1..durable.len() - 1].iter().all(|(_, d)| !d),
         "{durable:?}"
     );
+}
+
+#[test]
+fn a_dtls_session_that_ends_mid_bootstrap_fails_it_and_nothing_goes_out_in_the_clear() {
+    let (mut bs, t) = server();
+    bs.put_entry(entry("dev-13", |s| s.server_security = Some("psk".into())));
+    let auth = Authenticated {
+        endpoint: "dev-13".into(),
+        mode: "PSK",
+        pinned: true,
+    };
+    bs.secure_session(t, dev(), Some(auth));
+    bs.handle_datagram(t, 1, dev(), &bs_request(1, &["ep=dev-13"]));
+    let _ = sent(&mut bs);
+    // The account's datagrams are for the session only, even between
+    // its end and the moment the run is failed.
+    assert!(bs.is_secure_peer(dev()));
+    bs.secure_session(t, dev(), None);
+    match &bs.state("dev-13").unwrap().phase {
+        Phase::Failed { reason, .. } => assert!(reason.contains("DTLS session ended"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(bs.running(), 0);
+    // No retransmission of the step follows.
+    bs.handle_timeout(t + Duration::from_secs(10));
+    assert!(sent(&mut bs).is_empty());
 }

@@ -20,7 +20,7 @@ pub trait Secured {
     /// A decrypted datagram.
     fn datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]);
     /// A session opened (`Some`) or ended (`None`).
-    fn session(&mut self, peer: SocketAddr, auth: Option<Authenticated>);
+    fn session(&mut self, now: Instant, peer: SocketAddr, auth: Option<Authenticated>);
     /// Whether `peer` must only be answered through its session.
     fn is_secure_peer(&self, peer: SocketAddr) -> bool;
 }
@@ -29,7 +29,7 @@ impl Secured for Server {
     fn datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
         self.handle_datagram(now, crate::clock::unix_ms(), peer, bytes)
     }
-    fn session(&mut self, peer: SocketAddr, auth: Option<Authenticated>) {
+    fn session(&mut self, _now: Instant, peer: SocketAddr, auth: Option<Authenticated>) {
         self.secure_session(peer, auth)
     }
     fn is_secure_peer(&self, peer: SocketAddr) -> bool {
@@ -41,8 +41,8 @@ impl Secured for Bootstrap {
     fn datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
         self.handle_datagram(now, crate::clock::unix_ms(), peer, bytes)
     }
-    fn session(&mut self, peer: SocketAddr, auth: Option<Authenticated>) {
-        self.secure_session(peer, auth)
+    fn session(&mut self, now: Instant, peer: SocketAddr, auth: Option<Authenticated>) {
+        self.secure_session(now, peer, auth)
     }
     fn is_secure_peer(&self, peer: SocketAddr) -> bool {
         Bootstrap::is_secure_peer(self, peer)
@@ -140,9 +140,9 @@ impl Shell {
         self.dtls.handle_timeout(now);
         while let Some(ev) = self.dtls.poll_event() {
             match ev {
-                dtls::Event::Established { peer, auth } => core.session(peer, Some(auth)),
+                dtls::Event::Established { peer, auth } => core.session(now, peer, Some(auth)),
                 dtls::Event::Data { peer, bytes } => core.datagram(now, peer, &bytes),
-                dtls::Event::Closed { peer, .. } => core.session(peer, None),
+                dtls::Event::Closed { peer, .. } => core.session(now, peer, None),
             }
         }
     }
