@@ -12,7 +12,6 @@
 mod common;
 
 use lwm2m_gw::coap::{opt, Code, Message, MsgType, Token};
-use lwm2m_gw::dtls::identity::psk_client_config;
 use lwm2m_gw::dtls::mbed::{Session, Step};
 use lwm2m_gw::dtls::Keys;
 use std::io::Write;
@@ -71,33 +70,6 @@ impl Link {
                 }
                 None => return Message::decode(&buf[..n]).ok(),
             }
-        }
-    }
-}
-
-fn handshake(sock: &UdpSocket, identity: &str, epoch: Instant) -> Option<Session> {
-    let suites = lwm2m_gw::dtls::Settings::default().suites;
-    let rng = lwm2m_gw::dtls::identity::rng().ok()?;
-    let key = lwm2m_gw::lwm2m::node::unhex(KEY)?;
-    let cfg = psk_client_config(&suites[..1], identity, &key, rng).ok()?;
-    let mut s = Session::client(&cfg).ok()?;
-    let ms = || epoch.elapsed().as_millis() as u64;
-    s.start(ms(), &Keys::default());
-    let mut buf = [0u8; 2048];
-    loop {
-        for d in s.take_transmits().collect::<Vec<_>>() {
-            let _ = sock.send(&d);
-        }
-        if s.is_open() {
-            return Some(s);
-        }
-        let step = match sock.recv(&mut buf) {
-            Ok(n) => s.handle(ms(), &Keys::default(), &buf[..n], &mut Vec::new()),
-            Err(_) => s.handle_timeout(ms() + 60_000, &Keys::default()),
-        };
-        if let Step::Closed(why) = step {
-            eprintln!("handshake failed: {why}");
-            return None;
         }
     }
 }
@@ -179,7 +151,7 @@ fn round(
                     let ep = format!("{prefix}{}", i % devices);
                     if secure {
                         // One session per device: its identity is its own.
-                        link.tls = handshake(&link.sock, &ep, epoch);
+                        link.tls = common::psk_handshake(&link.sock, &ep, KEY, epoch);
                         if link.tls.is_none() {
                             failed.fetch_add(1, Ordering::Relaxed);
                             i += threads;

@@ -9,8 +9,7 @@
 
 mod common;
 
-use lwm2m_gw::dtls::identity::psk_client_config;
-use lwm2m_gw::dtls::mbed::{Session, Step};
+use lwm2m_gw::dtls::mbed::Session;
 use lwm2m_gw::dtls::Keys;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,36 +18,9 @@ use std::time::{Duration, Instant};
 
 const KEY: &str = "00112233445566778899aabbccddeeff";
 
-fn key() -> Vec<u8> {
-    lwm2m_gw::lwm2m::node::unhex(KEY).unwrap()
-}
-
 /// Handshakes over a blocking socket until the session is open.
 fn handshake(sock: &UdpSocket, identity: &str, epoch: Instant) -> Option<Session> {
-    let suites = lwm2m_gw::dtls::Settings::default().suites;
-    let rng = lwm2m_gw::dtls::identity::rng().ok()?;
-    let cfg = psk_client_config(&suites[..1], identity, &key(), rng).ok()?;
-    let mut s = Session::client(&cfg).ok()?;
-    let ms = || epoch.elapsed().as_millis() as u64;
-    let none = Keys::default();
-    s.start(ms(), &none);
-    let mut buf = [0u8; 2048];
-    loop {
-        for d in s.take_transmits().collect::<Vec<_>>() {
-            let _ = sock.send(&d);
-        }
-        if s.is_open() {
-            return Some(s);
-        }
-        let step = match sock.recv(&mut buf) {
-            Ok(n) => s.handle(ms(), &none, &buf[..n], &mut Vec::new()),
-            Err(_) => s.handle_timeout(ms() + 60_000, &none),
-        };
-        if let Step::Closed(why) = step {
-            eprintln!("handshake failed: {why}");
-            return None;
-        }
-    }
+    common::psk_handshake(sock, identity, KEY, epoch)
 }
 
 fn connect(dtls: SocketAddr) -> UdpSocket {

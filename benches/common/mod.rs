@@ -218,3 +218,40 @@ pub fn load_from(
     }
     start.elapsed()
 }
+
+/// A DTLS client session with a PSK, handshaken over a blocking connected
+/// socket (TLS_PSK_WITH_AES_128_CCM_8); None if the server refused it.
+pub fn psk_handshake(
+    sock: &UdpSocket,
+    identity: &str,
+    key_hex: &str,
+    epoch: Instant,
+) -> Option<lwm2m_gw::dtls::mbed::Session> {
+    use lwm2m_gw::dtls::mbed::{Session, Step};
+    use lwm2m_gw::dtls::Keys;
+    let suites = lwm2m_gw::dtls::Settings::default().suites;
+    let rng = lwm2m_gw::dtls::identity::rng().ok()?;
+    let key = lwm2m_gw::lwm2m::node::unhex(key_hex)?;
+    let cfg =
+        lwm2m_gw::dtls::identity::psk_client_config(&suites[..1], identity, &key, rng).ok()?;
+    let mut s = Session::client(&cfg).ok()?;
+    let ms = || epoch.elapsed().as_millis() as u64;
+    s.start(ms(), &Keys::default());
+    let mut buf = [0u8; 2048];
+    loop {
+        for d in s.take_transmits().collect::<Vec<_>>() {
+            let _ = sock.send(&d);
+        }
+        if s.is_open() {
+            return Some(s);
+        }
+        let step = match sock.recv(&mut buf) {
+            Ok(n) => s.handle(ms(), &Keys::default(), &buf[..n], &mut Vec::new()),
+            Err(_) => s.handle_timeout(ms() + 60_000, &Keys::default()),
+        };
+        if let Step::Closed(why) = step {
+            eprintln!("handshake failed: {why}");
+            return None;
+        }
+    }
+}

@@ -168,12 +168,8 @@ impl Bootstrap {
     }
 
     /// Removes an entry (a running bootstrap of it ends).
-    pub fn remove_entry(&mut self, endpoint: &str) -> Option<Entry> {
-        if let Some(s) = self.sessions.remove(endpoint) {
-            if let Some((_, id)) = s.current {
-                self.by_request.remove(&id);
-            }
-        }
+    pub fn remove_entry(&mut self, now: Instant, endpoint: &str) -> Option<Entry> {
+        self.end_session(now, endpoint);
         self.states.remove(endpoint);
         self.entries.remove(endpoint)
     }
@@ -228,11 +224,11 @@ impl Bootstrap {
         }
     }
 
-    /// Whether `peer` must only be answered through a DTLS session: it
-    /// has one, or a bootstrap begun over one is still running.
+    /// Whether `peer` must only be answered through a DTLS session. A run
+    /// begun over one ends with it ([`Bootstrap::secure_session`]), so no
+    /// step of a secure run can be routed to a peer that is not secure.
     pub fn is_secure_peer(&self, peer: SocketAddr) -> bool {
         self.secure.contains_key(&peer)
-            || self.sessions.values().any(|s| s.secure && s.peer == peer)
     }
 
     /// Sets where the server URIs handed out point (the ports actually bound).
@@ -411,12 +407,7 @@ impl Bootstrap {
     ) -> Result<Message, (Code, String)> {
         let (ep, entry) = self.admit(peer, msg)?;
         // A device that asks again starts clean, whatever it was doing.
-        if let Some(old) = self.sessions.remove(&ep) {
-            if let Some((_, id)) = old.current {
-                self.by_request.remove(&id);
-                self.engine.cancel(now, id);
-            }
-        } else if self.sessions.len() >= self.cfg.max_sessions {
+        if !self.end_session(now, &ep) && self.sessions.len() >= self.cfg.max_sessions {
             return Err((
                 Code::SERVICE_UNAVAILABLE,
                 "too many bootstraps at once".into(),
@@ -485,12 +476,7 @@ impl Bootstrap {
         let body = account
             .pack(cf)
             .map_err(|e| (Code::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        if let Some(old) = self.sessions.remove(&ep) {
-            if let Some((_, id)) = old.current {
-                self.by_request.remove(&id);
-                self.engine.cancel(now, id);
-            }
-        }
+        self.end_session(now, &ep);
         self.events
             .push_back(BsEvent::Credential(account.credential(&entry)));
         let st = self
@@ -647,14 +633,22 @@ impl Bootstrap {
     }
 
     fn fail(&mut self, now: Instant, ep: &str, reason: String, code: Option<String>) {
-        if let Some(s) = self.sessions.remove(ep) {
-            if let Some((_, id)) = s.current {
-                self.by_request.remove(&id);
-                self.engine.cancel(now, id);
-            }
-        }
+        self.end_session(now, ep);
         log::warn!("ep={ep} bootstrap failed: {reason}");
         self.set_phase(ep, Phase::Failed { reason, code });
+    }
+
+    /// Ends a device's run, if it has one, with its request in flight;
+    /// true when there was one.
+    fn end_session(&mut self, now: Instant, ep: &str) -> bool {
+        let Some(s) = self.sessions.remove(ep) else {
+            return false;
+        };
+        if let Some((_, id)) = s.current {
+            self.by_request.remove(&id);
+            self.engine.cancel(now, id);
+        }
+        true
     }
 
     fn set_phase(&mut self, ep: &str, phase: Phase) {

@@ -75,7 +75,7 @@ pub fn execute(b: &mut impl Backend, now: Instant, req: Request) -> Outcome {
         r @ (Request::BootstrapAdd(_)
         | Request::BootstrapList
         | Request::BootstrapShow(_)
-        | Request::BootstrapRm(_)) => bootstrap(b, r).unwrap_or_else(|a| a),
+        | Request::BootstrapRm(_)) => bootstrap(b, now, r).unwrap_or_else(|a| a),
         other => provision(b, other).unwrap_or_else(|a| a),
     };
     if changes_credentials {
@@ -244,7 +244,7 @@ fn add_credentials(b: &mut impl Backend, list: Vec<Credential>) -> Result<Answer
 
 /// Bootstrap entries: checked against the profiles and every identity in
 /// use, stored and flushed before the answer, in force at once.
-fn bootstrap(b: &mut impl Backend, req: Request) -> Result<Answer, Answer> {
+fn bootstrap(b: &mut impl Backend, now: Instant, req: Request) -> Result<Answer, Answer> {
     let off = || {
         Answer::fail(
             "NOT_FOUND",
@@ -270,7 +270,7 @@ fn bootstrap(b: &mut impl Backend, req: Request) -> Result<Answer, Answer> {
         }
         Request::BootstrapRm(ep) => {
             let bs = b.bootstrap().ok_or_else(off)?;
-            if bs.remove_entry(&ep).is_none() {
+            if bs.remove_entry(now, &ep).is_none() {
                 return Err(Answer::fail(
                     "NOT_FOUND",
                     format!("no bootstrap entry for {ep:?}"),

@@ -204,21 +204,32 @@ impl Shell {
                 }
                 BsEvent::Credential(c) => {
                     // A new key for the same PSK identity only adds to the
-                    // DTLS keys; anything else (a mode or identity that
-                    // changed) must drop the old material: a rebuild.
-                    let same_identity = matches!(
-                        (server.credential(&c.endpoint).map(|o| &o.security), &c.security),
-                        (Some(Security::Psk { identity: a, .. }), Security::Psk { identity: b, .. }) if a == b
-                    ) || (server.credential(&c.endpoint).is_none()
-                        && matches!(c.security, Security::Psk { .. }));
-                    out.rebuild |= !same_identity;
+                    // DTLS keys, and a NoSec account after none or NoSec
+                    // changes nothing there; anything else (a mode or an
+                    // identity that changed) must drop the old material.
+                    let old = server.credential(&c.endpoint).map(|o| &o.security);
+                    let in_place = match (old, &c.security) {
+                        (None | Some(Security::NoSec), Security::NoSec) => true,
+                        (None, Security::Psk { .. }) => true,
+                        (
+                            Some(Security::Psk { identity: a, .. }),
+                            Security::Psk { identity: b, .. },
+                        ) => a == b,
+                        _ => false,
+                    };
+                    out.rebuild |= !in_place;
                     out.flush = true;
                     out.credentials.push(c.clone());
                     apply_credential(server, store, c.clone())
                 }
             };
             if let Err(e) = r {
-                log::error!("bootstrap: could not store {ev:?}: {e}");
+                // Never the event itself: an account holds a key.
+                let (what, ep) = match &ev {
+                    BsEvent::State { state, .. } => ("bootstrap record", &state.endpoint),
+                    BsEvent::Credential(c) => ("server account", &c.endpoint),
+                };
+                log::error!("ep={ep} could not store the {what}: {e}");
             }
         }
         out
