@@ -3,9 +3,9 @@
 //! # Layering
 //! Sans-IO cores take bytes and time as arguments and give back bytes,
 //! timers and events; none of them opens a socket, reads a clock or spawns
-//! a task: [`coap`], [`lwm2m`], [`server`], [`dtls`], [`profile`],
-//! [`credentials`], [`sim`]. The future `bootstrap` and `ota` cores are
-//! siblings of [`server`].
+//! a task: [`coap`], [`lwm2m`], [`server`], [`bootstrap`], [`dtls`],
+//! [`profile`], [`credentials`], [`sim`]. The future `ota` core is a
+//! sibling of [`server`] and [`bootstrap`].
 //!
 //! The I/O parts stand above them: [`store`] (sled), [`northbound`] (the
 //! MQTT thread), [`control`] (control socket, CLI, and the one command
@@ -15,7 +15,7 @@
 //! random source; [`logging`] is the log format (device text escaped).
 //!
 //! Arrows point down only: runtime → control → config → northbound →
-//! store → server, dtls → credentials → profile → lwm2m, coap.
+//! store → server, bootstrap, dtls → credentials → profile → lwm2m, coap.
 
 pub mod bootstrap;
 pub mod clock;
