@@ -503,3 +503,49 @@ fn a_profiles_bootstrap_table_fills_what_an_entry_leaves_out() {
     let (ok, out) = cli(&s.gw, &["profile", "import", profile.to_str().unwrap()]);
     assert!(!ok && out.contains("U or UQ"), "{out}");
 }
+
+#[test]
+fn a_profiles_extra_writes_reach_the_device_during_its_bootstrap() {
+    let dir = TempDir::new("bs-writes");
+    let s = site(&dir.0);
+    let profile = dir.0.join("clocks.toml");
+    std::fs::write(
+        &profile,
+        "name = \"clocks\"\n[bootstrap.writes]\n\"/3/0/14\" = \"+02:00\"\n\"/3/0/15\" = \"Europe/Helsinki\"\n",
+    )
+    .unwrap();
+    let (ok, out) = cli(&s.gw, &["profile", "import", profile.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&s.gw, &["bootstrap", "add", "clk-0", "--profile", "clocks"]);
+    assert!(ok, "{out}");
+    let _sim = Sim::start_with(
+        s.gw.addr,
+        1,
+        "clk-",
+        "senml-json",
+        &["--bootstrap", &s.plain.to_string()],
+    );
+    let mut c = s.gw.control();
+    let a = common::rpc(
+        &mut c,
+        "clk-0",
+        "Read",
+        serde_json::json!({"id": "/3/0/15"}),
+    );
+    assert_eq!(a["value"], "Europe/Helsinki", "{a}");
+    let a = common::rpc(
+        &mut c,
+        "clk-0",
+        "Read",
+        serde_json::json!({"id": "/3/0/14"}),
+    );
+    assert_eq!(a["value"], "+02:00", "{a}");
+    // A write to the account's own objects is refused with the profile.
+    std::fs::write(
+        &profile,
+        "name = \"clocks2\"\n[bootstrap.writes]\n\"/1/0/1\" = 5\n",
+    )
+    .unwrap();
+    let (ok, out) = cli(&s.gw, &["profile", "import", profile.to_str().unwrap()]);
+    assert!(!ok && out.contains("other than 0 and 1"), "{out}");
+}

@@ -104,9 +104,10 @@ impl Account {
     }
 
     /// The whole configuration as one Bootstrap-Pack payload.
-    pub fn pack(&self, cf: ContentFormat) -> Result<Vec<u8>, FormatError> {
+    pub fn pack(&self, cf: ContentFormat, extra: &[(Path, Value)]) -> Result<Vec<u8>, FormatError> {
         let mut entries = Node::Instance(self.security_instance()).entries(&path(0, 1));
         entries.extend(Node::Instance(self.server_instance()).entries(&path(1, 0)));
+        entries.extend_from_slice(extra);
         format::encode_entries(cf, &entries)
     }
 
@@ -157,15 +158,6 @@ pub fn formats(pct: Option<ContentFormat>) -> VecDeque<ContentFormat> {
         }
     }
     v
-}
-
-/// One object instance in `cf`.
-pub fn encode_instance(
-    cf: ContentFormat,
-    at: &Path,
-    inst: &Instance,
-) -> Result<Vec<u8>, FormatError> {
-    format::encode(cf, at, &Node::Instance(inst.clone()))
 }
 
 /// The security instance id to write: the lowest one the device's

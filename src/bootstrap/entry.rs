@@ -62,6 +62,10 @@ pub struct Entry {
     /// to fill when the entry is added.
     #[serde(default)]
     pub unset: Unset,
+    /// Further Bootstrap-Writes from the profile, before Finish: path and
+    /// value as JSON text, typed by the models when a run starts.
+    #[serde(default)]
+    pub writes: Vec<(String, String)>,
 }
 
 /// The entry fields a user did not give.
@@ -91,6 +95,11 @@ impl Entry {
                     self.server_security = s;
                 }
             }
+            self.writes = d
+                .writes
+                .iter()
+                .map(|(p, v)| (p.clone(), v.0.clone()))
+                .collect();
         }
         self.unset = Unset::default();
     }
@@ -216,6 +225,7 @@ impl EntrySpec {
                 binding: self.binding.is_none(),
                 server_security: self.server_security.is_none(),
             },
+            writes: Vec::new(),
         })
     }
 }

@@ -17,6 +17,7 @@ use crate::coap::{
 };
 use crate::credentials::{Authenticated, Credential};
 use crate::lwm2m::format::ContentFormat;
+use crate::lwm2m::node::Node;
 use crate::lwm2m::{link, Path};
 use account::Account;
 pub use entry::{Entry, EntrySpec, Phase, ServerSecurity, State};
@@ -79,7 +80,7 @@ pub enum BsEvent {
 enum Step {
     Delete(&'static str),
     Discover,
-    Write(Path, crate::lwm2m::node::Instance),
+    Write(Path, crate::lwm2m::node::Node),
     Finish,
 }
 
@@ -124,6 +125,8 @@ pub struct Bootstrap {
     unix_ms: u64,
     /// Requests refused (unknown endpoint, wrong transport or identity).
     pub refused: u64,
+    /// The object models a profile's extra writes are typed by.
+    models: Option<std::sync::Arc<crate::lwm2m::ModelLibrary>>,
 }
 
 impl Bootstrap {
@@ -141,7 +144,13 @@ impl Bootstrap {
             keys,
             unix_ms: 0,
             refused: 0,
+            models: None,
         }
+    }
+
+    /// The object models extra writes are typed by.
+    pub fn set_models(&mut self, models: std::sync::Arc<crate::lwm2m::ModelLibrary>) {
+        self.models = Some(models);
     }
 
     /// Adds or replaces an entry; its record starts pending.
@@ -423,11 +432,12 @@ impl Bootstrap {
             Step::Delete("/0"),
             Step::Delete("/1"),
             Step::Discover,
-            Step::Write(instance(0, 1), account.security_instance()),
-            Step::Write(instance(1, 0), account.server_instance()),
-            Step::Finish,
+            Step::Write(instance(0, 1), Node::Instance(account.security_instance())),
+            Step::Write(instance(1, 0), Node::Instance(account.server_instance())),
         ]
         .into_iter()
+        .chain(self.extra_writes(&ep, &entry))
+        .chain([Step::Finish])
         .collect();
         log::info!(
             "ep={ep} peer={peer} bootstrap started{}",
@@ -473,8 +483,16 @@ impl Bootstrap {
             },
         };
         let account = Account::new(&entry, &self.cfg, &mut self.keys);
+        let extra: Vec<(Path, crate::lwm2m::node::Value)> = self
+            .extra_writes(&ep, &entry)
+            .into_iter()
+            .flat_map(|s| match s {
+                Step::Write(p, n) => n.entries(&p),
+                _ => Vec::new(),
+            })
+            .collect();
         let body = account
-            .pack(cf)
+            .pack(cf, &extra)
             .map_err(|e| (Code::INTERNAL_SERVER_ERROR, e.to_string()))?;
         self.end_session(now, &ep);
         self.events
@@ -530,7 +548,7 @@ impl Bootstrap {
                 let Some(&cf) = s.formats.front() else {
                     return self.fail(now, ep, "no content format left to write in".into(), None);
                 };
-                let body = match account::encode_instance(cf, p, inst) {
+                let body = match crate::lwm2m::format::encode(cf, p, inst) {
                     Ok(b) => b,
                     Err(e) => return self.fail(now, ep, format!("{}: {e}", step.name()), None),
                 };
@@ -636,6 +654,26 @@ impl Bootstrap {
         self.end_session(now, ep);
         log::warn!("ep={ep} bootstrap failed: {reason}");
         self.set_phase(ep, Phase::Failed { reason, code });
+    }
+
+    /// The profile's extra writes of an entry, typed by the models; one
+    /// that no longer fits them is left out with a log line.
+    fn extra_writes(&self, ep: &str, entry: &Entry) -> Vec<Step> {
+        let mut out = Vec::new();
+        for (p, text) in &entry.writes {
+            let typed = Path::parse(p).map_err(|e| e.to_string()).and_then(|path| {
+                let j: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+                let models = self.models.as_deref().ok_or("no models loaded")?;
+                Node::from_json(&path, &j, models)
+                    .map(|n| (path, n))
+                    .map_err(|e| e.to_string())
+            });
+            match typed {
+                Ok((path, node)) => out.push(Step::Write(path, node)),
+                Err(e) => log::warn!("ep={ep} bootstrap write {p} left out: {e}"),
+            }
+        }
+        out
     }
 
     /// Ends a device's run, if it has one, with its request in flight;

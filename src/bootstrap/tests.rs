@@ -469,3 +469,31 @@ fn a_dtls_session_that_ends_mid_bootstrap_fails_it_and_nothing_goes_out_in_the_c
     bs.handle_timeout(t + Duration::from_secs(10));
     assert!(sent(&mut bs).is_empty());
 }
+
+#[test]
+fn a_profiles_extra_writes_go_out_before_finish_typed_by_the_models() {
+    let (mut bs, t) = server();
+    bs.set_models(std::sync::Arc::new(ModelLibrary::embedded()));
+    let mut e = entry("dev-14", |_| {});
+    e.writes = vec![
+        ("/3/0/14".into(), "\"+02:00\"".into()),
+        ("/3/0/99".into(), "1".into()),
+    ];
+    bs.put_entry(e);
+    bs.handle_datagram(t, 1, dev(), &bs_request(1, &["ep=dev-14"]));
+    let r = sent(&mut bs).remove(1);
+    answer(&mut bs, t, &r, Code::DELETED, b"");
+    let (steps, writes) = obedient(&mut bs, t);
+    let n = steps.len();
+    assert_eq!(steps[n - 2], format!("{} /3/0/14", Code::PUT), "{steps:?}");
+    assert_eq!(steps[n - 1], format!("{} /bs", Code::POST));
+    let (p, node) = writes.last().unwrap();
+    assert_eq!(p, "/3/0/14");
+    assert_eq!(
+        node,
+        &Node::Resource(Resource::Single(Value::String("+02:00".into())))
+    );
+    // The write no model knows (/3/0/99) was left out, not sent.
+    assert!(!steps.iter().any(|s| s.ends_with("/3/0/99")));
+    assert_eq!(bs.state("dev-14").unwrap().phase, Phase::Finished);
+}

@@ -94,22 +94,55 @@ pub struct OtaSettings {
 }
 
 /// Defaults of the bootstrap entries made with this profile, for what
-/// `bootstrap add` or an import line leaves out.
+/// `bootstrap add` or an import line leaves out. No field skips its
+/// serialization: the store's postcard cannot tell a skipped field.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootstrapSettings {
     /// Kept from the first profile format; bootstrap is per entry.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub enabled: bool,
     /// Registration lifetime handed out, seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub lifetime: Option<u32>,
     /// Binding handed out: `U` or `UQ`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub binding: Option<String>,
     /// `nosec` or `psk`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub server_security: Option<String>,
+    /// Further Bootstrap-Writes before Finish, by path (`"/3/0/14" =
+    /// "+02:00"`): objects other than 0 and 1, typed by the models.
+    #[serde(default)]
+    pub writes: BTreeMap<String, WriteValue>,
+}
+
+/// A value to write, kept as JSON text: TOML gives any value, and the
+/// store (postcard, which cannot describe itself) keeps the text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteValue(pub String);
+
+impl Serialize for WriteValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            let j: serde_json::Value =
+                serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+            j.serialize(s)
+        } else {
+            s.serialize_str(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WriteValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let j = serde_json::Value::deserialize(d)?;
+            Ok(WriteValue(j.to_string()))
+        } else {
+            Ok(WriteValue(String::deserialize(d)?))
+        }
+    }
 }
 
 /// A profile that cannot be used.
@@ -195,6 +228,25 @@ impl Profile {
                     return bad(format!(
                         "bootstrap.server_security {x:?}: give nosec or psk"
                     ));
+                }
+            }
+            for (p, v) in &b.writes {
+                let path = crate::lwm2m::Path::parse(p).map_err(|e| {
+                    ProfileError(format!("profile {:?}: bootstrap.writes: {e}", self.name))
+                })?;
+                if path.object <= 1 || path.instance.is_none() {
+                    return bad(format!(
+                        "bootstrap.writes {p}: an instance or resource of an object other than 0 and 1 (the server account is the gateway's)"
+                    ));
+                }
+                let j: serde_json::Value = serde_json::from_str(&v.0).map_err(|e| {
+                    ProfileError(format!(
+                        "profile {:?}: bootstrap.writes {p}: {e}",
+                        self.name
+                    ))
+                })?;
+                if let Err(e) = crate::lwm2m::node::Node::from_json(&path, &j, lib) {
+                    return bad(format!("bootstrap.writes {p}: {e}"));
                 }
             }
         }

@@ -80,3 +80,22 @@ fn profiles_naming_unknown_things_are_refused_clearly() {
     let e = Profile::from_toml("name = \"x\"\ntelemetri = []\n").unwrap_err();
     assert!(e.0.contains("telemetri"), "{e}");
 }
+
+#[test]
+fn bootstrap_writes_survive_the_store_and_toml_round_trips() {
+    let p = Profile::from_toml(
+        "name = \"clocks\"\n[bootstrap]\nlifetime = 60\n[bootstrap.writes]\n\"/3/0/14\" = \"+02:00\"\n\"/3/0/13\" = 1700000000\n",
+    )
+    .unwrap();
+    p.check(&ModelLibrary::embedded()).unwrap();
+    // The store keeps profiles with postcard, which cannot describe itself.
+    let bytes = postcard::to_stdvec(&p).unwrap();
+    let back: Profile = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(back, p);
+    let w = &back.bootstrap.as_ref().unwrap().writes;
+    assert_eq!(w["/3/0/14"].0, "\"+02:00\"");
+    assert_eq!(w["/3/0/13"].0, "1700000000");
+    // `profile show` prints TOML that imports again as the same profile.
+    let text = toml::to_string(&back).unwrap();
+    assert_eq!(Profile::from_toml(&text).unwrap(), p);
+}

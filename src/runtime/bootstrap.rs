@@ -54,6 +54,7 @@ impl Shell {
         cfg: &BootstrapSettings,
         sockets: (Option<Socket>, Option<Socket>),
         store: &Store,
+        models: std::sync::Arc<crate::lwm2m::ModelLibrary>,
         coap_port: u16,
         dtls_port: Option<u16>,
     ) -> Result<Shell, RunError> {
@@ -66,6 +67,7 @@ impl Shell {
         });
         let mut core = Bootstrap::new(cfg.core.clone(), crate::clock::random_seed(), keys);
         core.set_server_ports(coap_port, dtls_port);
+        core.set_models(models);
         let mut states: std::collections::HashMap<String, crate::bootstrap::State> = store
             .bootstrap_states()?
             .into_iter()

@@ -129,6 +129,7 @@ impl Gateway {
                 b,
                 sockets,
                 &store,
+                models.clone(),
                 udp.local_addr().port(),
                 dtls.as_ref().map(|d| d.socket().local_addr().port()),
             )?),

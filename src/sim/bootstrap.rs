@@ -209,6 +209,13 @@ impl SimDevice {
     }
 
     fn bootstrap_dispatch(&mut self, msg: &Message) -> Result<Message, Refusal> {
+        // Writes beyond the account (a profile's extra writes) go to the
+        // device's own objects, as any Write would.
+        let segs = msg.uri_path();
+        if msg.code == Code::PUT && segs.first().is_some_and(|o| o != "0" && o != "1") {
+            let p = Path::parse(&segs.join("/")).map_err(|e| (Code::BAD_REQUEST, e.to_string()))?;
+            return self.write(&p, msg, true);
+        }
         self.bootstrap_step(msg).map(|(code, body)| {
             let mut m = Message::new(MsgType::Ack, code, 0, Token::EMPTY);
             if let Some(links) = body {
