@@ -55,6 +55,11 @@ fn answer(bs: &mut Bootstrap, t: Instant, req: &Message, code: Code, payload: &[
     bs.handle_datagram(t, 1, dev(), &a.encode());
 }
 
+/// The first request the server sent since the last look, if any.
+fn next_request(bs: &mut Bootstrap) -> Option<Message> {
+    sent(bs).into_iter().find(|m| m.mtype == MsgType::Con)
+}
+
 fn describe(m: &Message) -> String {
     format!("{} /{}", m.code, m.uri_path().join("/"))
 }
@@ -160,12 +165,8 @@ fn a_psk_account_carries_a_generated_key_stored_before_finish_leaves() {
     bs.handle_datagram(t, 1, dev(), &bs_request(1, &["ep=dev-2"]));
     let mut writes = Vec::new();
     let mut credential_before_finish = false;
-    loop {
-        let reqs: Vec<Message> = sent(&mut bs)
-            .into_iter()
-            .filter(|m| m.mtype == MsgType::Con)
-            .collect();
-        let Some(r) = reqs.first() else { break };
+    while let Some(r) = next_request(&mut bs) {
+        let r = &r;
         if r.code == Code::POST {
             // Finish is being sent: its credential is already in the events.
             credential_before_finish = events(&mut bs).iter().any(|e| {
@@ -253,11 +254,7 @@ fn a_dtls_identity_bootstraps_only_its_own_endpoint() {
 /// Runs the sequence until the first Write and returns it.
 fn until_write(bs: &mut Bootstrap, t: Instant) -> Message {
     loop {
-        let reqs: Vec<Message> = sent(bs)
-            .into_iter()
-            .filter(|m| m.mtype == MsgType::Con)
-            .collect();
-        let r = reqs.first().expect("a request").clone();
+        let r = next_request(bs).expect("a request");
         if r.code == Code::PUT {
             return r;
         }
@@ -299,12 +296,8 @@ fn a_4_06_on_finish_is_a_failure_with_the_diagnostic_kept() {
     let (mut bs, t) = server();
     bs.put_entry(entry("dev-8", |_| {}));
     bs.handle_datagram(t, 1, dev(), &bs_request(1, &["ep=dev-8"]));
-    loop {
-        let reqs: Vec<Message> = sent(&mut bs)
-            .into_iter()
-            .filter(|m| m.mtype == MsgType::Con)
-            .collect();
-        let Some(r) = reqs.first() else { break };
+    while let Some(r) = next_request(&mut bs) {
+        let r = &r;
         if r.code == Code::POST {
             answer(&mut bs, t, r, Code::NOT_ACCEPTABLE, b"no server account");
         } else {
