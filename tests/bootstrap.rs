@@ -217,34 +217,55 @@ fn unknown_endpoints_wrong_keys_and_plain_requests_for_dtls_entries_are_refused(
     );
 }
 
-/// Fetches a Bootstrap-Pack over plain CoAP: the PSK it hands out.
-fn pack_key(plain: SocketAddr, ep: &str) -> Vec<u8> {
+/// Fetches a Bootstrap-Pack over plain CoAP, block by block when it is
+/// larger than one datagram: its resources by path.
+fn pack(plain: SocketAddr, ep: &str) -> std::collections::HashMap<String, Value> {
     let c = Client::new(plain);
-    let mid = fastrand::u16(..);
-    let mut m = Message::new(
-        MsgType::Con,
-        Code::GET,
-        mid,
-        Token::from_u64(fastrand::u64(..)),
-    );
-    m.set_uri_path("bspack");
-    m.add_option(opt::URI_QUERY, format!("ep={ep}").into_bytes());
-    m.set_uint_option(opt::ACCEPT, ContentFormat::SenmlJson.code() as u64);
-    c.sock.send_to(&m.encode(), plain).unwrap();
-    let mut buf = [0u8; 2048];
-    let (n, _) = c.sock.recv_from(&mut buf).expect("the pack within 5 s");
-    let r = Message::decode(&buf[..n]).unwrap();
-    assert_eq!((r.mid, r.code), (mid, Code::CONTENT), "{r:?}");
+    let mut body = Vec::new();
+    for num in 0u64.. {
+        let mid = fastrand::u16(..);
+        let mut m = Message::new(
+            MsgType::Con,
+            Code::GET,
+            mid,
+            Token::from_u64(fastrand::u64(..)),
+        );
+        m.set_uri_path("bspack");
+        m.add_option(opt::URI_QUERY, format!("ep={ep}").into_bytes());
+        m.set_uint_option(opt::ACCEPT, ContentFormat::SenmlJson.code() as u64);
+        if num > 0 {
+            // Block2: NUM, M = 0, SZX 6 (1024 bytes).
+            m.set_uint_option(opt::BLOCK2, (num << 4) | 6);
+        }
+        c.sock.send_to(&m.encode(), plain).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = c.sock.recv_from(&mut buf).expect("the pack within 5 s");
+        let r = Message::decode(&buf[..n]).unwrap();
+        assert_eq!((r.mid, r.code), (mid, Code::CONTENT), "{r:?}");
+        body.extend_from_slice(&r.payload);
+        match r.block2() {
+            Some(Ok(b)) if b.more => continue,
+            _ => break,
+        }
+    }
     let models = ModelLibrary::embedded();
-    let entries = format::decode_entries(ContentFormat::SenmlJson, &r.payload, &models).unwrap();
-    entries
+    format::decode_entries(ContentFormat::SenmlJson, &body, &models)
+        .unwrap()
         .into_iter()
-        .find(|(p, _)| p.to_string() == "/0/1/5")
-        .and_then(|(_, v)| match v {
-            Value::Opaque(k) => Some(k),
-            _ => None,
-        })
-        .expect("a secret key in the pack")
+        .map(|(p, v)| (p.to_string(), v))
+        .collect()
+}
+
+fn opaque(pack: &std::collections::HashMap<String, Value>, path: &str) -> Vec<u8> {
+    match pack.get(path) {
+        Some(Value::Opaque(b)) => b.clone(),
+        other => panic!("{path}: {other:?}"),
+    }
+}
+
+/// The PSK a Bootstrap-Pack hands out.
+fn pack_key(plain: SocketAddr, ep: &str) -> Vec<u8> {
+    opaque(&pack(plain, ep), "/0/1/5")
 }
 
 fn psk_handshake(port: u16, identity: &str, key: &[u8]) -> bool {
@@ -548,4 +569,167 @@ fn a_profiles_extra_writes_reach_the_device_during_its_bootstrap() {
     .unwrap();
     let (ok, out) = cli(&s.gw, &["profile", "import", profile.to_str().unwrap()]);
     assert!(!ok && out.contains("other than 0 and 1"), "{out}");
+}
+
+fn sh(dir: &std::path::Path, script: &str) {
+    let out = Command::new("sh")
+        .args(["-c", &format!("set -e; cd {}; {script}", dir.display())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {}", common::printed(&out));
+}
+
+fn coap_client_gnutls(args: &[&str]) -> String {
+    let out = Command::new(tool("coap-client-gnutls"))
+        .args(["-B", "5"])
+        .args(args)
+        .output()
+        .expect("coap-client runs");
+    common::printed(&out)
+}
+
+#[test]
+fn rpk_and_x509_accounts_register_over_dtls_with_exactly_what_was_handed_out() {
+    let dir = TempDir::new("bs-rpk-x509");
+    let s = site(&dir.0);
+    let d = &dir.0;
+    sh(
+        d,
+        "openssl ecparam -name prime256v1 -genkey -noout -out rpk.key
+         openssl ecparam -name prime256v1 -genkey -noout -out x509.key
+         openssl req -x509 -new -key x509.key -subj '/CN=bs-x509' -days 30 -out x509.pem
+         openssl ecparam -name secp384r1 -genkey -noout -out p384.key",
+    );
+    let f = |n: &str| d.join(n).display().to_string();
+    let (ok, out) = cli(
+        &s.gw,
+        &[
+            "bootstrap",
+            "add",
+            "bs-rpk",
+            "--server-security",
+            "rpk",
+            "--server-key",
+            &f("rpk.key"),
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = cli(
+        &s.gw,
+        &[
+            "bootstrap",
+            "add",
+            "bs-x509",
+            "--server-cert",
+            &f("x509.pem"),
+            "--server-key",
+            &f("x509.key"),
+        ],
+    );
+    assert!(ok, "{out}");
+    // Refused, and nothing stored: a curve the RPK suite cannot use, and
+    // a key already handed to another endpoint.
+    let (ok, out) = cli(
+        &s.gw,
+        &[
+            "bootstrap",
+            "add",
+            "bs-384",
+            "--server-security",
+            "rpk",
+            "--server-key",
+            &f("p384.key"),
+        ],
+    );
+    assert!(!ok && out.contains("EC P-256"), "{out}");
+    let (ok, out) = cli(
+        &s.gw,
+        &["bootstrap", "add", "bs-twin", "--server-key", &f("rpk.key")],
+    );
+    assert!(!ok && out.contains("also given to bs-rpk"), "{out}");
+    let (_, list) = cli(&s.gw, &["bootstrap", "list"]);
+    assert!(list.contains("2 bootstrap entries"), "{list}");
+    assert!(
+        !list.contains("BEGIN") && !out.contains("PRIVATE"),
+        "{list}"
+    );
+
+    let dtls = s.gw.dtls.expect("the LwM2M server's DTLS port").port();
+    let server_key = common::log_lines(&s.gw)
+        .iter()
+        .find_map(|l| {
+            l.split("for RPK provisioning): ")
+                .nth(1)
+                .map(str::to_string)
+        })
+        .expect("the gateway logs its public key");
+    let register = |ep: &str| format!("coaps://127.0.0.1:{dtls}/rd?ep={ep}&lt=120&b=U");
+
+    // RPK: mode 1, the device's own public key, the gateway's public key,
+    // and a PKCS#8 private key openssl reads.
+    let p = pack(s.plain, "bs-rpk");
+    assert_eq!(
+        p["/0/1/0"],
+        Value::String(format!("coaps://127.0.0.1:{dtls}"))
+    );
+    assert_eq!(p["/0/1/2"], Value::Integer(1));
+    sh(
+        d,
+        "openssl ec -in rpk.key -pubout -outform DER -out rpk.pub.der",
+    );
+    assert_eq!(
+        opaque(&p, "/0/1/3"),
+        std::fs::read(d.join("rpk.pub.der")).unwrap()
+    );
+    assert_eq!(
+        lwm2m_gw::lwm2m::node::base64_encode(&opaque(&p, "/0/1/4"), false),
+        server_key
+    );
+    std::fs::write(d.join("handed.p8"), opaque(&p, "/0/1/5")).unwrap();
+    // PKCS#8 as LwM2M asks; coap-client's raw-key loader wants the
+    // traditional EC PEM, which openssl makes from it.
+    sh(
+        d,
+        "openssl pkey -inform DER -in handed.p8 -traditional -out handed.pem",
+    );
+    let out = coap_client_gnutls(&["-m", "post", "-M", &f("handed.pem"), &register("bs-rpk")]);
+    assert!(
+        s.gw.wait_log("ep=bs-rpk registered", Duration::from_secs(5)),
+        "{out}"
+    );
+    assert!(s
+        .gw
+        .log_contains("ep=bs-rpk LwM2M server credential RPK from bootstrap stored"));
+
+    // X.509: mode 2, the device's certificate, the gateway's certificate.
+    let p = pack(s.plain, "bs-x509");
+    assert_eq!(p["/0/1/2"], Value::Integer(2));
+    std::fs::write(d.join("handed-cert.der"), opaque(&p, "/0/1/3")).unwrap();
+    std::fs::write(d.join("gateway-cert.der"), opaque(&p, "/0/1/4")).unwrap();
+    std::fs::write(d.join("handed-x.p8"), opaque(&p, "/0/1/5")).unwrap();
+    sh(
+        d,
+        "openssl x509 -inform DER -in handed-cert.der -out handed-cert.pem
+         openssl pkey -inform DER -in handed-x.p8 -traditional -out handed-x.pem
+         openssl x509 -inform DER -in gateway-cert.der -pubkey -noout | openssl pkey -pubin -outform DER -out gw.pub.der",
+    );
+    assert_eq!(
+        lwm2m_gw::lwm2m::node::base64_encode(&std::fs::read(d.join("gw.pub.der")).unwrap(), false),
+        server_key,
+        "/0/1/4 is the certificate of the gateway's key"
+    );
+    let out = coap_client_gnutls(&[
+        "-m",
+        "post",
+        "-c",
+        &f("handed-cert.pem"),
+        "-j",
+        &f("handed-x.pem"),
+        &register("bs-x509"),
+    ]);
+    assert!(
+        s.gw.wait_log("ep=bs-x509 registered", Duration::from_secs(5)),
+        "{out}"
+    );
+    assert_eq!(credential(&s.gw, "bs-x509").unwrap()["mode"], "X509");
 }

@@ -10,9 +10,12 @@ use crate::lwm2m::link::Link;
 use crate::lwm2m::node::{FormatError, Instance, Node, Resource, Value};
 use crate::lwm2m::Path;
 use std::collections::VecDeque;
+use std::net::IpAddr;
 
 /// Security mode numbers of resource /0/x/2.
 const MODE_PSK: i64 = 0;
+const MODE_RPK: i64 = 1;
+const MODE_X509: i64 = 2;
 const MODE_NOSEC: i64 = 3;
 
 /// Bytes of a generated PSK: 128 bits.
@@ -23,7 +26,11 @@ pub const PSK_BYTES: usize = 16;
 pub struct Account {
     uri: String,
     security: ServerSecurity,
+    /// /0/x/3: PSK identity, device public key or device certificate.
     identity: Vec<u8>,
+    /// /0/x/4: the gateway's public key (RPK) or certificate (X.509).
+    server_key: Vec<u8>,
+    /// /0/x/5: PSK or the device's private key.
     key: Vec<u8>,
     short_server_id: u16,
     lifetime: u32,
@@ -32,32 +39,53 @@ pub struct Account {
 
 impl Account {
     /// The account for `entry`; a PSK account gets a new random key.
-    pub fn new(entry: &Entry, cfg: &BootstrapConfig, keys: &mut KeySource) -> Account {
+    /// `local` is the gateway address the bootstrap request arrived on,
+    /// when the shell knows it.
+    pub fn new(
+        entry: &Entry,
+        cfg: &BootstrapConfig,
+        keys: &mut KeySource,
+        local: Option<IpAddr>,
+    ) -> Account {
+        let security = entry.server_security.clone();
         let uri = entry.server_uri.clone().unwrap_or_else(|| {
-            let host = if cfg.server_host.contains(':') {
-                format!("[{}]", cfg.server_host)
-            } else {
-                cfg.server_host.clone()
-            };
-            match (entry.server_security, cfg.dtls_port) {
-                (ServerSecurity::Psk, Some(p)) => format!("coaps://{host}:{p}"),
-                (ServerSecurity::Psk, None) => format!("coaps://{host}:5684"),
-                (ServerSecurity::NoSec, _) => format!("coap://{host}:{}", cfg.coap_port),
+            let host = uri_host(cfg, local);
+            match (security.is_secure(), cfg.dtls_port) {
+                (true, Some(p)) => format!("coaps://{host}:{p}"),
+                (true, None) => format!("coaps://{host}:5684"),
+                (false, _) => format!("coap://{host}:{}", cfg.coap_port),
             }
         });
-        let (identity, key) = match entry.server_security {
-            ServerSecurity::NoSec => (Vec::new(), Vec::new()),
+        let (identity, server_key, key) = match &security {
+            ServerSecurity::NoSec => (Vec::new(), Vec::new(), Vec::new()),
             ServerSecurity::Psk => {
                 let mut key = vec![0u8; PSK_BYTES];
                 keys(&mut key);
                 // One identity, one endpoint: the endpoint name is unique.
-                (entry.endpoint.as_bytes().to_vec(), key)
+                (entry.endpoint.as_bytes().to_vec(), Vec::new(), key)
             }
+            ServerSecurity::Rpk {
+                public_key,
+                private_key,
+            } => (
+                public_key.clone(),
+                cfg.server_public_key.clone(),
+                private_key.clone(),
+            ),
+            ServerSecurity::X509 {
+                certificate,
+                private_key,
+            } => (
+                certificate.clone(),
+                cfg.server_certificate.clone(),
+                private_key.clone(),
+            ),
         };
         Account {
             uri,
-            security: entry.server_security,
+            security,
             identity,
+            server_key,
             key,
             short_server_id: entry.short_server_id,
             lifetime: entry.lifetime,
@@ -75,13 +103,15 @@ impl Account {
         let mode = match self.security {
             ServerSecurity::NoSec => MODE_NOSEC,
             ServerSecurity::Psk => MODE_PSK,
+            ServerSecurity::Rpk { .. } => MODE_RPK,
+            ServerSecurity::X509 { .. } => MODE_X509,
         };
         [
             (0, Value::String(self.uri.clone())),
             (1, Value::Boolean(false)),
             (2, Value::Integer(mode)),
             (3, Value::Opaque(self.identity.clone())),
-            (4, Value::Opaque(Vec::new())),
+            (4, Value::Opaque(self.server_key.clone())),
             (5, Value::Opaque(self.key.clone())),
             (10, Value::Integer(self.short_server_id as i64)),
         ]
@@ -113,11 +143,17 @@ impl Account {
 
     /// What the LwM2M server must accept from this device afterwards.
     pub fn credential(&self, entry: &Entry) -> Credential {
-        let security = match self.security {
+        let security = match &self.security {
             ServerSecurity::NoSec => Security::NoSec,
             ServerSecurity::Psk => Security::Psk {
                 identity: String::from_utf8_lossy(&self.identity).into_owned(),
                 key: self.key.clone(),
+            },
+            ServerSecurity::Rpk { public_key, .. } => Security::Rpk {
+                public_key: public_key.clone(),
+            },
+            ServerSecurity::X509 { certificate, .. } => Security::X509 {
+                certificate: Some(certificate.clone()),
             },
         };
         Credential {
@@ -125,6 +161,32 @@ impl Account {
             profile: entry.profile.clone(),
             security,
         }
+    }
+}
+
+/// The host of a built server URI: the address the request arrived on
+/// (a multi-homed gateway answers on the one the device reaches), unless
+/// the operator named a host; a link-local or wildcard address says
+/// nothing a device can dial, so the configured host is used then.
+fn uri_host(cfg: &BootstrapConfig, local: Option<IpAddr>) -> String {
+    let local = local.map(|ip| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    });
+    let usable = |ip: &IpAddr| match ip {
+        IpAddr::V4(a) => !a.is_unspecified() && !a.is_link_local(),
+        // fe80::/10 would need a zone the URI cannot carry.
+        IpAddr::V6(a) => !a.is_unspecified() && (a.segments()[0] & 0xffc0) != 0xfe80,
+    };
+    let host = match (&cfg.host_override, local.filter(usable)) {
+        (Some(h), _) => h.clone(),
+        (None, Some(ip)) => ip.to_string(),
+        (None, None) => cfg.server_host.clone(),
+    };
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
     }
 }
 

@@ -8,16 +8,42 @@ use serde_json::{json, Value as Json};
 use std::path::Path;
 
 /// How the device will secure its connection to the LwM2M server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerSecurity {
     /// Plain CoAP.
     NoSec,
     /// DTLS with a PSK the gateway generates at each bootstrap.
     Psk,
+    /// DTLS with a raw public key: the device's P-256 key pair, supplied
+    /// with the entry.
+    Rpk {
+        /// DER SubjectPublicKeyInfo (resource /0/x/3).
+        public_key: Vec<u8>,
+        /// DER PKCS#8 private key, as LwM2M's E.1.1.2 asks (/0/x/5).
+        private_key: Vec<u8>,
+    },
+    /// DTLS with a certificate: the device's certificate and its key.
+    X509 {
+        /// DER certificate (/0/x/3).
+        certificate: Vec<u8>,
+        /// DER PKCS#8 private key (/0/x/5).
+        private_key: Vec<u8>,
+    },
+}
+
+// Variants are only ever appended: the store holds entries in postcard,
+// which numbers them.
+
+impl std::fmt::Debug for ServerSecurity {
+    // Never a private key in a log line or a panic message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.mode())
+    }
 }
 
 impl ServerSecurity {
-    /// `nosec` or `psk`, as the CLI spells it.
+    /// `nosec` or `psk`, as the CLI and profiles spell them (the modes that
+    /// need no key material of the device's own).
     pub fn parse(s: &str) -> Result<ServerSecurity, CredentialError> {
         match s.to_ascii_lowercase().as_str() {
             "nosec" | "no_sec" => Ok(ServerSecurity::NoSec),
@@ -28,14 +54,104 @@ impl ServerSecurity {
         }
     }
 
-    /// `NO_SEC` or `PSK`.
-    pub fn mode(self) -> &'static str {
+    /// `NO_SEC`, `PSK`, `RPK` or `X509`.
+    pub fn mode(&self) -> &'static str {
         match self {
             ServerSecurity::NoSec => "NO_SEC",
             ServerSecurity::Psk => "PSK",
+            ServerSecurity::Rpk { .. } => "RPK",
+            ServerSecurity::X509 { .. } => "X509",
+        }
+    }
+
+    /// True for the modes that need DTLS.
+    pub fn is_secure(&self) -> bool {
+        !matches!(self, ServerSecurity::NoSec)
+    }
+
+    /// The account from `--server-security` and the device's key files
+    /// (`--server-key`, `--server-cert`); with no mode named, the files
+    /// given choose it.
+    fn build(
+        mode: Option<&str>,
+        key: Option<&str>,
+        cert: Option<&str>,
+        base: &Path,
+    ) -> Result<ServerSecurity, CredentialError> {
+        let mode = match mode.map(str::to_ascii_lowercase) {
+            Some(m) => m,
+            None if cert.is_some() => "x509".into(),
+            None if key.is_some() => "rpk".into(),
+            None => "nosec".into(),
+        };
+        let read = |f: &str| {
+            let p = base.join(f);
+            std::fs::read(&p).map_err(|e| CredentialError(format!("{}: {e}", p.display())))
+        };
+        let pair = |f: &str| {
+            crate::dtls::identity::device_key_pair(&read(f)?)
+                .map_err(|e| CredentialError(format!("{f}: {e}")))
+        };
+        match (mode.as_str(), key, cert) {
+            ("rpk", Some(k), None) => {
+                let (public_key, private_key) = pair(k)?;
+                if !public_key.starts_with(&P256_SPKI_PREFIX) {
+                    return Err(CredentialError(format!(
+                        "{k}: a raw-public-key account needs an EC P-256 key (the cipher suite \
+                         LwM2M devices use with RPK)"
+                    )));
+                }
+                Ok(ServerSecurity::Rpk {
+                    public_key,
+                    private_key,
+                })
+            }
+            ("rpk", None, _) => Err(CredentialError(
+                "a rpk server account needs --server-key FILE (the device's private key)".into(),
+            )),
+            ("x509", Some(k), Some(c)) => {
+                let certificate = crate::credentials::certificate(&read(c)?)
+                    .map_err(|e| CredentialError(format!("{c}: {e}")))?;
+                let (public_key, private_key) = pair(k)?;
+                if crate::dtls::identity::certificate_public_key(&certificate)
+                    .map_err(|e| CredentialError(format!("{c}: {e}")))?
+                    != public_key
+                {
+                    return Err(CredentialError(format!(
+                        "{c} is not the certificate of the key in {k}"
+                    )));
+                }
+                Ok(ServerSecurity::X509 {
+                    certificate,
+                    private_key,
+                })
+            }
+            ("x509", _, _) => Err(CredentialError(
+                "a x509 server account needs --server-cert FILE and --server-key FILE".into(),
+            )),
+            ("rpk", Some(_), Some(_)) => Err(CredentialError(
+                "--server-cert is for a x509 server account, not rpk".into(),
+            )),
+            (m, None, None) => match ServerSecurity::parse(m) {
+                Ok(s) => Ok(s),
+                Err(_) => Err(CredentialError(format!(
+                    "server security {m:?}: give nosec, psk, rpk (with --server-key) or x509 \
+                     (with --server-cert and --server-key)"
+                ))),
+            },
+            (m, _, _) => Err(CredentialError(format!(
+                "--server-key and --server-cert are for rpk or x509 server accounts, not {m}"
+            ))),
         }
     }
 }
+
+/// DER header of an EC P-256 SubjectPublicKeyInfo: id-ecPublicKey,
+/// prime256v1, a 66-byte BIT STRING (an uncompressed point).
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
 
 /// One device the gateway bootstraps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,9 +265,16 @@ pub struct EntrySpec {
     /// Bootstrap X.509: the device certificate file.
     #[serde(default)]
     pub x509_cert: Option<String>,
-    /// `nosec` (default) or `psk`.
+    /// `nosec` (default), `psk`, `rpk` or `x509`.
     #[serde(default)]
     pub server_security: Option<String>,
+    /// The device's private key for a rpk or x509 server account (PEM or
+    /// DER file).
+    #[serde(default)]
+    pub server_key: Option<String>,
+    /// The device's certificate for a x509 server account (PEM or DER file).
+    #[serde(default)]
+    pub server_cert: Option<String>,
     /// LwM2M server URI handed out.
     #[serde(default)]
     pub server_uri: Option<String>,
@@ -190,14 +313,15 @@ impl EntrySpec {
         }
         .build(base)?;
         let ep = &self.endpoint;
-        let server_security = match &self.server_security {
-            Some(s) => {
-                ServerSecurity::parse(s).map_err(|e| CredentialError(format!("{ep}: {e}")))?
-            }
-            None => ServerSecurity::NoSec,
-        };
+        let server_security = ServerSecurity::build(
+            self.server_security.as_deref(),
+            self.server_key.as_deref(),
+            self.server_cert.as_deref(),
+            base,
+        )
+        .map_err(|e| CredentialError(format!("{ep}: {e}")))?;
         if let Some(uri) = &self.server_uri {
-            check_uri(uri, server_security).map_err(|e| CredentialError(format!("{ep}: {e}")))?;
+            check_uri(uri, &server_security).map_err(|e| CredentialError(format!("{ep}: {e}")))?;
         }
         let lifetime = self.lifetime.unwrap_or(DEFAULT_LIFETIME);
         if lifetime == 0 {
@@ -223,7 +347,9 @@ impl EntrySpec {
             unset: Unset {
                 lifetime: self.lifetime.is_none(),
                 binding: self.binding.is_none(),
-                server_security: self.server_security.is_none(),
+                server_security: self.server_security.is_none()
+                    && self.server_key.is_none()
+                    && self.server_cert.is_none(),
             },
             writes: Vec::new(),
         })
@@ -231,19 +357,15 @@ impl EntrySpec {
 }
 
 /// A server URI must be CoAP, and coaps exactly when the account is secure.
-fn check_uri(uri: &str, sec: ServerSecurity) -> Result<(), String> {
+fn check_uri(uri: &str, sec: &ServerSecurity) -> Result<(), String> {
     let scheme = uri.split_once("://").map(|(s, _)| s).unwrap_or("");
-    match (scheme, sec) {
-        ("coap", ServerSecurity::NoSec) | ("coaps", ServerSecurity::Psk) => {}
-        ("coap" | "coaps", _) => {
+    match (scheme, sec.is_secure()) {
+        ("coap", false) | ("coaps", true) => {}
+        ("coap" | "coaps", secure) => {
             return Err(format!(
                 "server URI {uri:?}: a {} account needs {}://",
                 sec.mode(),
-                if sec == ServerSecurity::Psk {
-                    "coaps"
-                } else {
-                    "coap"
-                }
+                if secure { "coaps" } else { "coap" }
             ))
         }
         _ => return Err(format!("server URI {uri:?} is not coap:// or coaps://")),
@@ -297,6 +419,8 @@ pub fn parse_csv(text: &str) -> Result<Vec<(usize, EntrySpec)>, String> {
                 "rpk_key" => s.rpk_key = v,
                 "x509_cert" => s.x509_cert = v,
                 "server_security" => s.server_security = v,
+                "server_key" => s.server_key = v,
+                "server_cert" => s.server_cert = v,
                 "server_uri" => s.server_uri = v,
                 "lifetime" => {
                     s.lifetime = Some(
@@ -424,7 +548,7 @@ mod tests {
                     server_security: Some("tls".into()),
                     ..spec("a")
                 },
-                "nosec or psk",
+                "give nosec, psk, rpk",
             ),
             (
                 EntrySpec {

@@ -22,7 +22,7 @@ use crate::lwm2m::{link, Path};
 use account::Account;
 pub use entry::{Entry, EntrySpec, Phase, ServerSecurity, State};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Bootstrap server settings.
@@ -42,6 +42,16 @@ pub struct BootstrapConfig {
     pub coap_port: u16,
     /// The LwM2M server's DTLS port, if DTLS is on.
     pub dtls_port: Option<u16>,
+    /// `bootstrap.server_host`: the host for every built URI, over the
+    /// address each request arrived on (a gateway behind NAT, or a DNS
+    /// name its certificate carries).
+    pub host_override: Option<String>,
+    /// The LwM2M server's public key (DER SubjectPublicKeyInfo), handed
+    /// to devices with a raw-public-key account.
+    pub server_public_key: Vec<u8>,
+    /// The LwM2M server's certificate (DER), handed to devices with an
+    /// X.509 account.
+    pub server_certificate: Vec<u8>,
 }
 
 impl Default for BootstrapConfig {
@@ -53,6 +63,9 @@ impl Default for BootstrapConfig {
             server_host: "127.0.0.1".into(),
             coap_port: 5685,
             dtls_port: Some(5686),
+            host_override: None,
+            server_public_key: Vec::new(),
+            server_certificate: Vec::new(),
         }
     }
 }
@@ -123,6 +136,8 @@ pub struct Bootstrap {
     events: VecDeque<BsEvent>,
     keys: KeySource,
     unix_ms: u64,
+    /// The gateway address the datagram being handled arrived on.
+    arrived_on: Option<IpAddr>,
     /// Requests refused (unknown endpoint, wrong transport or identity).
     pub refused: u64,
     /// The object models a profile's extra writes are typed by.
@@ -143,6 +158,7 @@ impl Bootstrap {
             events: VecDeque::new(),
             keys,
             unix_ms: 0,
+            arrived_on: None,
             refused: 0,
             models: None,
         }
@@ -246,11 +262,33 @@ impl Bootstrap {
         self.cfg.dtls_port = dtls;
     }
 
+    /// The LwM2M server's public key and certificate (DER), handed out
+    /// with raw-public-key and X.509 accounts.
+    pub fn set_server_identity(&mut self, public_key: Vec<u8>, certificate: Vec<u8>) {
+        self.cfg.server_public_key = public_key;
+        self.cfg.server_certificate = certificate;
+    }
+
     /// Feeds one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, unix_ms: u64, peer: SocketAddr, bytes: &[u8]) {
+        self.handle_datagram_on(now, unix_ms, peer, None, bytes)
+    }
+
+    /// Feeds one received datagram that arrived on gateway address
+    /// `local`: a server URI built for this request names that address.
+    pub fn handle_datagram_on(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        peer: SocketAddr,
+        local: Option<IpAddr>,
+        bytes: &[u8],
+    ) {
         self.unix_ms = unix_ms;
+        self.arrived_on = local;
         self.engine.handle_datagram(now, peer, bytes);
         self.drain(now);
+        self.arrived_on = None;
     }
 
     /// Processes deadlines up to `now`: retransmissions, and bootstraps
@@ -427,7 +465,7 @@ impl Bootstrap {
             .into_iter()
             .find_map(|q| q.strip_prefix("pct=").and_then(|v| v.parse::<u16>().ok()))
             .and_then(ContentFormat::from_code);
-        let account = Account::new(&entry, &self.cfg, &mut self.keys);
+        let account = Account::new(&entry, &self.cfg, &mut self.keys, self.arrived_on);
         let steps: VecDeque<Step> = [
             Step::Delete("/0"),
             Step::Delete("/1"),
@@ -482,7 +520,7 @@ impl Bootstrap {
                 }
             },
         };
-        let account = Account::new(&entry, &self.cfg, &mut self.keys);
+        let account = Account::new(&entry, &self.cfg, &mut self.keys, self.arrived_on);
         let extra: Vec<(Path, crate::lwm2m::node::Value)> = self
             .extra_writes(&ep, &entry)
             .into_iter()

@@ -490,3 +490,197 @@ fn a_profiles_extra_writes_go_out_before_finish_typed_by_the_models() {
     assert!(!steps.iter().any(|s| s.ends_with("/3/0/99")));
     assert_eq!(bs.state("dev-14").unwrap().phase, Phase::Finished);
 }
+
+/// Runs one obedient bootstrap of `ep` whose request arrived on `local`;
+/// the security instance written.
+fn security_written(bs: &mut Bootstrap, t: Instant, ep: &str, local: Option<&str>) -> Node {
+    let local = local.map(|l| l.parse().unwrap());
+    let q = format!("ep={ep}");
+    // A fresh message id each time, or the engine answers a duplicate.
+    static MID: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(9000);
+    let mid = MID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    bs.handle_datagram_on(t, 1, dev(), local, &bs_request(mid, &[q.as_str()]));
+    let (steps, writes) = obedient(bs, t);
+    writes
+        .into_iter()
+        .find(|(p, _)| p.starts_with("/0/"))
+        .unwrap_or_else(|| panic!("no security instance written: {steps:?}"))
+        .1
+}
+
+#[test]
+fn a_built_server_uri_names_the_address_the_request_arrived_on() {
+    let (mut bs, t) = server();
+    bs.put_entry(entry("mh-1", |_| {}));
+    let uri = |n: &Node| single(n, 0);
+    let on = |bs: &mut Bootstrap, local| uri(&security_written(bs, t, "mh-1", local));
+    assert_eq!(
+        on(&mut bs, Some("192.0.2.7")),
+        Value::String("coap://192.0.2.7:5685".into())
+    );
+    assert_eq!(
+        on(&mut bs, Some("10.1.2.3")),
+        Value::String("coap://10.1.2.3:5685".into())
+    );
+    // IPv4 on a dual-stack socket, IPv6 in brackets.
+    assert_eq!(
+        on(&mut bs, Some("::ffff:10.9.8.7")),
+        Value::String("coap://10.9.8.7:5685".into())
+    );
+    assert_eq!(
+        on(&mut bs, Some("2001:db8::5")),
+        Value::String("coap://[2001:db8::5]:5685".into())
+    );
+    // Nothing a device could dial: the configured host.
+    for nowhere in [None, Some("fe80::1"), Some("0.0.0.0")] {
+        assert_eq!(
+            on(&mut bs, nowhere),
+            Value::String("coap://127.0.0.1:5685".into())
+        );
+    }
+    // The operator's host beats the arrival address; an entry's URI both.
+    let keys: KeySource = Box::new(|b: &mut [u8]| b.fill(1));
+    let mut nat = Bootstrap::new(
+        BootstrapConfig {
+            host_override: Some("gw.example".into()),
+            ..BootstrapConfig::default()
+        },
+        3,
+        keys,
+    );
+    nat.put_entry(entry("mh-2", |_| {}));
+    nat.put_entry(entry("mh-3", |s| {
+        s.server_uri = Some("coap://lwm2m.site:5683".into())
+    }));
+    let w = security_written(&mut nat, t, "mh-2", Some("192.0.2.7"));
+    assert_eq!(uri(&w), Value::String("coap://gw.example:5685".into()));
+    let w = security_written(&mut nat, t, "mh-3", Some("192.0.2.7"));
+    assert_eq!(uri(&w), Value::String("coap://lwm2m.site:5683".into()));
+}
+
+/// A key pair and a self-signed certificate for it, PEM files in a fresh
+/// directory (made by the DTLS identity loader, as for the gateway).
+fn device_pki(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "lwm2m-gw-bs-{name}-{}-{}",
+        std::process::id(),
+        crate::clock::random_seed()
+    ));
+    crate::dtls::identity::load(&crate::dtls::identity::Files::default(), &dir).unwrap();
+    dir
+}
+
+#[test]
+fn rpk_and_x509_accounts_carry_the_devices_keys_and_the_gateways() {
+    let a = device_pki("a");
+    let b = device_pki("b");
+    let key = |d: &std::path::Path| d.join("server-key.pem").display().to_string();
+    let cert = |d: &std::path::Path| d.join("server-cert.pem").display().to_string();
+    let (public, pkcs8) =
+        crate::dtls::identity::device_key_pair(&std::fs::read(key(&a)).unwrap()).unwrap();
+    // PKCS#8 (RFC 5958): version 0, then the key's algorithm.
+    assert_eq!(&pkcs8[..2], &[0x30, pkcs8[1]]);
+    assert!(pkcs8
+        .windows(9)
+        .any(|w| w == [0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]));
+    assert_eq!(
+        crate::dtls::identity::device_key_pair(&pkcs8).unwrap(),
+        (public.clone(), pkcs8.clone()),
+        "Mbed TLS reads the PKCS#8 it was handed back to the same key"
+    );
+    let keys: KeySource = Box::new(|b: &mut [u8]| b.fill(1));
+    let mut bs = Bootstrap::new(BootstrapConfig::default(), 3, keys);
+    bs.set_server_identity(vec![0x30, 1, 2], vec![0x30, 3, 4]);
+    let t = Instant::now();
+
+    bs.put_entry(entry("rpk-1", |s| {
+        s.server_security = Some("rpk".into());
+        s.server_key = Some(key(&a));
+    }));
+    let w = security_written(&mut bs, t, "rpk-1", None);
+    assert_eq!(
+        single(&w, 0),
+        Value::String("coaps://127.0.0.1:5686".into())
+    );
+    assert_eq!(single(&w, 2), Value::Integer(1));
+    assert_eq!(single(&w, 3), Value::Opaque(public.clone()));
+    assert_eq!(single(&w, 4), Value::Opaque(vec![0x30, 1, 2]));
+    assert_eq!(single(&w, 5), Value::Opaque(pkcs8.clone()));
+    let creds: Vec<Credential> = events(&mut bs)
+        .into_iter()
+        .filter_map(|e| match e {
+            BsEvent::Credential(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        creds[0].security,
+        Security::Rpk {
+            public_key: public.clone()
+        }
+    );
+
+    // The mode follows the files when it is not named.
+    bs.put_entry(entry("x509-1", |s| {
+        s.server_cert = Some(cert(&a));
+        s.server_key = Some(key(&a));
+    }));
+    let w = security_written(&mut bs, t, "x509-1", None);
+    let der = crate::credentials::certificate(&std::fs::read(cert(&a)).unwrap()).unwrap();
+    assert_eq!(single(&w, 2), Value::Integer(2));
+    assert_eq!(single(&w, 3), Value::Opaque(der.clone()));
+    assert_eq!(single(&w, 4), Value::Opaque(vec![0x30, 3, 4]));
+    assert_eq!(single(&w, 5), Value::Opaque(pkcs8));
+    let cred = events(&mut bs).into_iter().find_map(|e| match e {
+        BsEvent::Credential(c) => Some(c),
+        _ => None,
+    });
+    assert_eq!(
+        cred.unwrap().security,
+        Security::X509 {
+            certificate: Some(der)
+        }
+    );
+
+    // Mistakes name themselves.
+    let fails = |f: &dyn Fn(&mut EntrySpec)| {
+        let mut s = EntrySpec {
+            endpoint: "bad".into(),
+            ..EntrySpec::default()
+        };
+        f(&mut s);
+        s.build(FsPath::new(".")).unwrap_err().0
+    };
+    let e = fails(&|s| s.server_security = Some("rpk".into()));
+    assert!(e.contains("needs --server-key"), "{e}");
+    let e = fails(&|s| {
+        s.server_security = Some("x509".into());
+        s.server_key = Some(key(&a));
+    });
+    assert!(
+        e.contains("--server-cert FILE and --server-key FILE"),
+        "{e}"
+    );
+    let e = fails(&|s| {
+        s.server_cert = Some(cert(&a));
+        s.server_key = Some(key(&b));
+    });
+    assert!(e.contains("is not the certificate of the key"), "{e}");
+    let e = fails(&|s| {
+        s.server_security = Some("psk".into());
+        s.server_key = Some(key(&a));
+    });
+    assert!(e.contains("are for rpk or x509"), "{e}");
+    let e = fails(&|s| {
+        s.server_security = Some("rpk".into());
+        s.server_key = Some(cert(&a));
+    });
+    assert!(e.contains("not a private key"), "{e}");
+    let e = fails(&|s| s.server_security = Some("tls".into()));
+    assert!(e.contains("give nosec, psk, rpk"), "{e}");
+    // The key never shows in a debug print.
+    let e = entry("rpk-2", |s| s.server_key = Some(key(&a)));
+    assert!(format!("{e:?}").contains("server_security: RPK"));
+    let _ = std::fs::remove_dir_all(a);
+    let _ = std::fs::remove_dir_all(b);
+}

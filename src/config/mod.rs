@@ -53,6 +53,10 @@ pub struct BootstrapSection {
     pub stall_timeout_s: u64,
     /// Bootstraps running at once; more get 5.03 and retry.
     pub max_sessions: usize,
+    /// Host of the server URIs handed out; unset: the address each
+    /// bootstrap request arrived on. Set it behind NAT, or to the DNS name
+    /// the server certificate carries.
+    pub server_host: Option<String>,
 }
 
 impl Default for BootstrapSection {
@@ -62,6 +66,7 @@ impl Default for BootstrapSection {
             dtls_port: 5688,
             stall_timeout_s: 60,
             max_sessions: 1024,
+            server_host: None,
         }
     }
 }

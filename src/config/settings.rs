@@ -157,6 +157,16 @@ impl Config {
                     server_host: self.server_host()?,
                     coap_port: self.coap.port,
                     dtls_port: self.dtls.enabled.then_some(self.dtls.port),
+                    host_override: match &b.server_host {
+                        Some(h) if !name_ok(h) => {
+                            return Err(ConfigError(format!(
+                                "bootstrap.server_host = {h:?}: a host name or an IP address"
+                            )))
+                        }
+                        h => h.clone(),
+                    },
+                    server_public_key: Vec::new(),
+                    server_certificate: Vec::new(),
                 },
             })
         };

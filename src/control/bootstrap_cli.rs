@@ -10,7 +10,7 @@ use std::path::Path;
 #[derive(Debug)]
 pub enum BsCommand {
     /// `bootstrap add EP` with the flags in the spec.
-    Add(EntrySpec),
+    Add(Box<EntrySpec>),
     /// `bootstrap import FILE` (TOML `[[device]]` tables, or CSV).
     Import(std::path::PathBuf),
     /// `bootstrap list`.
@@ -26,10 +26,10 @@ pub enum BsCommand {
 /// Parses the words after `bootstrap`; `spec` holds the flags given.
 pub fn parse(words: &[&str], spec: EntrySpec) -> Result<BsCommand, String> {
     Ok(match words {
-        ["add", ep] => BsCommand::Add(EntrySpec {
+        ["add", ep] => BsCommand::Add(Box::new(EntrySpec {
             endpoint: ep.to_string(),
             ..spec
-        }),
+        })),
         ["import", f] => BsCommand::Import(f.into()),
         ["list"] => BsCommand::List,
         ["show", ep] => BsCommand::Show(ep.to_string()),

@@ -41,8 +41,10 @@ Usage:
                                            SubjectPublicKeyInfo, for RPK devices); the key
                                            is made on first use if no dtls.key_file is set
   lwm2m-gw bootstrap add [OPTIONS] ENDPOINT [--profile NAME] [--psk-identity ID --psk-key HEX
-                      | --rpk-key BASE64 | --x509-cert FILE] [--server-security nosec|psk]
-                      [--server-uri URI] [--lifetime S] [--binding U|UQ]
+                      | --rpk-key BASE64 | --x509-cert FILE] [--server-security nosec|psk
+                      | --server-security rpk --server-key FILE | --server-security x509
+                      --server-cert FILE --server-key FILE] [--server-uri URI] [--lifetime S]
+                      [--binding U|UQ]
                                            enrol a device with the bootstrap server
   lwm2m-gw bootstrap import [OPTIONS] FILE enrol many (TOML [[device]] tables, or CSV
                                            with a header line); one bad entry: none
@@ -171,6 +173,8 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
             Long("bootstrap-dtls-port") => c.bootstrap_dtls_port = Some(p.value()?.parse()?),
             Long("server-security") => c.bs.server_security = Some(p.value()?.string()?),
             Long("server-uri") => c.bs.server_uri = Some(p.value()?.string()?),
+            Long("server-key") => c.bs.server_key = Some(p.value()?.string()?),
+            Long("server-cert") => c.bs.server_cert = Some(p.value()?.string()?),
             Long("lifetime") => c.bs.lifetime = Some(p.value()?.parse()?),
             Long("binding") => c.bs.binding = Some(p.value()?.string()?),
             Long("data-dir") => c.data_dir = Some(p.value()?.into()),

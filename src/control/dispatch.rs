@@ -350,21 +350,69 @@ fn check_entries(b: &mut impl Backend, list: &[Entry]) -> Result<(), String> {
             }
         }
         // The LwM2M server account's identity is the endpoint name.
-        if e.server_security == crate::bootstrap::ServerSecurity::Psk {
-            let taken = b.server().credentials().into_iter().find(|c| {
-                c.endpoint != e.endpoint
-                    && matches!(&c.security, Security::Psk { identity, .. } if *identity == e.endpoint)
-            });
-            if let Some(c) = taken {
-                return Err(format!(
-                    "{}: the PSK identity {:?} of its server account already belongs to {}",
-                    e.endpoint, e.endpoint, c.endpoint
-                ));
-            }
+        use crate::bootstrap::ServerSecurity as S;
+        let clash = |c: &Security| match (&e.server_security, c) {
+            (S::Psk, Security::Psk { identity, .. }) => *identity == e.endpoint,
+            (S::Rpk { public_key: a, .. }, Security::Rpk { public_key: b }) => a == b,
+            (
+                S::X509 { certificate: a, .. },
+                Security::X509 {
+                    certificate: Some(b),
+                },
+            ) => a == b,
+            _ => false,
+        };
+        // The LwM2M server tells devices apart by these; two endpoints
+        // with one would be one device to it.
+        let what = match &e.server_security {
+            S::Psk => format!("the PSK identity {:?}", e.endpoint),
+            S::Rpk { .. } => "the public key".into(),
+            S::X509 { .. } => "the certificate".into(),
+            S::NoSec => continue,
+        };
+        let taken = b
+            .server()
+            .credentials()
+            .into_iter()
+            .find(|c| c.endpoint != e.endpoint && clash(&c.security));
+        if let Some(c) = taken {
+            return Err(format!(
+                "{}: {what} of its server account already belongs to {}",
+                e.endpoint, c.endpoint
+            ));
+        }
+        let twice = list.iter().find(|o| {
+            o.endpoint != e.endpoint
+                && match (&e.server_security, &o.server_security) {
+                    (S::Rpk { public_key: a, .. }, S::Rpk { public_key: b, .. }) => a == b,
+                    (S::X509 { certificate: a, .. }, S::X509 { certificate: b, .. }) => a == b,
+                    _ => false,
+                }
+        });
+        if let Some(o) = twice {
+            return Err(format!(
+                "{}: {what} of its server account is also given to {}",
+                e.endpoint, o.endpoint
+            ));
         }
     }
     let bs = b.bootstrap().ok_or("the bootstrap server is off")?;
     for e in list {
+        use crate::bootstrap::ServerSecurity as S;
+        let same_key = bs.entries().into_iter().find(|o| {
+            o.endpoint != e.endpoint
+                && match (&e.server_security, &o.server_security) {
+                    (S::Rpk { public_key: a, .. }, S::Rpk { public_key: b, .. }) => a == b,
+                    (S::X509 { certificate: a, .. }, S::X509 { certificate: b, .. }) => a == b,
+                    _ => false,
+                }
+        });
+        if let Some(o) = same_key {
+            return Err(format!(
+                "{}: its server account's key is also given to {}",
+                e.endpoint, o.endpoint
+            ));
+        }
         if let Security::Psk { identity, .. } = &e.security {
             let taken = bs.entries().into_iter().find(|o| {
                 o.endpoint != e.endpoint

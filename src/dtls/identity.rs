@@ -110,6 +110,8 @@ pub struct Identity {
     pub public_key: Vec<u8>,
     /// The private key, DER (SEC1 for an EC key), for the raw-key stack.
     pub private_der: Vec<u8>,
+    /// The first certificate of the chain, DER, for X.509 provisioning.
+    pub certificate_der: Vec<u8>,
     /// Where a generated key or certificate was written, for the log.
     pub made: Vec<PathBuf>,
     /// A generated certificate made again because its names changed.
@@ -241,7 +243,13 @@ pub fn load(files: &Files, dir: &Path) -> Result<Identity, DtlsError> {
         Some(p) => Some(Arc::new(certificates(p)?)),
         None => None,
     };
+    let certificate_der = certificate
+        .iter()
+        .next()
+        .map(|c| c.as_der().to_vec())
+        .unwrap_or_default();
     Ok(Identity {
+        certificate_der,
         key: Arc::new(key),
         certificate: Arc::new(certificate),
         trust,
@@ -250,6 +258,79 @@ pub fn load(files: &Files, dir: &Path) -> Result<Identity, DtlsError> {
         made,
         remade,
     })
+}
+
+/// A device's key pair from its private key file (PEM or DER; SEC1 or
+/// PKCS#8): the DER SubjectPublicKeyInfo and the PKCS#8 DER private key
+/// (RFC 5958), the encodings LwM2M's Security object carries.
+pub fn device_key_pair(bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>), DtlsError> {
+    let mut b = bytes.to_vec();
+    if b.starts_with(b"-----") {
+        b.push(0);
+    }
+    let bad = |e: mbedtls::Error| DtlsError::Config(format!("not a private key: {e}"));
+    let mut key = Pk::from_private_key(&b, None).map_err(bad)?;
+    let public = key.write_public_der_vec().map_err(bad)?;
+    let private = key.write_private_der_vec().map_err(bad)?;
+    let pkcs8 = pkcs8(&public, &private)
+        .ok_or_else(|| DtlsError::Library("the key's DER encoding is not understood".into()))?;
+    Ok((public, pkcs8))
+}
+
+/// The DER SubjectPublicKeyInfo of a DER certificate.
+pub fn certificate_public_key(der: &[u8]) -> Result<Vec<u8>, DtlsError> {
+    let bad = |e: mbedtls::Error| DtlsError::Config(format!("not a certificate: {e}"));
+    let mut c = Certificate::from_der(der).map_err(bad)?;
+    c.public_key_mut().write_public_der_vec().map_err(bad)
+}
+
+/// PrivateKeyInfo ::= SEQUENCE { version 0, the SPKI's AlgorithmIdentifier,
+/// OCTET STRING holding the key as Mbed TLS wrote it (SEC1 or PKCS#1) }.
+fn pkcs8(spki: &[u8], private: &[u8]) -> Option<Vec<u8>> {
+    let (spki_body, _) = der_split(spki)?;
+    let (_, after_alg) = der_split(spki_body)?;
+    let alg = &spki_body[..spki_body.len() - after_alg.len()];
+    let mut body = vec![0x02, 0x01, 0x00];
+    body.extend_from_slice(alg);
+    body.extend(der_tlv(0x04, private));
+    Some(der_tlv(0x30, &body))
+}
+
+/// The content of the DER item at the start of `b`, and what follows it.
+fn der_split(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let first = *b.get(1)?;
+    let (len, head) = if first < 0x80 {
+        (first as usize, 2)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || b.len() < 2 + n {
+            return None;
+        }
+        let len = b[2..2 + n]
+            .iter()
+            .fold(0usize, |a, x| (a << 8) | *x as usize);
+        (len, 2 + n)
+    };
+    let end = head.checked_add(len).filter(|e| *e <= b.len())?;
+    Some((&b[head..end], &b[end..]))
+}
+
+fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    let n = content.len();
+    if n < 0x80 {
+        v.push(n as u8);
+    } else {
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        v.push(0x80 | bytes.len() as u8);
+        v.extend(bytes);
+    }
+    v.extend_from_slice(content);
+    v
 }
 
 /// A self-signed certificate for the server key, with `names`, valid for

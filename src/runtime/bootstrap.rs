@@ -36,12 +36,18 @@ pub struct Shell {
 impl Shell {
     /// Binds the ports; the core is built in [`Shell::start`].
     pub fn bind(cfg: &BootstrapSettings) -> Result<(Option<Socket>, Option<Socket>), RunError> {
+        let bind = |l: &crate::config::Listen, what: &str| {
+            let mut s = Socket::bind(l, what)?;
+            // Server URIs name the address each request arrived on.
+            s.want_arrival_address();
+            Ok::<_, RunError>(s)
+        };
         let udp = match &cfg.listen {
-            Some(l) => Some(Socket::bind(l, "bootstrap udp")?),
+            Some(l) => Some(bind(l, "bootstrap udp")?),
             None => None,
         };
         let dtls = match &cfg.dtls {
-            Some(d) => Some(Socket::bind(&d.listen, "bootstrap dtls udp")?),
+            Some(d) => Some(bind(&d.listen, "bootstrap dtls udp")?),
             None => None,
         };
         Ok((udp, dtls))
@@ -49,14 +55,15 @@ impl Shell {
 
     /// Restores the entries and records from the store and starts serving
     /// on the bound sockets; `coap_port` and `dtls_port` are the LwM2M
-    /// server's, put in the URIs handed out.
+    /// server's, put in the URIs handed out, and `identity` its DTLS
+    /// public key and certificate, handed out with RPK and X.509 accounts.
     pub fn start(
         cfg: &BootstrapSettings,
         sockets: (Option<Socket>, Option<Socket>),
         store: &Store,
         models: std::sync::Arc<crate::lwm2m::ModelLibrary>,
         coap_port: u16,
-        dtls_port: Option<u16>,
+        dtls: Option<(u16, dtls::ServerIdentity)>,
     ) -> Result<Shell, RunError> {
         let keys: KeySource = Box::new(|buf: &mut [u8]| {
             if !crate::clock::random_bytes(buf) {
@@ -66,7 +73,11 @@ impl Shell {
             }
         });
         let mut core = Bootstrap::new(cfg.core.clone(), crate::clock::random_seed(), keys);
+        let dtls_port = dtls.as_ref().map(|d| d.0);
         core.set_server_ports(coap_port, dtls_port);
+        if let Some((_, id)) = dtls {
+            core.set_server_identity(id.public_key, id.certificate);
+        }
         core.set_models(models);
         let mut states: std::collections::HashMap<String, crate::bootstrap::State> = store
             .bootstrap_states()?
@@ -169,14 +180,17 @@ impl Shell {
     pub fn receive(&mut self, now: Instant, buf: &mut [u8], max: usize) {
         if let Some(u) = &self.udp {
             for _ in 0..BATCH {
-                match u.try_recv(buf) {
-                    Ok((n, peer)) if self.core.is_secure_peer(peer) || n > max => {
+                match u.try_recv_on(buf) {
+                    Ok((n, peer, _)) if self.core.is_secure_peer(peer) || n > max => {
                         log::debug!("peer={peer} bootstrap datagram dropped ({n} bytes)");
                     }
-                    Ok((n, peer)) => {
-                        self.core
-                            .handle_datagram(now, crate::clock::unix_ms(), peer, &buf[..n])
-                    }
+                    Ok((n, peer, local)) => self.core.handle_datagram_on(
+                        now,
+                        crate::clock::unix_ms(),
+                        peer,
+                        local,
+                        &buf[..n],
+                    ),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
                         log::warn!("bootstrap udp receive: {e}");

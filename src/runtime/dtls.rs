@@ -11,14 +11,14 @@ use crate::dtls::{self, DtlsServer, Keys};
 use crate::server::Server;
 use serde_json::{json, Value as Json};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// What a DTLS shell hands decrypted datagrams and sessions to: the
 /// LwM2M server, or the bootstrap server on its own port.
 pub trait Secured {
-    /// A decrypted datagram.
-    fn datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]);
+    /// A decrypted datagram, and the gateway address it arrived on.
+    fn datagram(&mut self, now: Instant, peer: SocketAddr, local: Option<IpAddr>, bytes: &[u8]);
     /// A session opened (`Some`) or ended (`None`).
     fn session(&mut self, now: Instant, peer: SocketAddr, auth: Option<Authenticated>);
     /// Whether `peer` must only be answered through its session.
@@ -26,7 +26,7 @@ pub trait Secured {
 }
 
 impl Secured for Server {
-    fn datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
+    fn datagram(&mut self, now: Instant, peer: SocketAddr, _: Option<IpAddr>, bytes: &[u8]) {
         self.handle_datagram(now, crate::clock::unix_ms(), peer, bytes)
     }
     fn session(&mut self, _now: Instant, peer: SocketAddr, auth: Option<Authenticated>) {
@@ -38,8 +38,8 @@ impl Secured for Server {
 }
 
 impl Secured for Bootstrap {
-    fn datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
-        self.handle_datagram(now, crate::clock::unix_ms(), peer, bytes)
+    fn datagram(&mut self, now: Instant, peer: SocketAddr, local: Option<IpAddr>, bytes: &[u8]) {
+        self.handle_datagram_on(now, crate::clock::unix_ms(), peer, local, bytes)
     }
     fn session(&mut self, now: Instant, peer: SocketAddr, auth: Option<Authenticated>) {
         self.secure_session(now, peer, auth)
@@ -55,6 +55,18 @@ pub struct Shell {
     socket: Socket,
     /// Datagrams for secure peers without an open session, not sent.
     unsent: u64,
+    /// The gateway's public key and certificate, for bootstrap.
+    identity: ServerIdentity,
+}
+
+/// What devices given a RPK or X.509 account must trust: the gateway's
+/// public key (DER SubjectPublicKeyInfo) and certificate (DER).
+#[derive(Debug, Clone, Default)]
+pub struct ServerIdentity {
+    /// DER SubjectPublicKeyInfo.
+    pub public_key: Vec<u8>,
+    /// DER certificate.
+    pub certificate: Vec<u8>,
 }
 
 impl Shell {
@@ -111,7 +123,16 @@ impl Shell {
             dtls: d,
             socket,
             unsent: 0,
+            identity: ServerIdentity {
+                public_key: id.public_key.clone(),
+                certificate: id.certificate_der.clone(),
+            },
         })
+    }
+
+    /// The gateway's public key and certificate.
+    pub fn server_identity(&self) -> ServerIdentity {
+        self.identity.clone()
     }
 
     /// The socket, to wait on.
@@ -128,8 +149,13 @@ impl Shell {
     /// decrypted, opened and closed to the server.
     pub fn receive(&mut self, core: &mut impl Secured, now: Instant, buf: &mut [u8]) {
         for _ in 0..BATCH {
-            match self.socket.try_recv(buf) {
-                Ok((n, peer)) => self.dtls.handle_datagram(now, peer, &buf[..n]),
+            match self.socket.try_recv_on(buf) {
+                Ok((n, peer, local)) => {
+                    self.dtls.handle_datagram(now, peer, &buf[..n]);
+                    // Drained per datagram: what it decrypted arrived on
+                    // its local address.
+                    self.drain(core, now, local);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     log::warn!("dtls udp receive: {e}");
@@ -138,10 +164,14 @@ impl Shell {
             }
         }
         self.dtls.handle_timeout(now);
+        self.drain(core, now, None);
+    }
+
+    fn drain(&mut self, core: &mut impl Secured, now: Instant, local: Option<IpAddr>) {
         while let Some(ev) = self.dtls.poll_event() {
             match ev {
                 dtls::Event::Established { peer, auth } => core.session(now, peer, Some(auth)),
-                dtls::Event::Data { peer, bytes } => core.datagram(now, peer, &bytes),
+                dtls::Event::Data { peer, bytes } => core.datagram(now, peer, local, &bytes),
                 dtls::Event::Closed { peer, .. } => core.session(now, peer, None),
             }
         }

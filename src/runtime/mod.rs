@@ -131,7 +131,8 @@ impl Gateway {
                 &store,
                 models.clone(),
                 udp.local_addr().port(),
-                dtls.as_ref().map(|d| d.socket().local_addr().port()),
+                dtls.as_ref()
+                    .map(|d| (d.socket().local_addr().port(), d.server_identity())),
             )?),
             _ => {
                 log::info!("bootstrap server: off (bootstrap.port and dtls_port are 0)");

@@ -17,6 +17,8 @@ pub struct Socket {
     socket: Async<UdpSocket>,
     local_addr: SocketAddr,
     dual_stack: bool,
+    /// The kernel tells each datagram's destination address (IP_PKTINFO).
+    pktinfo: bool,
     /// Plain CoAP datagrams from peers that must use DTLS, dropped.
     pub plain_dropped: u64,
 }
@@ -36,8 +38,63 @@ impl Socket {
             socket,
             local_addr,
             dual_stack,
+            pktinfo: false,
             plain_dropped: 0,
         })
+    }
+
+    /// From now on [`Socket::try_recv_on`] tells the gateway address each
+    /// datagram arrived on, also on a wildcard bind.
+    pub fn want_arrival_address(&mut self) {
+        if self.local_addr.ip().is_unspecified() {
+            self.enable_pktinfo();
+        }
+    }
+
+    fn enable_pktinfo(&mut self) {
+        use std::os::fd::AsRawFd;
+        let (level, opt) = match self.local_addr {
+            SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_PKTINFO),
+            SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
+        };
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt on a descriptor we own, with a c_int argument.
+        let r = unsafe {
+            libc::setsockopt(
+                self.socket.get_ref().as_raw_fd(),
+                level,
+                opt,
+                &on as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            self.pktinfo = true;
+        } else {
+            log::warn!(
+                "udp {}: the address each datagram arrives on is unknown ({}); \
+                 bootstrap URIs name the configured host",
+                self.local_addr,
+                io::Error::last_os_error()
+            );
+        }
+    }
+
+    /// One datagram, if one is waiting: its length, its peer (canonical)
+    /// and the gateway address it was sent to, when known.
+    pub fn try_recv_on(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+        if !self.pktinfo {
+            let bound = Some(self.local_addr.ip()).filter(|ip| !ip.is_unspecified());
+            return self.try_recv(buf).map(|(n, p)| (n, p, bound));
+        }
+        use std::os::fd::AsRawFd;
+        loop {
+            match recv_pktinfo(self.socket.get_ref().as_raw_fd(), buf) {
+                Ok((n, peer, local)) => return Ok((n, canonical(peer), local)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The bound address.
@@ -197,6 +254,80 @@ fn bind_dual_stack(port: u16) -> io::Result<UdpSocket> {
     }
 }
 
+/// recvmsg with the destination address from its IP_PKTINFO or
+/// IPV6_PKTINFO control message (IPv4 on a dual-stack socket comes as
+/// IPV6_PKTINFO with a mapped address).
+fn recv_pktinfo(
+    fd: std::os::fd::RawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+    // SAFETY: msghdr points at buffers that live through the call; control
+    // messages are read within msg_controllen via the CMSG macros, and
+    // their payloads with unaligned reads.
+    unsafe {
+        let mut name: libc::sockaddr_storage = std::mem::zeroed();
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // u64s keep the control buffer aligned for cmsghdr.
+        let mut control = [0u64; 16];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = &mut name as *mut _ as *mut libc::c_void;
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(fd, &mut msg, 0);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let peer = match name.ss_family as libc::c_int {
+            libc::AF_INET => {
+                let a: libc::sockaddr_in = std::ptr::read(&name as *const _ as *const _);
+                SocketAddr::from((
+                    std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                    u16::from_be(a.sin_port),
+                ))
+            }
+            libc::AF_INET6 => {
+                let a: libc::sockaddr_in6 = std::ptr::read(&name as *const _ as *const _);
+                SocketAddr::from((
+                    Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                ))
+            }
+            f => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("datagram from address family {f}"),
+                ))
+            }
+        };
+        let mut local = None;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let i: libc::in_pktinfo = std::ptr::read_unaligned(data as *const _);
+                    // The interface address the packet was accepted on.
+                    local = Some(IpAddr::V4(u32::from_be(i.ipi_spec_dst.s_addr).into()));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let i: libc::in6_pktinfo = std::ptr::read_unaligned(data as *const _);
+                    let a = Ipv6Addr::from(i.ipi6_addr.s6_addr);
+                    local = Some(a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4));
+                }
+                _ => {}
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        Ok((n as usize, peer, local))
+    }
+}
+
 /// IPv4 peers on a dual-stack socket appear as `::ffff:a.b.c.d`; the rest
 /// of the gateway sees them as plain IPv4.
 fn canonical(a: SocketAddr) -> SocketAddr {
@@ -229,5 +360,48 @@ mod tests {
         let v6: SocketAddr = "[2001:db8::1]:5683".parse().unwrap();
         assert_eq!(canonical(v6), v6);
         assert_eq!(mapped(v6), v6);
+    }
+
+    /// Binds `addr` with the control messages on (as on a wildcard bind),
+    /// sends one datagram to it, and gives what `try_recv_on` saw.
+    fn arrival(addr: &str) -> Option<(usize, SocketAddr, Option<IpAddr>)> {
+        let listen = Listen {
+            addr: addr.parse().unwrap(),
+            socket_buffer: 65536,
+            max_datagram: 1152,
+        };
+        let mut s = match Socket::bind(&listen, "test") {
+            Ok(s) => s,
+            // No IPv6 loopback on this host.
+            Err(_) => return None,
+        };
+        s.enable_pktinfo();
+        assert!(s.pktinfo);
+        let from = UdpSocket::bind(SocketAddr::new(s.local_addr().ip(), 0)).unwrap();
+        from.send_to(b"hello", s.local_addr()).unwrap();
+        let mut buf = [0u8; 64];
+        for _ in 0..1000 {
+            match s.try_recv_on(&mut buf) {
+                Ok(r) => {
+                    assert_eq!(&buf[..r.0], b"hello");
+                    assert_eq!(r.1, from.local_addr().unwrap());
+                    return Some(r);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(2))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("the datagram never arrived");
+    }
+
+    #[test]
+    fn the_kernel_tells_which_address_a_datagram_arrived_on() {
+        let (_, _, local) = arrival("127.0.0.1:0").unwrap();
+        assert_eq!(local, Some("127.0.0.1".parse().unwrap()));
+        if let Some((_, _, local)) = arrival("[::1]:0") {
+            assert_eq!(local, Some("::1".parse().unwrap()));
+        }
     }
 }
