@@ -30,6 +30,7 @@ pub mod logging;
 pub mod lwm2m;
 pub mod northbound;
 pub mod notify;
+pub mod ota;
 pub mod profile;
 pub mod runtime;
 pub mod server;

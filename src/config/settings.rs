@@ -311,6 +311,7 @@ impl Config {
                 max_queue_per_peer: c.max_queue_per_peer,
                 max_peers: c.max_peers,
                 max_block_states: c.max_block_transfers,
+                reassemble_block1: true,
             },
             max_registrations: self.registration.max_registrations,
             expiry_grace: Duration::from_secs(self.registration.expiry_grace_s),

@@ -183,6 +183,9 @@ pub enum Expect {
     Observe(Path),
     /// The first values of a composite observation.
     ObserveComposite(Vec<Path>),
+    /// One block of a package: the code, and the device's Block1 option
+    /// (`{"block1": [num, more, szx]}`), which may ask for smaller blocks.
+    Block,
 }
 
 /// A command turned into a request for the device.
@@ -864,7 +867,7 @@ pub fn answer(expect: &Expect, resp: &Message, schema: &dyn Schema) -> Answer {
     let result = result_name(resp.code);
     if !resp.code.is_success() {
         let diag = String::from_utf8_lossy(&resp.payload).into_owned();
-        return Answer::fail(
+        let mut a = Answer::fail(
             result,
             if diag.is_empty() {
                 format!("device answered {}", resp.code)
@@ -872,6 +875,11 @@ pub fn answer(expect: &Expect, resp: &Message, schema: &dyn Schema) -> Answer {
                 diag
             },
         );
+        // A 4.13 to a block may name the size the device takes.
+        if let (Expect::Block, Some(Ok(b))) = (expect, resp.block1()) {
+            a.value = Some(serde_json::json!({"block1": [b.num, b.more, b.szx]}));
+        }
+        return a;
     }
     let cf = resp.content_format();
     let decode_at = |path: &Path| -> Result<Json, String> {
@@ -884,6 +892,15 @@ pub fn answer(expect: &Expect, resp: &Message, schema: &dyn Schema) -> Answer {
     };
     let value = match expect {
         Expect::Status => return Answer::ok(result, None),
+        Expect::Block => {
+            return Answer::ok(
+                result,
+                match resp.block1() {
+                    Some(Ok(b)) => Some(serde_json::json!({"block1": [b.num, b.more, b.szx]})),
+                    _ => None,
+                },
+            )
+        }
         Expect::Node(p) | Expect::Observe(p) => decode_at(p),
         Expect::Discover => discover_json(&resp.payload),
         Expect::Composite(paths) | Expect::ObserveComposite(paths) => (|| {

@@ -312,6 +312,69 @@ impl Server {
         }
     }
 
+    /// Sends one block of a package to `endpoint`: a PUT of octet-stream
+    /// with `block` as its Block1 option (and Size1 on block 0). Its answer
+    /// comes out of `poll_answer` with `handle`, carrying the device's
+    /// Block1 option. Blocks are never queued: a queue-mode device that is
+    /// not awake answers DEVICE_ASLEEP at once, and the sender waits for it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn block_write(
+        &mut self,
+        now: Instant,
+        handle: u64,
+        endpoint: &str,
+        path: &crate::lwm2m::Path,
+        block: coap::BlockOpt,
+        size1: Option<u64>,
+        payload: Vec<u8>,
+    ) {
+        let Some(reg) = self.registry.get(endpoint) else {
+            self.answers.push_back((
+                handle,
+                Answer::fail(
+                    "DEVICE_NOT_REGISTERED",
+                    format!("no registration for endpoint {endpoint:?}"),
+                ),
+            ));
+            return;
+        };
+        let peer = reg.peer;
+        if self.must_queue(now, endpoint) {
+            self.answers.push_back((
+                handle,
+                Answer::fail("DEVICE_ASLEEP", "the queue-mode device is not listening"),
+            ));
+            return;
+        }
+        let mut m = Message::new(MsgType::Con, Code::PUT, 0, Token::EMPTY);
+        m.set_uri_path(&path.to_string());
+        m.set_uint_option(
+            opt::CONTENT_FORMAT,
+            crate::lwm2m::format::ContentFormat::Opaque.code() as u64,
+        );
+        m.set_option(opt::BLOCK1, block.encode());
+        if let Some(s) = size1 {
+            m.set_uint_option(opt::SIZE1, s);
+        }
+        m.payload = payload;
+        match self.engine.request(now, peer, m) {
+            Ok(id) => {
+                self.pending.insert(
+                    id,
+                    Pending {
+                        handle,
+                        endpoint: endpoint.into(),
+                        expect: Expect::Block,
+                        queued: None,
+                    },
+                );
+            }
+            Err(e) => self
+                .answers
+                .push_back((handle, Answer::fail("SERVICE_UNAVAILABLE", e.to_string()))),
+        }
+    }
+
     /// Next command answer, with the caller's handle.
     pub fn poll_answer(&mut self) -> Option<(u64, Answer)> {
         self.answers.pop_front()

@@ -86,7 +86,8 @@ impl Engine {
         };
         let id = self.next_exchange;
         self.next_exchange += 1;
-        let block1 = if msg.payload.len() > self.cfg.block_size {
+        // A request that carries its own Block1 is one block already.
+        let block1 = if msg.payload.len() > self.cfg.block_size && msg.block1().is_none() {
             Some((BlockOpt::szx_for(self.cfg.block_size), 0))
         } else {
             None

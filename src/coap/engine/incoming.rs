@@ -136,7 +136,7 @@ impl Engine {
             }
             None => {}
         }
-        match msg.block1() {
+        match msg.block1().filter(|_| self.cfg.reassemble_block1) {
             Some(Err(())) => {
                 return self.send_response(
                     now,

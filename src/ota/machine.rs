@@ -1,0 +1,1224 @@
+//! The sans-IO update machine: every device's update, the transfer slots,
+//! the blocks and commands to send, the answers and values that move an
+//! update on, and the stall timer that retries it.
+
+use super::update::{Phase, Record, Strategy};
+use super::{firmware_result, software_result, Image, Kind, OtaError};
+use crate::coap::BlockOpt;
+use crate::lwm2m::node::Value;
+use crate::lwm2m::Path;
+use crate::server::command::Answer;
+use serde_json::{json, Value as Json};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Handles of the machine's requests have this bit set, so the runtime can
+/// route their answers here and not to a control client.
+pub const OTA_HANDLE: u64 = 1 << 62;
+
+/// Limits and timers.
+#[derive(Debug, Clone)]
+pub struct OtaConfig {
+    /// Transfers running at once; the rest wait QUEUED.
+    pub max_concurrent: usize,
+    /// An update that does not move for this long is retried.
+    pub stall_timeout: Duration,
+    /// Retries before an update fails.
+    pub retries: u32,
+    /// Longest pause between two reads of the device's state while it
+    /// checks or installs a package (the first is 1 s, then doubling).
+    pub poll_interval: Duration,
+}
+
+impl Default for OtaConfig {
+    fn default() -> Self {
+        OtaConfig {
+            max_concurrent: 4,
+            stall_timeout: Duration::from_secs(60),
+            retries: 3,
+            poll_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How one update is to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartOptions {
+    /// Block size, 16..=1024, a power of two.
+    pub block_size: u32,
+    /// Software: Activate after Install.
+    pub activate: bool,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            block_size: 1024,
+            activate: false,
+        }
+    }
+}
+
+/// What to send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// One block of an image: `len` bytes at `offset` of image `image`,
+    /// written to `path` with Block1 `block` (Size1 `size` on block 0).
+    Block {
+        /// Answer handle.
+        handle: u64,
+        /// The device.
+        endpoint: String,
+        /// `/5/0/0` or `/9/0/2`.
+        path: Path,
+        /// Image id.
+        image: String,
+        /// Where the block starts in the image.
+        offset: u64,
+        /// Its length.
+        len: usize,
+        /// The Block1 option.
+        block: BlockOpt,
+        /// The image's size.
+        size: u64,
+    },
+    /// A command of the command language (Read, Execute, Observe, Write).
+    Command {
+        /// Answer handle.
+        handle: u64,
+        /// The device.
+        endpoint: String,
+        /// Method name.
+        method: &'static str,
+        /// Its parameters.
+        params: Json,
+    },
+}
+
+/// What to store and report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OtaEvent {
+    /// An update changed; `durable` when it entered another phase (flush
+    /// it), not for progress within one.
+    Changed {
+        /// The record.
+        record: Box<Record>,
+        /// Flush before going on.
+        durable: bool,
+    },
+    /// An image joined the store (its file is already on disk).
+    ImageAdded(Image),
+    /// An image left the store: its record and file go.
+    ImageRemoved(String),
+}
+
+/// What a request of the machine was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Block { offset: u64, len: usize, szx: u8 },
+    ReadState,
+    ReadVersion,
+    Execute(Exec),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exec {
+    Update,
+    Install,
+    Activate,
+}
+
+/// A device's update with what is in flight.
+struct Update {
+    rec: Record,
+    /// The request it waits on.
+    waiting: Option<(u64, Want)>,
+    /// Act again at (a pause before the next read, a retry).
+    next_at: Option<Instant>,
+    /// Gone or asleep: act when it is next heard.
+    idle: bool,
+    /// Retried when nothing moved by then.
+    deadline: Option<Instant>,
+    poll_every: Duration,
+    activated: bool,
+    /// Observations asked (state, result, version).
+    observing: bool,
+    last_percent: u32,
+}
+
+/// The OTA machine of every device.
+pub struct Ota {
+    cfg: OtaConfig,
+    /// The images in the store, by id.
+    images: BTreeMap<String, Image>,
+    updates: BTreeMap<String, Update>,
+    /// Requests in flight: handle to device, and the resource an
+    /// observation was asked of.
+    handles: HashMap<u64, (String, Option<Path>)>,
+    next_handle: u64,
+    actions: VecDeque<Action>,
+    events: VecDeque<OtaEvent>,
+    unix_ms: u64,
+    /// The time of the input being handled.
+    clock: Instant,
+}
+
+impl Ota {
+    /// A machine with no updates.
+    pub fn new(cfg: OtaConfig, now: Instant) -> Ota {
+        Ota {
+            cfg,
+            images: BTreeMap::new(),
+            updates: BTreeMap::new(),
+            handles: HashMap::new(),
+            next_handle: 0,
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            unix_ms: 0,
+            clock: now,
+        }
+    }
+
+    /// Puts back a stored image at start.
+    pub fn restore_image(&mut self, image: Image) {
+        self.images.insert(image.id.clone(), image);
+    }
+
+    /// An image whose file is now in the store. The same bytes added
+    /// again under the same title and version are the same image.
+    pub fn add_image(&mut self, image: Image) -> Result<Image, OtaError> {
+        if let Some(old) = self.images.get(&image.id) {
+            if (old.kind, &old.title, &old.version) == (image.kind, &image.title, &image.version) {
+                return Ok(old.clone());
+            }
+            return Err(OtaError::Busy(format!(
+                "the same bytes are already image {} ({} {} {})",
+                old.id,
+                old.kind.name(),
+                old.title,
+                old.version
+            )));
+        }
+        self.images.insert(image.id.clone(), image.clone());
+        self.events.push_back(OtaEvent::ImageAdded(image.clone()));
+        Ok(image)
+    }
+
+    /// Removes an image, unless an update still sends it.
+    pub fn remove_image(&mut self, id: &str) -> Result<Image, OtaError> {
+        let id = self.resolve(id)?.id.clone();
+        if let Some(u) = self
+            .updates
+            .values()
+            .find(|u| !u.rec.phase.is_final() && u.rec.image.id == id)
+        {
+            return Err(OtaError::Busy(format!(
+                "image {id} is in use by the update of {} ({}); cancel it first",
+                u.rec.endpoint,
+                u.rec.phase.name()
+            )));
+        }
+        let img = self.images.remove(&id).expect("resolved");
+        self.events.push_back(OtaEvent::ImageRemoved(id));
+        Ok(img)
+    }
+
+    /// An image by id, or by a unique prefix of it (as `git` takes hashes).
+    pub fn resolve(&self, id: &str) -> Result<&Image, OtaError> {
+        let id = id.trim().to_ascii_lowercase();
+        if id.len() < 4 {
+            return Err(OtaError::BadInput(format!(
+                "image id {id:?}: give at least 4 hex digits"
+            )));
+        }
+        let mut hits = self
+            .images
+            .range(id.clone()..)
+            .take_while(|(k, _)| k.starts_with(&id));
+        match (hits.next(), hits.next()) {
+            (Some((_, img)), None) => Ok(img),
+            (Some(_), Some(_)) => Err(OtaError::BadInput(format!(
+                "image id {id:?} names more than one image; give more digits"
+            ))),
+            _ => Err(OtaError::NotFound(format!("no image {id:?} in the store"))),
+        }
+    }
+
+    /// The image with this title and version, for a start from the platform.
+    pub fn find_image(&self, kind: Kind, title: &str, version: &str) -> Option<&Image> {
+        self.images
+            .values()
+            .find(|i| i.kind == kind && i.title == title && i.version == version)
+    }
+
+    /// Every image, oldest first.
+    pub fn images(&self) -> Vec<&Image> {
+        let mut v: Vec<&Image> = self.images.values().collect();
+        v.sort_by_key(|i| (i.added_ms, i.id.clone()));
+        v
+    }
+
+    /// Bytes the images take.
+    pub fn image_bytes(&self) -> u64 {
+        self.images.values().map(|i| i.size).sum()
+    }
+
+    /// Whether `handle` is one of the machine's.
+    pub fn owns(handle: u64) -> bool {
+        handle & OTA_HANDLE != 0
+    }
+
+    /// Starts updating `endpoint` with `image`: QUEUED until a slot is free.
+    pub fn start(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        endpoint: &str,
+        image: Image,
+        opts: StartOptions,
+    ) -> Result<Record, OtaError> {
+        self.unix_ms = unix_ms;
+        self.clock = now;
+        let b = opts.block_size;
+        if !(16..=1024).contains(&b) || !b.is_power_of_two() {
+            return Err(OtaError::BadInput(format!(
+                "block size {b}: give 16, 32, 64, 128, 256, 512 or 1024"
+            )));
+        }
+        if let Some(u) = self.updates.get(endpoint) {
+            if !u.rec.phase.is_final() {
+                return Err(OtaError::Busy(format!(
+                    "{endpoint} is being updated ({}, {}); cancel that first",
+                    u.rec.phase.name(),
+                    u.rec.image.version
+                )));
+            }
+            // Versions are compared whole: 1.1.1 is not 1.1.10.
+            if u.rec.phase == Phase::Updated
+                && u.rec.image.kind == image.kind
+                && u.rec.current_version.as_deref() == Some(image.version.as_str())
+            {
+                return Err(OtaError::Busy(format!(
+                    "{endpoint} already runs {} {}",
+                    image.kind.name(),
+                    image.version
+                )));
+            }
+        }
+        let rec = Record {
+            endpoint: endpoint.to_string(),
+            image,
+            strategy: Strategy::Push,
+            phase: Phase::Queued,
+            step: "waiting for a free transfer slot".into(),
+            block_size: b,
+            acked: 0,
+            blocks_sent: 0,
+            retries: 0,
+            error: None,
+            last_answer: None,
+            device_state: None,
+            device_result: None,
+            current_version: None,
+            started_ms: unix_ms,
+            progress_ms: unix_ms,
+            finished_ms: None,
+            activate: opts.activate,
+        };
+        log::info!(
+            "ep={endpoint} {} update to {} {} queued ({} bytes, {b}-byte blocks)",
+            rec.image.kind.name(),
+            rec.image.title,
+            rec.image.version,
+            rec.image.size
+        );
+        self.updates
+            .insert(endpoint.to_string(), Update::new(rec.clone()));
+        self.changed(endpoint, true);
+        self.promote(now);
+        Ok(self.updates[endpoint].rec.clone())
+    }
+
+    /// Puts back a stored update at start. One that was running resumes
+    /// from what the device had acknowledged; the restart is one retry.
+    pub fn restore(&mut self, mut rec: Record, now: Instant) {
+        self.clock = now;
+        if !rec.phase.is_final() && rec.phase != Phase::Queued {
+            rec.retries += 1;
+            rec.step = "resuming after a gateway restart".into();
+        }
+        let ep = rec.endpoint.clone();
+        let mut u = Update::new(rec);
+        if !u.rec.phase.is_final() && u.rec.phase != Phase::Queued {
+            u.next_at = Some(now);
+            u.deadline = Some(now + self.cfg.stall_timeout);
+        }
+        self.updates.insert(ep.clone(), u);
+        if self.updates[&ep].rec.retries > self.cfg.retries {
+            self.fail(
+                &ep,
+                "the gateway restarted too often during the update".into(),
+            );
+        }
+    }
+
+    /// Ends a running update: FAILED, "cancelled". A firmware device is
+    /// told to drop the package (an empty Package URI resets object 5).
+    pub fn cancel(&mut self, endpoint: &str) -> Result<Record, OtaError> {
+        let u = self
+            .updates
+            .get(endpoint)
+            .ok_or_else(|| OtaError::NotFound(format!("no update of {endpoint}")))?;
+        if u.rec.phase.is_final() {
+            return Err(OtaError::NotFound(format!(
+                "the update of {endpoint} has ended ({})",
+                u.rec.phase.name()
+            )));
+        }
+        let started = u.rec.phase != Phase::Queued;
+        let kind = u.rec.image.kind;
+        self.fail(endpoint, "cancelled by the operator".into());
+        if started && kind == Kind::Firmware {
+            let handle = self.handle(endpoint);
+            self.actions.push_back(Action::Command {
+                handle,
+                endpoint: endpoint.to_string(),
+                method: "WriteReplace",
+                params: json!({"id": "/5/0/1", "value": ""}),
+            });
+        }
+        Ok(self.updates[endpoint].rec.clone())
+    }
+
+    /// Forgets a device's ended update.
+    pub fn forget(&mut self, endpoint: &str) -> bool {
+        match self.updates.get(endpoint) {
+            Some(u) if u.rec.phase.is_final() => self.updates.remove(endpoint).is_some(),
+            _ => false,
+        }
+    }
+
+    /// One device's update.
+    pub fn record(&self, endpoint: &str) -> Option<&Record> {
+        self.updates.get(endpoint).map(|u| &u.rec)
+    }
+
+    /// Every update, by endpoint.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.updates.values().map(|u| &u.rec)
+    }
+
+    /// Whether a running or queued update sends `image`.
+    pub fn uses_image(&self, image: &str) -> bool {
+        self.updates
+            .values()
+            .any(|u| !u.rec.phase.is_final() && u.rec.image.id == image)
+    }
+
+    /// Transfers running (not queued, not ended).
+    pub fn running(&self) -> usize {
+        self.updates.values().filter(|u| u.is_active()).count()
+    }
+
+    /// The device registered or spoke (an Update, a queue-mode wake-up):
+    /// an update that waited for it goes on, and one waiting on the
+    /// device's verdict asks at once (it may have just rebooted).
+    pub fn device_seen(&mut self, now: Instant, endpoint: &str) {
+        self.clock = now;
+        let stall = self.cfg.stall_timeout;
+        let Some(u) = self.updates.get_mut(endpoint) else {
+            return;
+        };
+        if !u.is_active() {
+            return;
+        }
+        if u.idle {
+            u.idle = false;
+            u.next_at = Some(now);
+            u.deadline = Some(now + stall);
+            // Its observations went with its old registration.
+            u.observing = false;
+        } else if matches!(u.rec.phase, Phase::Downloaded | Phase::Updating) && u.waiting.is_none()
+        {
+            u.next_at = Some(now);
+            u.observing = false;
+        }
+        self.drive(now, endpoint);
+    }
+
+    /// A command's answer, for a handle the machine owns.
+    pub fn on_answer(&mut self, now: Instant, unix_ms: u64, handle: u64, a: &Answer) {
+        self.unix_ms = unix_ms;
+        self.clock = now;
+        let Some((ep, observed)) = self.handles.get(&handle).cloned() else {
+            return;
+        };
+        // A queued command answers twice: QUEUED, then the device's answer.
+        if a.result == "QUEUED" {
+            return;
+        }
+        self.handles.remove(&handle);
+        let Some(u) = self.updates.get_mut(&ep) else {
+            return;
+        };
+        let want = match u.waiting {
+            Some((h, w)) if h == handle => w,
+            // An observation's first value, or an answer to a request
+            // given up on: values are still news.
+            _ => {
+                if let (true, Some(v), Some(p)) = (a.is_success(), &a.value, observed) {
+                    let key = if Some(p) == self.version_path(&ep) {
+                        self.version_resource(&ep)
+                    } else {
+                        p.resource.unwrap_or(0)
+                    };
+                    self.on_value_map(now, &ep, BTreeMap::from([(key, v.clone())]));
+                    self.drive(now, &ep);
+                }
+                return;
+            }
+        };
+        u.waiting = None;
+        u.rec.last_answer = Some(match &a.error {
+            Some(e) => format!("{} ({e})", a.result),
+            None => a.result.to_string(),
+        });
+        match want {
+            Want::Block { offset, len, szx } => self.block_answered(now, &ep, offset, len, szx, a),
+            Want::ReadState | Want::ReadVersion if a.is_success() => {
+                let v = a.value.clone().unwrap_or(Json::Null);
+                let vals = if want == Want::ReadVersion {
+                    let r = self.version_resource(&ep);
+                    let mut m = BTreeMap::new();
+                    m.insert(r, v);
+                    m
+                } else {
+                    values_of(&v)
+                };
+                if let Some(u) = self.updates.get_mut(&ep) {
+                    u.poll_every = (u.poll_every * 2).min(self.cfg.poll_interval);
+                    u.next_at = Some(now + u.poll_every);
+                }
+                self.on_value_map(now, &ep, vals);
+            }
+            Want::Execute(e) if a.is_success() || a.result == "TIMEOUT" => {
+                // An Update may reboot the device before it answers.
+                self.executed(now, &ep, e);
+            }
+            _ => self.request_failed(now, &ep, want, a),
+        }
+        self.drive(now, &ep);
+    }
+
+    /// Values a device reported on its own (notifications, a Send).
+    pub fn on_values(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        endpoint: &str,
+        vals: &[(Path, Value)],
+    ) {
+        self.unix_ms = unix_ms;
+        self.clock = now;
+        let Some(u) = self.updates.get(endpoint) else {
+            return;
+        };
+        let obj = u.rec.image.kind.object();
+        let version = self.version_path(endpoint);
+        let mut m = BTreeMap::new();
+        for (p, v) in vals {
+            if p.object == obj && p.instance == Some(0) {
+                if let Some(r) = p.resource {
+                    m.insert(r, v.to_json());
+                }
+            } else if version == Some(*p) {
+                m.insert(self.version_resource(endpoint), v.to_json());
+            }
+        }
+        if !m.is_empty() {
+            self.on_value_map(now, endpoint, m);
+            self.drive(now, endpoint);
+        }
+    }
+
+    /// Runs the stall timers and pauses up to `now`.
+    pub fn handle_timeout(&mut self, now: Instant, unix_ms: u64) {
+        self.unix_ms = unix_ms;
+        self.clock = now;
+        let due: Vec<String> = self
+            .updates
+            .iter()
+            .filter(|(_, u)| {
+                u.is_active()
+                    && (u.deadline.is_some_and(|d| d <= now) || u.next_at.is_some_and(|t| t <= now))
+            })
+            .map(|(ep, _)| ep.clone())
+            .collect();
+        for ep in due {
+            let stalled = self.updates[&ep].deadline.is_some_and(|d| d <= now);
+            if stalled {
+                let u = self.updates.get_mut(&ep).expect("listed");
+                let step = u.rec.step.clone();
+                u.waiting = None;
+                u.next_at = Some(now);
+                u.deadline = Some(now + self.cfg.stall_timeout);
+                let secs = self.cfg.stall_timeout.as_secs();
+                log::warn!("ep={ep} update stalled for {secs} s during {step}; retrying");
+                self.retry(&ep, format!("no progress for {secs} s during {step}"));
+            }
+            self.drive(now, &ep);
+        }
+    }
+
+    /// When [`Ota::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.updates
+            .values()
+            .filter(|u| u.is_active())
+            .flat_map(|u| [u.deadline, u.next_at.filter(|_| u.waiting.is_none())])
+            .flatten()
+            .min()
+    }
+
+    /// Next thing to send.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Next record to store.
+    pub fn poll_event(&mut self) -> Option<OtaEvent> {
+        self.events.pop_front()
+    }
+
+    // ---- inside ----
+
+    fn handle(&mut self, endpoint: &str) -> u64 {
+        self.next_handle += 1;
+        let h = OTA_HANDLE | self.next_handle;
+        self.handles.insert(h, (endpoint.to_string(), None));
+        h
+    }
+
+    fn changed(&mut self, endpoint: &str, durable: bool) {
+        if let Some(u) = self.updates.get_mut(endpoint) {
+            u.last_percent = u.rec.percent();
+            self.events.push_back(OtaEvent::Changed {
+                record: Box::new(u.rec.clone()),
+                durable,
+            });
+        }
+    }
+
+    fn set_phase(&mut self, endpoint: &str, phase: Phase, step: &str) {
+        let unix = self.unix_ms;
+        if let Some(u) = self.updates.get_mut(endpoint) {
+            if u.rec.phase != phase {
+                log::info!(
+                    "ep={endpoint} {} update {} -> {} ({step})",
+                    u.rec.image.kind.name(),
+                    u.rec.phase.name(),
+                    phase.name()
+                );
+            }
+            u.rec.phase = phase;
+            u.rec.step = step.to_string();
+            u.rec.progress_ms = unix;
+            if phase.is_final() {
+                u.rec.finished_ms = Some(unix);
+                u.waiting = None;
+                u.next_at = None;
+                u.deadline = None;
+                u.idle = false;
+            }
+        }
+        self.changed(endpoint, true);
+        if phase.is_final() {
+            self.promote_later();
+        }
+    }
+
+    fn fail(&mut self, endpoint: &str, why: String) {
+        if let Some(u) = self.updates.get_mut(endpoint) {
+            log::warn!(
+                "ep={endpoint} {} update to {} failed: {why}",
+                u.rec.image.kind.name(),
+                u.rec.image.version
+            );
+            u.rec.error = Some(why);
+        }
+        self.set_phase(endpoint, Phase::Failed, "ended");
+        self.handles.retain(|_, (ep, _)| ep != endpoint);
+    }
+
+    /// One retry more, or the end with `why` when they are used up.
+    fn retry(&mut self, endpoint: &str, why: String) -> bool {
+        let max = self.cfg.retries;
+        let Some(u) = self.updates.get_mut(endpoint) else {
+            return false;
+        };
+        u.rec.retries += 1;
+        if u.rec.retries > max {
+            self.fail(endpoint, format!("{why}; {max} retries used"));
+            return false;
+        }
+        self.changed(endpoint, false);
+        true
+    }
+
+    /// Slots freed: the next queued updates start, to be driven by the
+    /// caller or the next timer.
+    fn promote_later(&mut self) {
+        let free = self.cfg.max_concurrent.saturating_sub(self.running());
+        let queued: Vec<String> = self
+            .updates
+            .iter()
+            .filter(|(_, u)| u.rec.phase == Phase::Queued)
+            .map(|(ep, u)| (u.rec.started_ms, ep.clone()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .take(free)
+            .map(|(_, ep)| ep)
+            .collect();
+        for ep in queued {
+            let (now, stall) = (self.clock, self.cfg.stall_timeout);
+            if let Some(u) = self.updates.get_mut(&ep) {
+                u.next_at = Some(now);
+                u.deadline = Some(now + stall);
+            }
+            self.set_phase(&ep, Phase::Initiated, "sending block 0");
+        }
+    }
+
+    /// Starts queued updates in free slots, and sends their first block.
+    fn promote(&mut self, now: Instant) {
+        let before: Vec<String> = self
+            .updates
+            .iter()
+            .filter(|(_, u)| u.rec.phase == Phase::Queued)
+            .map(|(ep, _)| ep.clone())
+            .collect();
+        self.promote_later();
+        for ep in before {
+            self.drive(now, &ep);
+        }
+    }
+
+    fn version_path(&self, endpoint: &str) -> Option<Path> {
+        let kind = self.updates.get(endpoint)?.rec.image.kind;
+        Some(match kind {
+            Kind::Firmware => Path::parse("/3/0/3").expect("valid"),
+            Kind::Software => Path::parse("/9/0/1").expect("valid"),
+        })
+    }
+
+    /// The key a version value is filed under among a read's resources:
+    /// object 9 carries it itself (/9/0/1); /3/0/3 gets a key object 5
+    /// does not use.
+    fn version_resource(&self, endpoint: &str) -> u16 {
+        match self.updates.get(endpoint).map(|u| u.rec.image.kind) {
+            Some(Kind::Software) => 1,
+            _ => VERSION_KEY,
+        }
+    }
+
+    /// Sends what the update needs next, unless it waits on something.
+    fn drive(&mut self, now: Instant, endpoint: &str) {
+        let Some(u) = self.updates.get_mut(endpoint) else {
+            return;
+        };
+        if !u.is_active() || u.waiting.is_some() || u.idle || u.next_at.is_none_or(|t| t > now) {
+            return;
+        }
+        u.next_at = None;
+        let kind = u.rec.image.kind;
+        let obj = kind.object();
+        if !u.observing {
+            u.observing = true;
+            let version = match kind {
+                Kind::Firmware => "/3/0/3",
+                Kind::Software => "/9/0/1",
+            };
+            let (state, result) = match kind {
+                Kind::Firmware => ("/5/0/3", "/5/0/5"),
+                Kind::Software => ("/9/0/7", "/9/0/9"),
+            };
+            for p in [state, result, version] {
+                let handle = self.handle(endpoint);
+                if let Some(h) = self.handles.get_mut(&handle) {
+                    h.1 = Path::parse(p).ok();
+                }
+                self.actions.push_back(Action::Command {
+                    handle,
+                    endpoint: endpoint.to_string(),
+                    method: "Observe",
+                    params: json!({ "id": p }),
+                });
+            }
+        }
+        let u = self.updates.get_mut(endpoint).expect("present");
+        let (want, action) = match u.rec.phase {
+            Phase::Initiated | Phase::Downloading => {
+                let size = u.rec.image.size;
+                let bs = u.rec.block_size as u64;
+                let offset = u.rec.acked;
+                let len = (size - offset).min(bs) as usize;
+                let szx = BlockOpt::szx_for(bs as usize);
+                let block = BlockOpt::new((offset / bs) as u32, offset + (len as u64) < size, szx);
+                u.rec.blocks_sent += 1;
+                u.rec.step = format!("block {} of {}", block.num, size.div_ceil(bs).max(1));
+                (
+                    Want::Block { offset, len, szx },
+                    Action::Block {
+                        handle: 0,
+                        endpoint: endpoint.to_string(),
+                        path: Path::parse(match kind {
+                            Kind::Firmware => "/5/0/0",
+                            Kind::Software => "/9/0/2",
+                        })
+                        .expect("valid"),
+                        image: u.rec.image.id.clone(),
+                        offset,
+                        len,
+                        block,
+                        size,
+                    },
+                )
+            }
+            Phase::Downloaded | Phase::Updating => {
+                u.rec.step = format!(
+                    "reading the device's state (/{obj}/0){}",
+                    if u.rec.phase == Phase::Updating {
+                        " after the update"
+                    } else {
+                        ""
+                    }
+                );
+                (
+                    Want::ReadState,
+                    Action::Command {
+                        handle: 0,
+                        endpoint: endpoint.to_string(),
+                        method: "Read",
+                        params: json!({ "id": format!("/{obj}/0") }),
+                    },
+                )
+            }
+            Phase::Verified => {
+                let (e, p) = match kind {
+                    Kind::Firmware => (Exec::Update, "/5/0/2"),
+                    Kind::Software => (Exec::Install, "/9/0/4"),
+                };
+                u.rec.step = format!("executing {p}");
+                (
+                    Want::Execute(e),
+                    Action::Command {
+                        handle: 0,
+                        endpoint: endpoint.to_string(),
+                        method: "Execute",
+                        params: json!({ "id": p }),
+                    },
+                )
+            }
+            _ => return,
+        };
+        let handle = self.handle(endpoint);
+        let action = match action {
+            Action::Block {
+                endpoint,
+                path,
+                image,
+                offset,
+                len,
+                block,
+                size,
+                ..
+            } => Action::Block {
+                handle,
+                endpoint,
+                path,
+                image,
+                offset,
+                len,
+                block,
+                size,
+            },
+            Action::Command {
+                endpoint,
+                method,
+                params,
+                ..
+            } => Action::Command {
+                handle,
+                endpoint,
+                method,
+                params,
+            },
+        };
+        let u = self.updates.get_mut(endpoint).expect("present");
+        u.waiting = Some((handle, want));
+        self.actions.push_back(action);
+    }
+
+    /// A special read: the device's version, after an update.
+    fn read_version(&mut self, endpoint: &str) {
+        let Some(vp) = self.version_path(endpoint) else {
+            return;
+        };
+        if self
+            .updates
+            .get(endpoint)
+            .is_none_or(|u| u.waiting.is_some())
+        {
+            // Asked after what is in flight answers.
+            return;
+        }
+        let handle = self.handle(endpoint);
+        let u = self.updates.get_mut(endpoint).expect("present");
+        u.rec.step = format!("reading the version ({vp})");
+        u.waiting = Some((handle, Want::ReadVersion));
+        self.actions.push_back(Action::Command {
+            handle,
+            endpoint: endpoint.to_string(),
+            method: "Read",
+            params: json!({ "id": vp.to_string() }),
+        });
+    }
+
+    fn block_answered(
+        &mut self,
+        now: Instant,
+        ep: &str,
+        offset: u64,
+        len: usize,
+        szx: u8,
+        a: &Answer,
+    ) {
+        let stall = self.cfg.stall_timeout;
+        let u = self.updates.get_mut(ep).expect("present");
+        let size = u.rec.image.size;
+        // The device's Block1: [num, more, szx]; a smaller szx is the size
+        // it takes from now on (RFC 7959 2.3).
+        let theirs = a.value.as_ref().and_then(|v| {
+            let b = v.get("block1")?.as_array()?;
+            Some((b.first()?.as_u64()?, b.get(2)?.as_u64()? as u8))
+        });
+        match a.result {
+            "CONTINUE" | "CHANGED" | "CREATED" => {
+                let acked = match theirs {
+                    Some((num, s)) if s < szx => {
+                        u.rec.block_size = 16 << s;
+                        ((num + 1) * (16u64 << s)).min(size)
+                    }
+                    _ => offset + len as u64,
+                };
+                let was = u.rec.phase;
+                u.rec.acked = acked;
+                u.rec.progress_ms = self.unix_ms;
+                u.deadline = Some(now + stall);
+                u.next_at = Some(now);
+                if acked >= size {
+                    u.poll_every = Duration::from_secs(1);
+                    self.set_phase(
+                        ep,
+                        Phase::Downloaded,
+                        "every block acknowledged; reading the device's state",
+                    );
+                } else if was == Phase::Initiated {
+                    self.set_phase(ep, Phase::Downloading, "sending blocks");
+                } else if u.rec.percent() != u.last_percent {
+                    self.changed(ep, false);
+                }
+            }
+            "REQUEST_ENTITY_TOO_LARGE" => {
+                let smaller = match theirs {
+                    Some((_, s)) if s < szx => s,
+                    _ if szx > 0 => szx - 1,
+                    _ => {
+                        self.fail(
+                            ep,
+                            "the device takes no block, not even 16 bytes (4.13)".into(),
+                        );
+                        return;
+                    }
+                };
+                u.rec.block_size = 16 << smaller;
+                u.rec.acked = 0;
+                u.next_at = Some(now);
+                log::info!(
+                    "ep={ep} package blocks too large (4.13); starting again with {} bytes",
+                    u.rec.block_size
+                );
+                self.changed(ep, false);
+            }
+            "DEVICE_NOT_REGISTERED" | "DEVICE_ASLEEP" => self.wait_for_device(ep, a),
+            "REQUEST_ENTITY_INCOMPLETE" => {
+                // It lost the sequence (a restart on either side): from 0.
+                u.rec.acked = 0;
+                u.next_at = Some(now);
+                self.retry(ep, "the device lost the block sequence (4.08)".into());
+            }
+            "TIMEOUT" | "SERVICE_UNAVAILABLE" | "INTERNAL_SERVER_ERROR" | "GATEWAY_TIMEOUT" => {
+                let pause = if a.result == "SERVICE_UNAVAILABLE" {
+                    Duration::from_secs(5)
+                } else {
+                    Duration::ZERO
+                };
+                u.next_at = Some(now + pause);
+                self.retry(ep, format!("block at byte {offset}: {}", describe(a)));
+            }
+            _ => self.fail(
+                ep,
+                format!("the device refused the package: {}", describe(a)),
+            ),
+        }
+    }
+
+    fn wait_for_device(&mut self, ep: &str, a: &Answer) {
+        let u = self.updates.get_mut(ep).expect("present");
+        u.idle = true;
+        u.next_at = None;
+        // No stall while it is away: a sleeping device is not a failure.
+        u.deadline = None;
+        u.rec.step = if a.result == "DEVICE_ASLEEP" {
+            "waiting for the queue-mode device to wake".into()
+        } else {
+            "waiting for the device to register".into()
+        };
+        self.changed(ep, false);
+    }
+
+    fn request_failed(&mut self, now: Instant, ep: &str, want: Want, a: &Answer) {
+        match a.result {
+            "DEVICE_NOT_REGISTERED" | "DEVICE_ASLEEP" => self.wait_for_device(ep, a),
+            // Rebooting or busy: ask again after a pause.
+            "TIMEOUT" | "SERVICE_UNAVAILABLE" | "CANCELLED" => {
+                let every = self.cfg.poll_interval;
+                if let Some(u) = self.updates.get_mut(ep) {
+                    u.next_at = Some(now + every);
+                }
+            }
+            _ => {
+                let what = match want {
+                    Want::Execute(Exec::Update) => "Update (/5/0/2)",
+                    Want::Execute(Exec::Install) => "Install (/9/0/4)",
+                    Want::Execute(Exec::Activate) => "Activate (/9/0/10)",
+                    Want::ReadVersion => "reading its version",
+                    _ => "reading its update state",
+                };
+                self.fail(ep, format!("the device refused {what}: {}", describe(a)));
+            }
+        }
+    }
+
+    fn executed(&mut self, now: Instant, ep: &str, e: Exec) {
+        let every = Duration::from_secs(1);
+        let u = self.updates.get_mut(ep).expect("present");
+        u.poll_every = every;
+        u.next_at = Some(now + every);
+        u.deadline = Some(now + self.cfg.stall_timeout);
+        match e {
+            Exec::Activate => {
+                u.activated = true;
+                self.read_version(ep);
+            }
+            Exec::Update | Exec::Install => {
+                self.set_phase(ep, Phase::Updating, "waiting for the device's result");
+            }
+        }
+    }
+
+    /// The device's state resources (by resource id; the version under
+    /// its key) moved the update on, or not.
+    fn on_value_map(&mut self, now: Instant, ep: &str, vals: BTreeMap<u16, Json>) {
+        let Some(u) = self.updates.get_mut(ep) else {
+            return;
+        };
+        if !u.is_active() {
+            return;
+        }
+        let kind = u.rec.image.kind;
+        let (state_r, result_r, version_r) = match kind {
+            Kind::Firmware => (3u16, 5u16, VERSION_KEY),
+            Kind::Software => (7, 9, 1),
+        };
+        let int = |r| vals.get(&r).and_then(Json::as_i64);
+        let mut moved = false;
+        let mut new_result = false;
+        if let Some(s) = int(state_r) {
+            moved |= u.rec.device_state != Some(s);
+            u.rec.device_state = Some(s);
+        }
+        if let Some(r) = int(result_r) {
+            new_result = u.rec.device_result != Some(r);
+            moved |= new_result;
+            u.rec.device_result = Some(r);
+        }
+        if let Some(v) = vals.get(&version_r).and_then(Json::as_str) {
+            u.rec.current_version = Some(v.to_string());
+        }
+        if moved {
+            u.rec.progress_ms = self.unix_ms;
+            u.deadline = Some(now + self.cfg.stall_timeout);
+        }
+        let (state, result) = (u.rec.device_state, u.rec.device_result);
+        let target = u.rec.image.version.clone();
+        let version = u.rec.current_version.clone();
+        let phase = u.rec.phase;
+        let failed = |r: i64| match kind {
+            Kind::Firmware => (2..=9).contains(&r),
+            Kind::Software => r >= 50,
+        };
+        let reason = |r: i64| match kind {
+            Kind::Firmware => firmware_result(r),
+            Kind::Software => software_result(r),
+        };
+        if let Some(r) = result.filter(|r| failed(*r)) {
+            // During the download only a result that just changed is news:
+            // the one left from an earlier update resets when it starts.
+            let fresh = match phase {
+                Phase::Initiated => false,
+                Phase::Downloading => new_result,
+                _ => true,
+            };
+            if fresh {
+                self.fail(
+                    ep,
+                    format!("the device reports: {} (result {r})", reason(r)),
+                );
+                return;
+            }
+        }
+        match (kind, phase) {
+            (Kind::Firmware, Phase::Downloaded) => match state {
+                Some(2) => self.set_phase(ep, Phase::Verified, "executing /5/0/2"),
+                Some(3) => self.set_phase(ep, Phase::Updating, "the device updates"),
+                Some(0) => self.dropped(now, ep),
+                _ => {}
+            },
+            (Kind::Software, Phase::Downloaded) => match state {
+                _ if result == Some(3) => self.set_phase(ep, Phase::Verified, "executing /9/0/4"),
+                Some(3) => self.set_phase(ep, Phase::Verified, "executing /9/0/4"),
+                Some(4) => self.set_phase(ep, Phase::Updating, "installed"),
+                Some(0) => self.dropped(now, ep),
+                _ => {}
+            },
+            (Kind::Firmware, Phase::Updating) => {
+                let asked = vals.contains_key(&version_r);
+                let idle_again = state == Some(0) && result == Some(0);
+                match version.as_deref() {
+                    // Compared whole: 1.1.1 is not 1.1.10.
+                    Some(v) if v == target => {
+                        self.set_phase(ep, Phase::Updated, "the device runs the new version")
+                    }
+                    Some(v) if asked && result == Some(1) => self.fail(
+                        ep,
+                        format!(
+                            "the device reports version {v:?} after the update, not {target:?}"
+                        ),
+                    ),
+                    _ if !asked && (result == Some(1) || idle_again) => self.read_version(ep),
+                    _ => {
+                        if moved {
+                            self.changed(ep, false);
+                        }
+                    }
+                }
+            }
+            (Kind::Software, Phase::Updating) => {
+                let installed = state == Some(4) || result == Some(2);
+                let activated = self.updates[ep].activated;
+                let wants_activate = self.updates[ep].rec.activate;
+                match version.as_deref() {
+                    _ if !installed => {}
+                    _ if wants_activate && !activated => self.activate(ep),
+                    Some(v) if v == target => {
+                        self.set_phase(ep, Phase::Updated, "the device runs the new package")
+                    }
+                    Some(v) => self.fail(
+                        ep,
+                        format!(
+                            "the device reports package version {v:?} after the install, not {target:?}"
+                        ),
+                    ),
+                    None => self.read_version(ep),
+                }
+            }
+            _ => {
+                if moved {
+                    self.changed(ep, false);
+                }
+            }
+        }
+        let _ = now;
+    }
+
+    /// The device dropped a downloaded package without a failure result.
+    fn dropped(&mut self, now: Instant, ep: &str) {
+        if self.retry(ep, "the device dropped the downloaded package".into()) {
+            let u = self.updates.get_mut(ep).expect("present");
+            u.rec.acked = 0;
+            u.next_at = Some(now);
+            self.set_phase(ep, Phase::Initiated, "sending block 0 again");
+        }
+    }
+
+    fn activate(&mut self, ep: &str) {
+        let handle = self.handle(ep);
+        let u = self.updates.get_mut(ep).expect("present");
+        if u.waiting.is_some() {
+            self.handles.remove(&handle);
+            return;
+        }
+        u.rec.step = "executing /9/0/10 (Activate)".into();
+        u.waiting = Some((handle, Want::Execute(Exec::Activate)));
+        self.actions.push_back(Action::Command {
+            handle,
+            endpoint: ep.to_string(),
+            method: "Execute",
+            params: json!({"id": "/9/0/10"}),
+        });
+    }
+}
+
+/// Where /3/0/3 is filed among object 5's resources: an id object 5 does
+/// not use.
+const VERSION_KEY: u16 = u16::MAX;
+
+impl Update {
+    fn new(rec: Record) -> Update {
+        Update {
+            last_percent: rec.percent(),
+            rec,
+            waiting: None,
+            next_at: None,
+            idle: false,
+            deadline: None,
+            poll_every: Duration::from_secs(1),
+            activated: false,
+            observing: false,
+        }
+    }
+
+    fn is_active(&self) -> bool {
+        !self.rec.phase.is_final() && self.rec.phase != Phase::Queued
+    }
+}
+
+/// Resource values of a Read or Observe answer: an instance's map, or one
+/// resource's value (filed under the key the caller names).
+fn values_of(v: &Json) -> BTreeMap<u16, Json> {
+    match v {
+        Json::Object(m) => m
+            .iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, v.clone())))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn describe(a: &Answer) -> String {
+    match &a.error {
+        Some(e) => format!("{} ({e})", a.result),
+        None => a.result.to_string(),
+    }
+}
