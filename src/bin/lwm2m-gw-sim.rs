@@ -42,6 +42,13 @@ Usage: lwm2m-gw-sim [OPTIONS]
                      DTLS with the generated key for a PSK account)
   --bootstrap-pack   ask GET /bspack first (LwM2M 1.2), classic on 4.04
   --lwm2m VERSION    LwM2M version to speak: 1.0 (TLV only), 1.1, 1.2
+  --ota-fail KIND    objects 5 and 9 fail the way a device does: storage,
+                     memory, integrity, unsupported, connection or install
+  --ota-max-block N  largest package block taken; larger ones are answered
+                     with this size (RFC 7959), default 1024
+  --ota-dir DIR      write each received package to DIR/EP-fw.bin (-sw.bin)
+  --ota-update-ms MS how long a firmware update takes before the device
+                     reboots into it and registers anew (default 200)
 
 Prints one line when every device has registered, then serves until killed.
 ";
@@ -63,6 +70,7 @@ struct Opts {
     bootstrap: Option<SocketAddr>,
     bootstrap_pack: bool,
     lwm2m: Option<lwm2m_gw::lwm2m::Version>,
+    ota: lwm2m_gw::sim::OtaSimConfig,
 }
 
 fn parse() -> Result<Opts, lexopt::Error> {
@@ -84,6 +92,7 @@ fn parse() -> Result<Opts, lexopt::Error> {
         bootstrap: None,
         bootstrap_pack: false,
         lwm2m: None,
+        ota: lwm2m_gw::sim::OtaSimConfig::default(),
     };
     let ms = |p: &mut lexopt::Parser| -> Result<Duration, lexopt::Error> {
         Ok(Duration::from_millis(p.value()?.parse::<u64>()?.max(1)))
@@ -131,6 +140,23 @@ fn parse() -> Result<Opts, lexopt::Error> {
                         .ok_or(format!("--lwm2m {v:?}: give 1.0, 1.1 or 1.2"))?,
                 )
             }
+            Long("ota-fail") => {
+                let v = p.value()?.string()?;
+                o.ota.fail = Some(lwm2m_gw::sim::OtaFailure::parse(&v).ok_or(format!(
+                    "--ota-fail {v:?}: give storage, memory, integrity, unsupported, connection or install"
+                ))?)
+            }
+            Long("ota-max-block") => {
+                let n: usize = p.value()?.parse()?;
+                if !(16..=1024).contains(&n) || !n.is_power_of_two() {
+                    return Err(
+                        format!("--ota-max-block {n}: a power of two from 16 to 1024").into(),
+                    );
+                }
+                o.ota.max_block = n;
+            }
+            Long("ota-dir") => o.ota.dir = Some(p.value()?.into()),
+            Long("ota-update-ms") => o.ota.update_time = ms(&mut p)?,
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -472,6 +498,7 @@ fn main() -> ExitCode {
         cfg.queue_mode = o.queue;
         cfg.awake = o.awake;
         cfg.update_every = o.update;
+        cfg.ota = o.ota.clone();
         if let Some(v) = o.lwm2m {
             cfg.lwm2m_version = v;
         }

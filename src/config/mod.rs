@@ -37,6 +37,36 @@ pub struct Config {
     pub dtls: DtlsSection,
     /// The bootstrap server.
     pub bootstrap: BootstrapSection,
+    /// Firmware and software updates.
+    pub ota: OtaSection,
+}
+
+/// `[ota]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtaSection {
+    /// Transfers at once; more wait QUEUED.
+    pub max_concurrent: usize,
+    /// An update that does not move for this long is retried.
+    pub stall_timeout_s: u64,
+    /// Retries (stalls, lost blocks, restarts) before an update fails.
+    pub retries: u32,
+    /// Longest pause between two reads of a device's update state.
+    pub poll_interval_s: u64,
+    /// Bytes the image store may hold (`<data_dir>/ota/`).
+    pub max_store_bytes: u64,
+}
+
+impl Default for OtaSection {
+    fn default() -> Self {
+        OtaSection {
+            max_concurrent: 4,
+            stall_timeout_s: 60,
+            retries: 3,
+            poll_interval_s: 10,
+            max_store_bytes: 256 << 20,
+        }
+    }
 }
 
 /// `[bootstrap]`.
@@ -455,6 +485,9 @@ impl Config {
             ),
             ("coap.max_peers", c.max_peers),
             ("bootstrap.max_sessions", self.bootstrap.max_sessions),
+            ("ota.max_concurrent", self.ota.max_concurrent),
+            ("ota.stall_timeout_s", self.ota.stall_timeout_s as usize),
+            ("ota.poll_interval_s", self.ota.poll_interval_s as usize),
             ("coap.max_block_transfers", c.max_block_transfers),
             (
                 "registration.max_registrations",

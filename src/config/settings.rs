@@ -32,6 +32,19 @@ pub struct Settings {
     pub allow_unknown_endpoints: bool,
     /// The bootstrap server; none when both its ports are 0.
     pub bootstrap: Option<BootstrapSettings>,
+    /// Firmware and software updates.
+    pub ota: OtaSettings,
+}
+
+/// Firmware and software updates.
+#[derive(Debug, Clone)]
+pub struct OtaSettings {
+    /// The machine's limits and timers.
+    pub core: crate::ota::OtaConfig,
+    /// The image directory.
+    pub dir: PathBuf,
+    /// Bytes it may hold.
+    pub max_store_bytes: u64,
 }
 
 /// The bootstrap server's listeners and core.
@@ -170,8 +183,20 @@ impl Config {
                 },
             })
         };
+        let o = &self.ota;
+        let ota = OtaSettings {
+            core: crate::ota::OtaConfig {
+                max_concurrent: o.max_concurrent,
+                stall_timeout: Duration::from_secs(o.stall_timeout_s),
+                retries: o.retries,
+                poll_interval: Duration::from_secs(o.poll_interval_s),
+            },
+            dir: self.data_dir().join("ota"),
+            max_store_bytes: o.max_store_bytes,
+        };
         Ok(Settings {
             bootstrap,
+            ota,
             coap: listen(self.coap.port),
             dtls,
             control: ControlSettings {
@@ -311,7 +336,7 @@ impl Config {
                 max_queue_per_peer: c.max_queue_per_peer,
                 max_peers: c.max_peers,
                 max_block_states: c.max_block_transfers,
-                reassemble_block1: true,
+                stream_block1: Vec::new(),
             },
             max_registrations: self.registration.max_registrations,
             expiry_grace: Duration::from_secs(self.registration.expiry_grace_s),

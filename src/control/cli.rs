@@ -37,6 +37,14 @@ Usage:
   lwm2m-gw watch [OPTIONS] [ENDPOINT]      print values as devices report them
                                            (observations and Send)
   lwm2m-gw stats [OPTIONS]                 the gateway's counters and memory
+  lwm2m-gw ota add FILE --kind firmware|software --title T --version V [OPTIONS]
+                                           copy an image into the gateway's store
+  lwm2m-gw ota list|rm ID [OPTIONS]        the images in the store
+  lwm2m-gw ota start EP ID [--block-size N] [--activate] [--wait] [OPTIONS]
+  lwm2m-gw ota start --profile NAME ID [--wait] [OPTIONS]
+                                           update a device (or a profile's devices)
+  lwm2m-gw ota status [EP]|cancel EP [OPTIONS]
+                                           where each update stands, and why it waits
   lwm2m-gw server-key [OPTIONS]            print the gateway's DTLS public key (base64
                                            SubjectPublicKeyInfo, for RPK devices); the key
                                            is made on first use if no dtls.key_file is set
@@ -98,6 +106,7 @@ struct Common {
     count: Option<u64>,
     cred: crate::credentials::CredentialSpec,
     bs: crate::bootstrap::EntrySpec,
+    ota: super::ota_cli::OtaFlags,
 }
 
 impl Common {
@@ -156,6 +165,7 @@ enum Command {
     ProfileShow(Common, String),
     ProfileRm(Common, String),
     Bootstrap(Common, super::bootstrap_cli::BsCommand),
+    Ota(Common, super::ota_cli::OtaCommand),
     Help,
     Version,
 }
@@ -191,6 +201,14 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
             Long("rpk-key") => c.cred.rpk_key = Some(p.value()?.string()?),
             Long("x509-cert") => c.cred.x509_cert = Some(p.value()?.string()?),
             Long("x509") => c.cred.x509 = true,
+            Long("kind") => c.ota.kind = Some(p.value()?.string()?),
+            Long("title") => c.ota.title = Some(p.value()?.string()?),
+            // `ota add ... --version V` names the image's version.
+            Long("version") if words.first().is_some_and(|w| w == "ota") => {
+                c.ota.version = Some(p.value()?.string()?)
+            }
+            Long("block-size") => c.ota.block_size = Some(p.value()?.parse()?),
+            Long("activate") => c.ota.activate = true,
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
             Value(v) => words.push(v.string()?),
@@ -245,6 +263,10 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
             };
             let cmd = super::bootstrap_cli::parse(rest, spec)?;
             Command::Bootstrap(c, cmd)
+        }
+        ["ota", rest @ ..] => {
+            let cmd = super::ota_cli::parse(rest, c.ota.clone(), c.cred.profile.clone())?;
+            Command::Ota(c, cmd)
         }
         ["server-key"] => Command::ServerKey(c),
         [] => return Err("no command given".into()),
@@ -361,6 +383,7 @@ fn run(cmd: Command, serve: Serve) -> Result<bool, Box<dyn std::error::Error>> {
         }
         Command::Stats(c) => return stats(&c),
         Command::Bootstrap(c, cmd) => return bootstrap(&c, cmd),
+        Command::Ota(c, cmd) => return ota(&c, cmd),
         Command::Help => print!("{USAGE}"),
         Command::Version => println!("lwm2m-gw {}", env!("CARGO_PKG_VERSION")),
         Command::ServerKey(c) => {
@@ -657,6 +680,49 @@ fn bootstrap(
         Json::Array(list) if table && ok && !c.json => print_list(list),
         v @ Json::Object(_) if table && ok && !c.json => print_one(v),
         _ => show(c, &mut a),
+    }
+    Ok(ok)
+}
+
+fn ota(c: &Common, cmd: super::ota_cli::OtaCommand) -> Result<bool, Box<dyn std::error::Error>> {
+    use super::ota_cli::{print_images, print_update, print_updates, request, OtaCommand};
+    let Json::Object(req) = request(&cmd) else {
+        return Err("internal: request is not an object".into());
+    };
+    let mut client = connect(c)?;
+    let mut a = client.call(req)?;
+    let ok = is_success(&a);
+    if !ok || c.json && !(c.wait && matches!(cmd, OtaCommand::Start { .. })) {
+        show(c, &mut a);
+        return Ok(ok);
+    }
+    match (&cmd, &a["value"]) {
+        (OtaCommand::List, Json::Array(l)) => print_images(l),
+        (OtaCommand::Status(None), Json::Array(l)) => print_updates(l),
+        (OtaCommand::Status(Some(_)) | OtaCommand::Cancel(_), v) => print_update(v),
+        (OtaCommand::Add(..), v) => println!("{v}"),
+        (OtaCommand::Start { .. }, v) if c.wait => {
+            let eps: Vec<String> = v["started"]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|r| r["endpoint"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for r in v["refused"].as_array().into_iter().flatten() {
+                eprintln!("not started: {} ({})", r["endpoint"], r["error"]);
+            }
+            return super::ota_wait::wait(&mut client, &eps, c.json);
+        }
+        (OtaCommand::Start { .. }, v) => {
+            let started = v["started"].as_array().map_or(0, Vec::len);
+            println!("{started} updates started");
+            for r in v["refused"].as_array().into_iter().flatten() {
+                eprintln!("not started: {} ({})", r["endpoint"], r["error"]);
+            }
+        }
+        _ => print_answer(&a),
     }
     Ok(ok)
 }

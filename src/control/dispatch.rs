@@ -31,6 +31,22 @@ pub trait Backend {
     }
     /// Bootstrap entries changed: the bootstrap DTLS port must see them.
     fn bootstrap_entries_changed(&mut self) {}
+    /// The update machine, when there is one.
+    fn ota(&mut self) -> Option<&mut crate::ota::Ota> {
+        None
+    }
+    /// Copies an image file into the store in the background; the answer
+    /// comes later under `handle`.
+    fn ota_add(
+        &mut self,
+        handle: u64,
+        file: std::path::PathBuf,
+        kind: crate::ota::Kind,
+        title: String,
+        version: String,
+    ) {
+        let _ = (handle, file, kind, title, version);
+    }
 }
 
 /// What became of a command.
@@ -76,6 +92,20 @@ pub fn execute(b: &mut impl Backend, now: Instant, req: Request) -> Outcome {
         | Request::BootstrapList
         | Request::BootstrapShow(_)
         | Request::BootstrapRm(_)) => bootstrap(b, now, r).unwrap_or_else(|a| a),
+        Request::OtaAdd {
+            file,
+            kind,
+            title,
+            version,
+        } => match ota_add(b, file, &kind, title, version) {
+            Ok(h) => return Outcome::Started(h),
+            Err(a) => a,
+        },
+        r @ (Request::OtaList
+        | Request::OtaRm(_)
+        | Request::OtaStart { .. }
+        | Request::OtaStatus(_)
+        | Request::OtaCancel(_)) => ota(b, now, r).unwrap_or_else(|a| a),
         other => provision(b, other).unwrap_or_else(|a| a),
     };
     if changes_credentials {
@@ -323,6 +353,178 @@ fn bootstrap(b: &mut impl Backend, now: Instant, req: Request) -> Result<Answer,
         }
         other => Err(Answer::bad_request(format!(
             "not a bootstrap request: {other:?}"
+        ))),
+    }
+}
+
+fn ota_add(
+    b: &mut impl Backend,
+    file: std::path::PathBuf,
+    kind: &str,
+    title: String,
+    version: String,
+) -> Result<u64, Answer> {
+    let kind = crate::ota::Kind::parse(kind).map_err(|e| e.answer())?;
+    if !file.is_absolute() {
+        return Err(Answer::bad_request(format!(
+            "{}: give the image file as an absolute path (the gateway opens it)",
+            file.display()
+        )));
+    }
+    if title.trim().is_empty() || version.trim().is_empty() {
+        return Err(Answer::bad_request(
+            "an image needs a --title and a --version",
+        ));
+    }
+    b.ota()
+        .ok_or_else(|| Answer::fail("NOT_FOUND", "OTA is off"))?;
+    let h = b.new_handle();
+    b.ota_add(h, file, kind, title, version);
+    Ok(h)
+}
+
+fn ota(b: &mut impl Backend, now: Instant, req: Request) -> Result<Answer, Answer> {
+    let unix = crate::clock::unix_ms();
+    match req {
+        Request::OtaList => {
+            let o = b
+                .ota()
+                .ok_or_else(|| Answer::fail("NOT_FOUND", "OTA is off"))?;
+            let list: Vec<Json> = o
+                .images()
+                .into_iter()
+                .map(|i| {
+                    let mut j = i.to_json();
+                    j["inUse"] = Json::from(o.uses_image(&i.id));
+                    j
+                })
+                .collect();
+            Ok(Answer::ok("CONTENT", Some(Json::Array(list))))
+        }
+        Request::OtaRm(id) => {
+            let o = b
+                .ota()
+                .ok_or_else(|| Answer::fail("NOT_FOUND", "OTA is off"))?;
+            let img = o.remove_image(&id).map_err(|e| e.answer())?;
+            log::info!(
+                "OTA image {} ({} {}) removed",
+                img.id,
+                img.title,
+                img.version
+            );
+            Ok(Answer::ok("DELETED", Some(img.to_json())))
+        }
+        Request::OtaStatus(ep) => {
+            let o = b
+                .ota()
+                .ok_or_else(|| Answer::fail("NOT_FOUND", "OTA is off"))?;
+            match ep {
+                Some(ep) => o
+                    .record(&ep)
+                    .map(|r| Answer::ok("CONTENT", Some(r.to_json(unix))))
+                    .ok_or_else(|| Answer::fail("NOT_FOUND", format!("no update of {ep}"))),
+                None => Ok(Answer::ok(
+                    "CONTENT",
+                    Some(Json::Array(o.records().map(|r| r.to_json(unix)).collect())),
+                )),
+            }
+        }
+        Request::OtaCancel(ep) => {
+            let o = b
+                .ota()
+                .ok_or_else(|| Answer::fail("NOT_FOUND", "OTA is off"))?;
+            let r = o.cancel(&ep).map_err(|e| e.answer())?;
+            Ok(Answer::ok("CHANGED", Some(r.to_json(unix))))
+        }
+        Request::OtaStart {
+            endpoint,
+            profile,
+            image,
+            block_size,
+            activate,
+        } => {
+            let targets: Vec<String> = match (endpoint, profile) {
+                (Some(ep), None) => vec![ep],
+                // Every provisioned device of the profile (it may be asleep
+                // or away) and every registered one.
+                (None, Some(p)) => {
+                    if b.server().profile(&p).is_none() {
+                        return Err(Answer::fail("NOT_FOUND", format!("no profile {p:?}")));
+                    }
+                    let mut eps: std::collections::BTreeSet<String> = b
+                        .server()
+                        .credentials()
+                        .into_iter()
+                        .filter(|c| c.profile == p)
+                        .map(|c| c.endpoint.clone())
+                        .collect();
+                    eps.extend(
+                        b.server()
+                            .registry()
+                            .iter()
+                            .filter(|r| b.server().profile_name(&r.endpoint) == p)
+                            .map(|r| r.endpoint.clone()),
+                    );
+                    if eps.is_empty() {
+                        return Err(Answer::fail(
+                            "NOT_FOUND",
+                            format!("no device has profile {p:?}"),
+                        ));
+                    }
+                    eps.into_iter().collect()
+                }
+                _ => {
+                    return Err(Answer::bad_request(
+                        "ota start takes an endpoint or a profile",
+                    ))
+                }
+            };
+            let o = b
+                .ota()
+                .ok_or_else(|| Answer::fail("NOT_FOUND", "OTA is off"))?;
+            let img = o.resolve(&image).map_err(|e| e.answer())?.clone();
+            let opts = crate::ota::StartOptions {
+                block_size: block_size.unwrap_or(1024),
+                activate,
+            };
+            // All or none: a running update of one device refuses the set.
+            for ep in &targets {
+                if let Some(r) = o.record(ep).filter(|r| !r.phase.is_final()) {
+                    return Err(Answer::fail(
+                        "CONFLICT",
+                        format!(
+                            "{ep} is being updated ({}, {}); cancel that first",
+                            r.phase.name(),
+                            r.image.version
+                        ),
+                    ));
+                }
+            }
+            let mut started = Vec::new();
+            let mut refused = Vec::new();
+            for ep in &targets {
+                match o.start(now, unix, ep, img.clone(), opts) {
+                    Ok(r) => started.push(r.to_json(unix)),
+                    Err(e) => refused.push(json!({"endpoint": ep, "error": e.to_string()})),
+                }
+            }
+            if started.is_empty() {
+                return Err(Answer::fail(
+                    "CONFLICT",
+                    refused
+                        .iter()
+                        .map(|r| format!("{}: {}", r["endpoint"], r["error"]))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ));
+            }
+            Ok(Answer::ok(
+                "CREATED",
+                Some(json!({"started": started, "refused": refused})),
+            ))
+        }
+        other => Err(Answer::bad_request(format!(
+            "not an OTA request: {other:?}"
         ))),
     }
 }

@@ -5,6 +5,8 @@
 pub mod bootstrap_cli;
 pub mod cli;
 pub mod dispatch;
+pub mod ota_cli;
+mod ota_wait;
 pub mod request;
 pub mod socket;
 

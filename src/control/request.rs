@@ -52,12 +52,45 @@ pub enum Request {
     BootstrapRm(String),
     /// Makes a registered device bootstrap again (Execute /1/x/9).
     BootstrapTrigger(String),
+    /// Copies an image file into the store.
+    OtaAdd {
+        /// The file, as the gateway's process can open it.
+        file: std::path::PathBuf,
+        /// `firmware` or `software`.
+        kind: String,
+        /// Title.
+        title: String,
+        /// Version.
+        version: String,
+    },
+    /// The images in the store.
+    OtaList,
+    /// Removes an image no update uses.
+    OtaRm(String),
+    /// Starts updating one device, or every device of a profile.
+    OtaStart {
+        /// The device, or none with `profile`.
+        endpoint: Option<String>,
+        /// Every device with this profile.
+        profile: Option<String>,
+        /// Image id (or a unique prefix).
+        image: String,
+        /// Block size; default the profile's, else 1024.
+        block_size: Option<u32>,
+        /// Software: Activate after Install.
+        activate: bool,
+    },
+    /// Updates, of one device or all.
+    OtaStatus(Option<String>),
+    /// Ends a device's update.
+    OtaCancel(String),
 }
 
 /// Every `op` a control line may name, for the error that lists them.
 const OPS: &str = "rpc, devices, device, watch, stats, profiles, profile, profile-put, \
                    profile-rm, credentials, device-add, device-import, device-rm, \
-                   bootstrap-add, bootstrap-list, bootstrap-show, bootstrap-rm, bootstrap-trigger";
+                   bootstrap-add, bootstrap-list, bootstrap-show, bootstrap-rm, bootstrap-trigger, \
+                   ota-add, ota-list, ota-rm, ota-start, ota-status, ota-cancel";
 
 impl Request {
     /// Parses a control-socket request object; the error is the answer to send.
@@ -104,6 +137,29 @@ impl Request {
             "bootstrap-show" => Request::BootstrapShow(endpoint.ok_or_else(missing)?),
             "bootstrap-rm" => Request::BootstrapRm(endpoint.ok_or_else(missing)?),
             "bootstrap-trigger" => Request::BootstrapTrigger(endpoint.ok_or_else(missing)?),
+            "ota-add" => Request::OtaAdd {
+                file: text("file").into(),
+                kind: text("kind"),
+                title: text("title"),
+                version: text("version"),
+            },
+            "ota-list" => Request::OtaList,
+            "ota-rm" => Request::OtaRm(text("image")),
+            "ota-start" => Request::OtaStart {
+                endpoint: endpoint.clone(),
+                profile: req
+                    .get("profile")
+                    .and_then(Json::as_str)
+                    .map(str::to_string),
+                image: text("image"),
+                block_size: req
+                    .get("blockSize")
+                    .and_then(Json::as_u64)
+                    .map(|b| b.min(u32::MAX as u64) as u32),
+                activate: req.get("activate").and_then(Json::as_bool).unwrap_or(false),
+            },
+            "ota-status" => Request::OtaStatus(endpoint),
+            "ota-cancel" => Request::OtaCancel(endpoint.ok_or_else(missing)?),
             other => {
                 return Err(Answer::bad_request(format!(
                     "unknown op {other:?}; known: {OPS}"
@@ -118,6 +174,7 @@ impl Request {
             Request::Command { endpoint, .. } | Request::Device(endpoint) => Some(endpoint),
             Request::Watch(ep) => ep.as_deref(),
             Request::DeviceRm(ep)
+            | Request::OtaCancel(ep)
             | Request::BootstrapShow(ep)
             | Request::BootstrapRm(ep)
             | Request::BootstrapTrigger(ep) => Some(ep),

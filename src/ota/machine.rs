@@ -390,6 +390,18 @@ impl Ota {
         Ok(self.updates[endpoint].rec.clone())
     }
 
+    /// Ends a running update for a reason of the gateway's own (its image
+    /// file cannot be read).
+    pub fn abort(&mut self, endpoint: &str, why: String) {
+        if self
+            .updates
+            .get(endpoint)
+            .is_some_and(|u| !u.rec.phase.is_final())
+        {
+            self.fail(endpoint, why);
+        }
+    }
+
     /// Forgets a device's ended update.
     pub fn forget(&mut self, endpoint: &str) -> bool {
         match self.updates.get(endpoint) {

@@ -121,6 +121,19 @@ impl std::fmt::Display for OtaError {
 
 impl std::error::Error for OtaError {}
 
+impl OtaError {
+    /// The command answer that says it.
+    pub fn answer(&self) -> crate::server::command::Answer {
+        use crate::server::command::Answer;
+        match self {
+            OtaError::BadInput(s) => Answer::bad_request(s.clone()),
+            OtaError::NotFound(s) => Answer::fail("NOT_FOUND", s.clone()),
+            OtaError::Busy(s) => Answer::fail("CONFLICT", s.clone()),
+            OtaError::Store(s) => Answer::fail("INTERNAL_SERVER_ERROR", s.clone()),
+        }
+    }
+}
+
 /// What Update Result `/5/0/5` means.
 pub fn firmware_result(r: i64) -> &'static str {
     match r {

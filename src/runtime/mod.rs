@@ -16,6 +16,7 @@ mod dtls;
 mod error;
 mod fanout;
 mod mqtt;
+mod ota;
 mod persist;
 mod stats;
 mod udp;
@@ -58,6 +59,8 @@ pub struct Gateway {
     restoring: Option<persist::ObservationRestore>,
     /// The bootstrap server, when one of its ports is on.
     bootstrap: Option<bootstrap::Shell>,
+    /// Firmware and software updates.
+    ota: ota::Shell,
 }
 
 impl Gateway {
@@ -158,6 +161,7 @@ impl Gateway {
         if mqtt.is_none() {
             log::info!("northbound: off (no mqtt.url)");
         }
+        let ota = ota::Shell::start(&cfg.ota, &store, Instant::now())?;
         Ok(Gateway {
             server,
             store,
@@ -172,6 +176,7 @@ impl Gateway {
             next_handle: 0,
             restoring: Some(restoring),
             bootstrap,
+            ota,
         })
     }
 
@@ -219,7 +224,9 @@ impl Gateway {
             Io,
             Control(CtlRequest),
             Downlink(Downlink),
+            Added(ota::Added),
         }
+        let added_rx = self.ota.added();
         let down_rx = self.mqtt.as_ref().map(|m| m.downlink());
         let mut crash_point = CrashPoint::from_env();
         // Sockets are bound and the store is open: tell systemd, and ping
@@ -246,6 +253,7 @@ impl Gateway {
                 next_ping,
                 self.dtls.as_ref().and_then(|s| s.poll_timeout()),
                 self.bootstrap.as_ref().and_then(|b| b.poll_timeout()),
+                self.ota.poll_timeout(),
                 restore_step,
             ]
             .into_iter()
@@ -293,7 +301,14 @@ impl Gateway {
                     None => std::future::pending().await,
                 }
             };
-            let wake = smol::future::or(io, smol::future::or(ctl, down)).await;
+            let added = async {
+                match added_rx.recv().await {
+                    Ok(a) => Wake::Added(a),
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            let wake =
+                smol::future::or(io, smol::future::or(ctl, smol::future::or(down, added))).await;
             let now = Instant::now();
             if let (Some(at), Some(every), Some(n)) = (next_ping, ping_every, &notifier) {
                 if now >= at {
@@ -304,6 +319,10 @@ impl Gateway {
             match wake {
                 Wake::Control(r) => self.control_request(now, r),
                 Wake::Downlink(d) => self.downlink(now, d),
+                Wake::Added((handle, reserved, r)) => {
+                    let answer = self.ota.finish_add(reserved, r);
+                    self.deliver(handle, answer);
+                }
                 Wake::Io => {}
             }
             if let Some(rx) = &down_rx {
@@ -334,15 +353,14 @@ impl Gateway {
                 b.receive(now, &mut buf, max);
             }
             self.server.handle_timeout(now);
+            self.ota.send(now, &mut self.server);
             let acknowledged = self.persist_and_publish().await;
             self.send_all().await;
             self.bootstrap_turn().await;
             if acknowledged {
                 crash_point.after_acknowledgement();
             }
-            while let Some((handle, answer)) = self.server.poll_answer() {
-                self.deliver(handle, answer);
-            }
+            self.answers().await;
             if let Some(m) = &mut self.mqtt {
                 m.flush_batch();
             }
@@ -381,6 +399,7 @@ impl Gateway {
             control,
             next_handle,
             bootstrap,
+            ota,
             ..
         } = self;
         let (view, bridge) = match mqtt {
@@ -397,8 +416,49 @@ impl Gateway {
             watchers: control.watchers(),
             next_handle,
             bootstrap: bootstrap.as_mut(),
+            ota,
         };
         f(&mut parts, control, bridge)
+    }
+
+    /// Hands the devices' answers out: the update machine's to it (its
+    /// next block goes out in this same turn), the rest to whoever sent
+    /// the command. Update records are stored, flushed when one entered
+    /// another phase, and sent northbound.
+    async fn answers(&mut self) {
+        // A few rounds: an answer given at once (a device not registered)
+        // makes the machine act again.
+        for _ in 0..4 {
+            let mut any = false;
+            let now = Instant::now();
+            while let Some((handle, answer)) = self.server.poll_answer() {
+                any = true;
+                if crate::ota::Ota::owns(handle) {
+                    self.ota
+                        .core_mut()
+                        .on_answer(now, crate::clock::unix_ms(), handle, &answer);
+                } else {
+                    self.deliver(handle, answer);
+                }
+            }
+            self.ota.send(now, &mut self.server);
+            if !any {
+                break;
+            }
+        }
+        if self.ota.persist(&self.store) {
+            let store = self.store.clone();
+            if let Err(e) = smol::unblock(move || store.flush()).await {
+                log::error!("store flush failed: {e}");
+            }
+        }
+        let changed = self.ota.take_changed();
+        if let Some(m) = &mut self.mqtt {
+            for rec in &changed {
+                m.ota(rec);
+            }
+        }
+        self.send_all().await;
     }
 
     /// Hands a device's answer to whoever sent the command.
@@ -424,7 +484,21 @@ impl Gateway {
     /// Hands decoded reports to the northbound batch, subscribers and
     /// watching control clients.
     fn publish_reports(&mut self) {
+        let now = Instant::now();
         while let Some(report) = self.server.poll_report() {
+            if self.ota.core().record(&report.endpoint).is_some() {
+                let vals: Vec<_> = report
+                    .readings
+                    .iter()
+                    .map(|r| (r.path, r.value.clone()))
+                    .collect();
+                self.ota.core_mut().on_values(
+                    now,
+                    crate::clock::unix_ms(),
+                    &report.endpoint,
+                    &vals,
+                );
+            }
             if let Some(m) = &mut self.mqtt {
                 m.report(&self.server, &report);
             }
@@ -443,6 +517,12 @@ impl Gateway {
     /// a power cut could lose; then hands the events to subscribers.
     async fn persist_and_publish(&mut self) -> bool {
         let (events, written) = persist::write(&mut self.server, &self.store, &self.models);
+        let now = Instant::now();
+        for ev in &events {
+            if let ServerEvent::Registered { reg, .. } | ServerEvent::Updated(reg) = ev {
+                self.ota.core_mut().device_seen(now, &reg.endpoint);
+            }
+        }
         if let Some(m) = &mut self.mqtt {
             m.events(&self.server, &events, &mut self.next_handle);
         }
@@ -520,6 +600,7 @@ struct Parts<'a> {
     watchers: usize,
     next_handle: &'a mut u64,
     bootstrap: Option<&'a mut bootstrap::Shell>,
+    ota: &'a mut ota::Shell,
 }
 
 impl crate::control::Backend for Parts<'_> {
@@ -549,6 +630,13 @@ impl crate::control::Backend for Parts<'_> {
                 .as_ref()
                 .map_or(Json::Null, |d| d.stats_json(self.plain_dropped)),
         );
+        let o = self.ota.core();
+        j["ota"] = serde_json::json!({
+            "images": o.images().len(),
+            "imageBytes": o.image_bytes(),
+            "running": o.running(),
+            "updates": o.records().count(),
+        });
         j["bootstrap"] = self.bootstrap.as_ref().map_or(Json::Null, |b| {
             let c = b.core();
             serde_json::json!({
@@ -575,6 +663,21 @@ impl crate::control::Backend for Parts<'_> {
         if let Some(b) = &mut self.bootstrap {
             b.entries_changed();
         }
+    }
+
+    fn ota(&mut self) -> Option<&mut crate::ota::Ota> {
+        Some(self.ota.core_mut())
+    }
+
+    fn ota_add(
+        &mut self,
+        handle: u64,
+        file: PathBuf,
+        kind: crate::ota::Kind,
+        title: String,
+        version: String,
+    ) {
+        self.ota.add(handle, file, kind, title, version);
     }
 }
 

@@ -242,6 +242,15 @@ impl Shell {
         }
     }
 
+    /// A device's update state, on the keys the platform's own OTA uses
+    /// (`fw_state`, `fw_progress`, `fw_error`, `current_fw_version`...).
+    pub fn ota(&mut self, rec: &crate::ota::Record) {
+        let ts = crate::clock::unix_ms();
+        for (key, value) in rec.northbound() {
+            self.batch.add(&rec.endpoint, key, value, ts, false);
+        }
+    }
+
     /// Queues the gathered telemetry and attributes for the broker.
     pub fn flush_batch(&mut self) {
         for (topic, body) in self.batch.take() {

@@ -113,7 +113,7 @@ fn every_command_in(format: ContentFormat) {
     // Execute, Create, Delete.
     ok(&p.rpc("Execute", json!({"id": "/3/0/4"})), "CHANGED");
     ok(
-        &p.rpc("Execute", json!({"id": "/9/0/4", "args": "0='fast',1"})),
+        &p.rpc("Execute", json!({"id": "/9/0/6", "args": "0='fast',1"})),
         "CHANGED",
     );
     assert_eq!(p.dev.executed().len(), 2);

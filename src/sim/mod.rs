@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 mod bootstrap;
 mod operations;
+mod ota;
 
 pub use bootstrap::{BootstrapProgress, ServerAccount};
+pub use ota::{OtaFailure, OtaSimConfig};
 
 /// Settings of one simulated device.
 #[derive(Debug, Clone)]
@@ -39,6 +41,8 @@ pub struct SimConfig {
     /// Accept observations; when false, an Observe is answered as a plain
     /// read (RFC 7641 lets a server decline).
     pub observe: bool,
+    /// How objects 5 and 9 behave.
+    pub ota: OtaSimConfig,
 }
 
 impl SimConfig {
@@ -58,6 +62,7 @@ impl SimConfig {
             awake: Duration::from_secs(2),
             update_every: None,
             observe: true,
+            ota: OtaSimConfig::default(),
         }
     }
 }
@@ -98,6 +103,8 @@ pub struct SimDevice {
     bs: Option<bootstrap::BsClient>,
     /// The server executed Bootstrap-Request Trigger (/1/x/9).
     rebootstrap: bool,
+    /// Packages coming in, and an update under way.
+    ota: ota::OtaObjects,
 }
 
 /// Someone observing one of our resources.
@@ -210,6 +217,8 @@ impl SimDevice {
             max_peers: 4,
             max_incoming: 64,
             max_block_states: 8,
+            // Packages are hashed block by block, never held whole.
+            stream_block1: vec!["5/0/0".into(), "9/0/2".into()],
             ..coap::Config::default()
         };
         Ok(SimDevice {
@@ -230,6 +239,7 @@ impl SimDevice {
             executed: Vec::new(),
             bs: None,
             rebootstrap: false,
+            ota: ota::OtaObjects::default(),
         })
     }
 
@@ -375,6 +385,29 @@ impl SimDevice {
         sent
     }
 
+    /// Notifies the observers of `paths` (an update's state changed).
+    fn notify_paths(&mut self, now: Instant, paths: &[Path]) {
+        let observers: Vec<(SocketAddr, Message)> = self
+            .observers
+            .values()
+            .filter(|o| {
+                Path::parse(&o.request.uri_path().join("/")).is_ok_and(|p| paths.contains(&p))
+            })
+            .map(|o| (o.peer, o.request.clone()))
+            .collect();
+        for (peer, req) in observers {
+            let (_, result) = self.dispatch(now, &req);
+            let Ok(mut m) = result else {
+                continue;
+            };
+            self.observe_seq = self.observe_seq.wrapping_add(1) & 0xff_ffff;
+            m.set_uint_option(opt::OBSERVE, self.observe_seq as u64);
+            m.mtype = MsgType::Non;
+            m.token = req.token;
+            self.engine.notify(now, peer, m);
+        }
+    }
+
     /// Sends a Send (`POST /dp`) with the values at `paths` in `format`.
     pub fn send_values(&mut self, now: Instant, unix_ms: u64, paths: &[Path], cf: ContentFormat) {
         self.refresh(unix_ms);
@@ -465,6 +498,7 @@ impl SimDevice {
             self.next_update = None;
             self.send_update(now);
         }
+        self.ota_timeout(now);
     }
 
     /// Next datagram to send.
@@ -474,10 +508,14 @@ impl SimDevice {
 
     /// Earliest deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.engine.poll_timeout(), self.next_update]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.engine.poll_timeout(),
+            self.next_update,
+            self.ota.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Values that change by themselves, brought up to date before a read.
@@ -573,6 +611,15 @@ impl SimDevice {
                 ("observe-composite", self.read_composite(msg, accept))
             }
             (Code::GET, Some(p)) => ("read", self.read_op(&p, accept)),
+            (Code::PUT, Some(p))
+                if matches!(
+                    (p.object, p.instance, p.resource),
+                    (5, Some(0), Some(0)) | (9, Some(0), Some(2))
+                ) && (msg.block1().is_some()
+                    || msg.content_format() == Some(ContentFormat::Opaque.code())) =>
+            {
+                ("package", self.package_block(now, &p, msg))
+            }
             (Code::PUT, Some(p)) if msg.payload.is_empty() && msg.content_format().is_none() => {
                 ("write-attributes", self.write_attributes(&p, msg))
             }

@@ -6,7 +6,7 @@
 use super::{refuse, Refusal, SimDevice, MAX_EXECUTED};
 use crate::coap::{opt, Code, Message, MsgType, Token};
 use crate::lwm2m::format::{self, ContentFormat};
-use crate::lwm2m::node::{Instance, Node, Resource, Value};
+use crate::lwm2m::node::{Instance, Node, Resource};
 use crate::lwm2m::{Operations, Path};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -329,10 +329,11 @@ impl SimDevice {
             // once this Execute is answered.
             self.rebootstrap = true;
         }
-        if (p.object, p.resource) == (5, Some(2)) {
-            if let Some(inst) = self.objects.get_mut(&5).and_then(|o| o.get_mut(&0)) {
-                inst.insert(3, Resource::Single(Value::Integer(3)));
-            }
+        if matches!(
+            (p.object, p.resource),
+            (5, Some(2)) | (9, Some(4)) | (9, Some(10))
+        ) {
+            self.package_execute(now, p)?;
         }
         Ok(changed(Code::CHANGED))
     }

@@ -23,6 +23,8 @@ const CREDENTIALS: &str = "credentials";
 const UPLINK: &str = "uplink";
 const BOOTSTRAP: &str = "bootstrap";
 const BOOTSTRAP_STATE: &str = "bootstrap-state";
+const OTA_IMAGES: &str = "ota-images";
+const OTA_UPDATES: &str = "ota-updates";
 
 /// Store settings.
 #[derive(Debug, Clone)]
@@ -93,6 +95,8 @@ pub struct Store {
     credentials: sled::Tree,
     bootstrap: sled::Tree,
     bootstrap_state: sled::Tree,
+    ota_images: sled::Tree,
+    ota_updates: sled::Tree,
 }
 
 impl Store {
@@ -289,6 +293,34 @@ impl Store {
         read_all(&self.bootstrap_state, "bootstrap record")
     }
 
+    /// Writes an OTA image's metadata (its file is already in place).
+    pub fn put_ota_image(&self, img: &crate::ota::Image) -> Result<(), StoreError> {
+        self.ota_images.insert(reg_key(&img.id), encode(img)?)?;
+        Ok(())
+    }
+
+    /// Removes an OTA image's metadata.
+    pub fn remove_ota_image(&self, id: &str) -> Result<(), StoreError> {
+        self.ota_images.remove(reg_key(id))?;
+        Ok(())
+    }
+
+    /// Every OTA image.
+    pub fn ota_images(&self) -> Result<Vec<crate::ota::Image>, StoreError> {
+        read_all(&self.ota_images, "OTA image")
+    }
+
+    /// Writes a device's update record.
+    pub fn put_ota_update(&self, r: &crate::ota::Record) -> Result<(), StoreError> {
+        self.ota_updates.insert(reg_key(&r.endpoint), encode(r)?)?;
+        Ok(())
+    }
+
+    /// Every update record.
+    pub fn ota_updates(&self) -> Result<Vec<crate::ota::Record>, StoreError> {
+        read_all(&self.ota_updates, "OTA update")
+    }
+
     /// The tree of the northbound store-and-forward queue (its owner,
     /// `northbound::UplinkQueue`, keeps its own key and value format).
     pub fn uplink_tree(&self) -> Result<sled::Tree, StoreError> {
@@ -383,6 +415,8 @@ fn open_and_check(cfg: &StoreConfig, path: &Path) -> Result<Store, Failure> {
             let credentials = db.open_tree(CREDENTIALS)?;
             let bootstrap = db.open_tree(BOOTSTRAP)?;
             let bootstrap_state = db.open_tree(BOOTSTRAP_STATE)?;
+            let ota_images = db.open_tree(OTA_IMAGES)?;
+            let ota_updates = db.open_tree(OTA_UPDATES)?;
             for name in db.tree_names() {
                 for item in db.open_tree(name)?.iter() {
                     item?;
@@ -397,6 +431,8 @@ fn open_and_check(cfg: &StoreConfig, path: &Path) -> Result<Store, Failure> {
                 credentials,
                 bootstrap,
                 bootstrap_state,
+                ota_images,
+                ota_updates,
             })
         },
     ));

@@ -136,7 +136,9 @@ impl Engine {
             }
             None => {}
         }
-        match msg.block1().filter(|_| self.cfg.reassemble_block1) {
+        let streamed = !self.cfg.stream_block1.is_empty()
+            && self.cfg.stream_block1.contains(&msg.uri_path().join("/"));
+        match msg.block1().filter(|_| !streamed) {
             Some(Err(())) => {
                 return self.send_response(
                     now,

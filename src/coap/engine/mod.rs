@@ -61,10 +61,10 @@ pub struct Config {
     pub max_peers: usize,
     /// Block-wise transfers in progress (uploads plus cached large bodies).
     pub max_block_states: usize,
-    /// Block1 uploads are put together before the application sees them;
-    /// false hands each block over as it comes (a device streaming a
-    /// firmware package to flash).
-    pub reassemble_block1: bool,
+    /// Block1 uploads are put together before the application sees them,
+    /// except to these paths (`5/0/0`), whose blocks are handed over as
+    /// they come (a device streaming a firmware package to flash).
+    pub stream_block1: Vec<String>,
 }
 
 impl Default for Config {
@@ -87,7 +87,7 @@ impl Default for Config {
             max_queue_per_peer: 32,
             max_peers: 65_536,
             max_block_states: 1024,
-            reassemble_block1: true,
+            stream_block1: Vec::new(),
         }
     }
 }

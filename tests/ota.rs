@@ -1,0 +1,319 @@
+//! Firmware and software updates end to end: images added with the CLI,
+//! pushed block-wise to simulated devices over real sockets, checked byte
+//! for byte (SHA-256 of what the device wrote), failures with their
+//! reasons, a kill -9 mid-transfer, a profile-wide update.
+
+mod common;
+
+use common::{Gateway, Sim, TempDir};
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn cli(gw: &Gateway, args: &[&str]) -> (bool, String) {
+    let out = gw.cli(args);
+    (out.status.success(), common::printed(&out))
+}
+
+fn cli_json(gw: &Gateway, args: &[&str]) -> Json {
+    let mut a: Vec<&str> = args.to_vec();
+    a.push("--json");
+    let (ok, out) = cli(gw, &a);
+    assert!(ok, "{args:?}: {out}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    let mut s = lwm2m_gw::ota::images::Sha256::new();
+    s.update(b);
+    s.hex()
+}
+
+/// A simulated package: the version line, `len` pseudo-random bytes, and
+/// the checksum trailer the simulator checks (`good` false: a wrong one).
+fn package(dir: &Path, name: &str, version: &str, len: usize, good: bool) -> PathBuf {
+    let mut b = format!("SIMPKG version={version}\n").into_bytes();
+    let mut x = 0x9e37_79b9u32 ^ len as u32;
+    for _ in 0..len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        b.push(x as u8);
+    }
+    let mut sum = sha256_hex(&b);
+    if !good {
+        sum = sum.replace('a', "b").replace('1', "2");
+    }
+    b.extend_from_slice(format!("\nSHA256:{sum}").as_bytes());
+    let p = dir.join(name);
+    std::fs::write(&p, &b).unwrap();
+    p
+}
+
+fn add(gw: &Gateway, file: &Path, kind: &str, title: &str, version: &str) -> String {
+    let v = cli_json(
+        gw,
+        &[
+            "ota",
+            "add",
+            file.to_str().unwrap(),
+            "--kind",
+            kind,
+            "--title",
+            title,
+            "--version",
+            version,
+        ],
+    );
+    v["value"]["id"].as_str().unwrap().to_string()
+}
+
+fn status(gw: &Gateway, ep: &str) -> Json {
+    cli_json(gw, &["ota", "status", ep])["value"].clone()
+}
+
+fn wait_state(gw: &Gateway, ep: &str, want: &[&str], limit: Duration) -> Json {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        let out = gw.cli(&["ota", "status", ep, "--json"]);
+        let last =
+            serde_json::from_slice::<Json>(&out.stdout).unwrap_or(Json::Null)["value"].clone();
+        if want.contains(&last["state"].as_str().unwrap_or("")) {
+            return last;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{ep} never reached {want:?}: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_firmware_push_ends_updated_with_the_exact_image_on_the_device() {
+    let dir = TempDir::new("ota-fw");
+    let gw = Gateway::start(&dir.0, &common::config("127.0.0.1", ""));
+    let got = dir.0.join("received");
+    std::fs::create_dir_all(&got).unwrap();
+    let _sim = Sim::start_with(
+        gw.addr,
+        2,
+        "fw-",
+        "senml-cbor,tlv",
+        &["--ota-dir", got.to_str().unwrap(), "--ota-max-block", "256"],
+    );
+    let img = package(&dir.0, "fw.bin", "2.0.10", 150_000, true);
+    let id = add(&gw, &img, "firmware", "thermo-fw", "2.0.10");
+    assert_eq!(id, sha256_hex(&std::fs::read(&img).unwrap()));
+    // The same bytes again are the same image.
+    assert_eq!(add(&gw, &img, "firmware", "thermo-fw", "2.0.10"), id);
+    let (ok, out) = cli(&gw, &["ota", "list"]);
+    assert!(
+        ok && out.contains("thermo-fw") && out.contains("1 images"),
+        "{out}"
+    );
+
+    // One device at the default 1024-byte blocks (it takes 256: the
+    // gateway follows), one at 64-byte blocks; --wait follows both.
+    let (ok, out) = cli(&gw, &["ota", "start", "fw-0", &id[..10], "--wait"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("fw-0: UPDATED, runs 2.0.10"), "{out}");
+    let (ok, out) = cli(
+        &gw,
+        &["ota", "start", "fw-1", &id, "--block-size", "64", "--wait"],
+    );
+    assert!(ok, "{out}");
+    for ep in ["fw-0", "fw-1"] {
+        let written = std::fs::read(got.join(format!("{ep}-fw.bin"))).unwrap();
+        assert_eq!(sha256_hex(&written), id, "{ep} holds exactly the image");
+        let s = status(&gw, ep);
+        assert_eq!(s["state"], "UPDATED", "{s}");
+        assert_eq!(s["currentVersion"], "2.0.10");
+        assert_eq!(s["progress"], 100);
+    }
+    let s = status(&gw, "fw-0");
+    assert_eq!(
+        s["blockSize"], 256,
+        "the device's block size was taken: {s}"
+    );
+    assert_eq!(status(&gw, "fw-1")["blockSize"], 64);
+    // Updated is final: the device re-registered after its reboot, and
+    // the same image is refused for it.
+    let (ok, out) = cli(&gw, &["ota", "start", "fw-0", &id]);
+    assert!(!ok && out.contains("already runs firmware 2.0.10"), "{out}");
+    // The image is not in use any more and can go.
+    let (ok, out) = cli(&gw, &["ota", "rm", &id]);
+    assert!(ok, "{out}");
+    assert!(!dir.0.join("data/ota").join(&id).exists());
+}
+
+#[test]
+fn a_bad_package_fails_with_the_devices_reason_and_an_image_in_use_stays() {
+    let dir = TempDir::new("ota-bad");
+    let gw = Gateway::start(
+        &dir.0,
+        &common::config("127.0.0.1", "[ota]\nstall_timeout_s = 5\nretries = 1\n"),
+    );
+    let _sim = Sim::start(gw.addr, 1, "bad-", "senml-cbor");
+    let img = package(&dir.0, "bad.bin", "9", 20_000, false);
+    let id = add(&gw, &img, "firmware", "fw", "9");
+    let (ok, out) = cli(&gw, &["ota", "start", "bad-0", &id, "--block-size", "16"]);
+    assert!(ok, "{out}");
+    // While it runs, the image cannot be removed.
+    let (ok, out) = cli(&gw, &["ota", "rm", &id]);
+    assert!(
+        !ok && out.contains("in use by the update of bad-0"),
+        "{out}"
+    );
+    let s = wait_state(
+        &gw,
+        "bad-0",
+        &["FAILED", "UPDATED"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(s["state"], "FAILED", "{s}");
+    assert_eq!(
+        s["error"],
+        "the device reports: integrity check failure for the new firmware package (result 5)"
+    );
+    let (_, out) = cli(&gw, &["ota", "status", "bad-0"]);
+    assert!(out.contains("integrity check failure"), "{out}");
+    // An image past the store's bound is refused.
+    let big = dir.0.join("big.bin");
+    std::fs::write(&big, vec![0u8; 300 << 20]).unwrap();
+    let (ok, out) = cli(
+        &gw,
+        &[
+            "ota",
+            "add",
+            big.to_str().unwrap(),
+            "--kind",
+            "firmware",
+            "--title",
+            "big",
+            "--version",
+            "1",
+        ],
+    );
+    assert!(!ok && out.contains("ota.max_store_bytes"), "{out}");
+    std::fs::remove_file(big).unwrap();
+}
+
+#[test]
+fn software_is_pushed_installed_and_activated() {
+    let dir = TempDir::new("ota-sw");
+    let gw = Gateway::start(&dir.0, &common::config("127.0.0.1", ""));
+    let _sim = Sim::start(gw.addr, 1, "sw-", "senml-json");
+    let img = package(&dir.0, "app.bin", "3.1", 40_000, true);
+    let id = add(&gw, &img, "software", "app", "3.1");
+    let (ok, out) = cli(
+        &gw,
+        &[
+            "ota",
+            "start",
+            "sw-0",
+            &id,
+            "--activate",
+            "--block-size",
+            "512",
+            "--wait",
+        ],
+    );
+    assert!(ok && out.contains("sw-0: UPDATED, runs 3.1"), "{out}");
+    let rec = cli_json(&gw, &["rpc", "sw-0", "Read", r#"{"id": "/9/0/12"}"#]);
+    assert_eq!(rec["value"], true, "activated: {rec}");
+}
+
+#[test]
+fn a_kill_9_mid_transfer_and_the_update_still_completes() {
+    let dir = TempDir::new("ota-kill");
+    let port = common::free_udp_port();
+    let cfg = common::config("127.0.0.1", "");
+    let gw = Gateway::start_on(&dir.0, &cfg, port);
+    let got = dir.0.join("received");
+    std::fs::create_dir_all(&got).unwrap();
+    let _sim = Sim::start_with(
+        gw.addr,
+        1,
+        "k-",
+        "senml-cbor",
+        &[
+            "--ota-dir",
+            got.to_str().unwrap(),
+            "--lifetime",
+            "30",
+            "--update-ms",
+            "1000",
+        ],
+    );
+    let img = package(&dir.0, "fw.bin", "5", 120_000, true);
+    let id = add(&gw, &img, "firmware", "fw", "5");
+    let (ok, out) = cli(&gw, &["ota", "start", "k-0", &id, "--block-size", "32"]);
+    assert!(ok, "{out}");
+    assert!(common::wait_until(Duration::from_secs(30), || {
+        status(&gw, "k-0")["progress"].as_u64().unwrap_or(0) >= 20
+    }));
+    gw.kill9();
+    let gw = Gateway::start_on(&dir.0, &cfg, port);
+    let s = wait_state(&gw, "k-0", &["UPDATED", "FAILED"], Duration::from_secs(120));
+    assert_eq!(s["state"], "UPDATED", "{s}");
+    assert!(
+        s["retries"].as_u64().unwrap() >= 1,
+        "the restart counts: {s}"
+    );
+    let written = std::fs::read(got.join("k-0-fw.bin")).unwrap();
+    assert_eq!(sha256_hex(&written), id);
+}
+
+#[test]
+fn a_profile_wide_update_runs_at_most_max_concurrent_at_once() {
+    let dir = TempDir::new("ota-profile");
+    let gw = Gateway::start(
+        &dir.0,
+        &common::config("127.0.0.1", "[ota]\nmax_concurrent = 4\n"),
+    );
+    let prof = dir.0.join("meters.toml");
+    std::fs::write(&prof, "name = \"meters\"\nobjects = [3, 5]\n").unwrap();
+    let (ok, out) = cli(&gw, &["profile", "import", prof.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    for i in 0..20 {
+        let (ok, out) = cli(
+            &gw,
+            &["device", "add", &format!("pm-{i}"), "--profile", "meters"],
+        );
+        assert!(ok, "{out}");
+    }
+    let _sim = Sim::start(gw.addr, 20, "pm-", "senml-cbor");
+    let img = package(&dir.0, "fw.bin", "7", 30_000, true);
+    let id = add(&gw, &img, "firmware", "meter-fw", "7");
+    let watch = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let mut most = 0;
+            let mut states = std::collections::BTreeSet::new();
+            for _ in 0..400 {
+                let l = cli_json(&gw, &["ota", "status"])["value"].clone();
+                let l = l.as_array().cloned().unwrap_or_default();
+                let running = l
+                    .iter()
+                    .filter(|r| {
+                        !matches!(r["state"].as_str(), Some("QUEUED" | "UPDATED" | "FAILED"))
+                    })
+                    .count();
+                most = most.max(running);
+                for r in &l {
+                    states.insert(r["state"].as_str().unwrap_or("").to_string());
+                }
+                if l.len() == 20 && l.iter().all(|r| r["state"] == "UPDATED") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (most, states)
+        });
+        let (ok, out) = cli(&gw, &["ota", "start", "--profile", "meters", &id, "--wait"]);
+        assert!(ok, "{out}");
+        h.join().unwrap()
+    });
+    assert!(watch.0 <= 4 && watch.0 >= 2, "at most 4 at once: {watch:?}");
+    assert!(watch.1.contains("QUEUED"), "the rest queued: {watch:?}");
+}
