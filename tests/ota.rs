@@ -317,3 +317,143 @@ fn a_profile_wide_update_runs_at_most_max_concurrent_at_once() {
     assert!(watch.0 <= 4 && watch.0 >= 2, "at most 4 at once: {watch:?}");
     assert!(watch.1.contains("QUEUED"), "the rest queued: {watch:?}");
 }
+
+fn coap_get(url: &str, block: &str, out: &Path) -> String {
+    let o = std::process::Command::new(common::tool("coap-client-notls"))
+        .args(["-m", "get", "-B", "10", "-b", block, "-o"])
+        .arg(out)
+        .arg(url)
+        .output()
+        .expect("coap-client runs");
+    common::printed(&o)
+}
+
+/// Polls until the update of `ep` has a pull URL; the URL.
+fn pull_url(gw: &Gateway, ep: &str) -> String {
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(u) = status(gw, ep)["url"].as_str() {
+            return u.to_string();
+        }
+        assert!(std::time::Instant::now() < end, "no pull URL for {ep}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_pull_update_serves_a_secret_url_at_any_block_size_until_it_ends() {
+    let dir = TempDir::new("ota-pull");
+    let gw = Gateway::start(&dir.0, &common::config("127.0.0.1", ""));
+    let got = dir.0.join("received");
+    std::fs::create_dir_all(&got).unwrap();
+    // 16-byte blocks: the device is slow enough for a second reader.
+    let _sim = Sim::start_with(
+        gw.addr,
+        1,
+        "pl-",
+        "senml-cbor",
+        &["--ota-dir", got.to_str().unwrap(), "--ota-max-block", "16"],
+    );
+    let img = package(&dir.0, "fw.bin", "6.1", 60_000, true);
+    let bytes = std::fs::read(&img).unwrap();
+    let id = add(&gw, &img, "firmware", "fw", "6.1");
+    let (ok, out) = cli(&gw, &["ota", "start", "pl-0", &id, "--strategy", "pull"]);
+    assert!(ok, "{out}");
+    let url = pull_url(&gw, "pl-0");
+    let token = url.rsplit('/').next().unwrap().to_string();
+    assert_eq!(token.len(), 32, "128 random bits: {url}");
+    assert!(
+        url.starts_with(&format!("coap://127.0.0.1:{}/fw/", gw.addr.port())),
+        "{url}"
+    );
+    // libcoap fetches the same URL at other block sizes: the same bytes.
+    for b in ["64", "1024"] {
+        let out_file = dir.0.join(format!("fetched-{b}.bin"));
+        let printed = coap_get(&url, b, &out_file);
+        assert_eq!(
+            std::fs::read(&out_file).unwrap_or_default(),
+            bytes,
+            "block size {b}: {printed}"
+        );
+    }
+    let s = wait_state(&gw, "pl-0", &["UPDATED", "FAILED"], Duration::from_secs(90));
+    assert_eq!(s["state"], "UPDATED", "{s}");
+    assert_eq!(s["strategy"], "pull");
+    assert!(s["url"].is_null(), "{s}");
+    let written = std::fs::read(got.join("pl-0-fw.bin")).unwrap();
+    assert_eq!(
+        sha256_hex(&written),
+        id,
+        "the device holds exactly the image"
+    );
+    // The update ended: its URL is gone.
+    let printed = coap_get(&url, "1024", &dir.0.join("after.bin"));
+    assert!(printed.contains("4.04"), "{printed}");
+}
+
+#[test]
+fn a_dtls_device_pulls_over_dtls_only() {
+    let dir = TempDir::new("ota-pull-dtls");
+    let gw = Gateway::start(
+        &dir.0,
+        &common::config(
+            "127.0.0.1",
+            "[registration]\nallow_unknown_endpoints = false",
+        ),
+    );
+    let key = "000102030405060708090a0b0c0d0e0f";
+    let (ok, out) = cli(
+        &gw,
+        &[
+            "device",
+            "add",
+            "dp-0",
+            "--psk-identity",
+            "dp-0",
+            "--psk-key",
+            key,
+        ],
+    );
+    assert!(ok, "{out}");
+    let got = dir.0.join("received");
+    std::fs::create_dir_all(&got).unwrap();
+    let dtls = gw.dtls.expect("DTLS on");
+    let _sim = Sim::start_with(
+        dtls,
+        1,
+        "dp-",
+        "senml-cbor",
+        &[
+            "--psk",
+            key,
+            "--ota-dir",
+            got.to_str().unwrap(),
+            "--ota-max-block",
+            "64",
+        ],
+    );
+    let img = package(&dir.0, "fw.bin", "8", 40_000, true);
+    let id = add(&gw, &img, "firmware", "fw", "8");
+    let (ok, out) = cli(&gw, &["ota", "start", "dp-0", &id, "--strategy", "pull"]);
+    assert!(ok, "{out}");
+    let url = pull_url(&gw, "dp-0");
+    assert!(
+        url.starts_with(&format!("coaps://127.0.0.1:{}/fw/", dtls.port())),
+        "{url}"
+    );
+    // The same token over plain CoAP: refused.
+    let plain = url
+        .replace("coaps://", "coap://")
+        .replace(&dtls.port().to_string(), &gw.addr.port().to_string());
+    let printed = coap_get(&plain, "1024", &dir.0.join("plain.bin"));
+    assert!(printed.contains("4.03"), "{printed}");
+    let s = wait_state(&gw, "dp-0", &["UPDATED", "FAILED"], Duration::from_secs(90));
+    assert_eq!(s["state"], "UPDATED", "{s}");
+    let written = std::fs::read(got.join("dp-0-fw.bin")).unwrap();
+    assert_eq!(sha256_hex(&written), id);
+    // A push to the same device over DTLS works too.
+    let img2 = package(&dir.0, "fw2.bin", "9", 30_000, true);
+    let id2 = add(&gw, &img2, "firmware", "fw", "9");
+    let (ok, out) = cli(&gw, &["ota", "start", "dp-0", &id2, "--wait"]);
+    assert!(ok && out.contains("UPDATED, runs 9"), "{out}");
+}

@@ -45,6 +45,9 @@ pub struct OtaSettings {
     pub dir: PathBuf,
     /// Bytes it may hold.
     pub max_store_bytes: u64,
+    /// The host in pull URLs (`dtls.server_host`, else `coap.bind`, else
+    /// the primary address).
+    pub host: String,
 }
 
 /// The bootstrap server's listeners and core.
@@ -190,7 +193,11 @@ impl Config {
                 stall_timeout: Duration::from_secs(o.stall_timeout_s),
                 retries: o.retries,
                 poll_interval: Duration::from_secs(o.poll_interval_s),
+                // Set by the runtime once the ports are bound.
+                pull_plain: None,
+                pull_secure: None,
             },
+            host: self.server_host()?,
             dir: self.data_dir().join("ota"),
             max_store_bytes: o.max_store_bytes,
         };

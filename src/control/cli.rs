@@ -40,7 +40,8 @@ Usage:
   lwm2m-gw ota add FILE --kind firmware|software --title T --version V [OPTIONS]
                                            copy an image into the gateway's store
   lwm2m-gw ota list|rm ID [OPTIONS]        the images in the store
-  lwm2m-gw ota start EP ID [--block-size N] [--activate] [--wait] [OPTIONS]
+  lwm2m-gw ota start EP ID [--strategy push|pull|auto] [--block-size N] [--activate]
+                      [--wait] [OPTIONS]
   lwm2m-gw ota start --profile NAME ID [--wait] [OPTIONS]
                                            update a device (or a profile's devices)
   lwm2m-gw ota status [EP]|cancel EP [OPTIONS]
@@ -209,6 +210,7 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
             }
             Long("block-size") => c.ota.block_size = Some(p.value()?.parse()?),
             Long("activate") => c.ota.activate = true,
+            Long("strategy") => c.ota.strategy = Some(p.value()?.string()?),
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
             Value(v) => words.push(v.string()?),

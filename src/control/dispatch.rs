@@ -442,6 +442,7 @@ fn ota(b: &mut impl Backend, now: Instant, req: Request) -> Result<Answer, Answe
             image,
             block_size,
             activate,
+            strategy,
         } => {
             let targets: Vec<String> = match (endpoint, profile) {
                 (Some(ep), None) => vec![ep],
@@ -479,14 +480,33 @@ fn ota(b: &mut impl Backend, now: Instant, req: Request) -> Result<Answer, Answe
                     ))
                 }
             };
+            // Per device: its profile's strategy unless one was given, and
+            // coaps for a device with a DTLS credential.
+            let plans: Vec<(String, Option<crate::ota::Strategy>, bool)> = targets
+                .iter()
+                .map(|ep| {
+                    let s = b.server();
+                    let named = strategy.clone().or_else(|| {
+                        s.profile(&s.profile_name(ep))
+                            .and_then(|p| p.ota.as_ref())
+                            .and_then(|o| o.strategy.clone())
+                    });
+                    let secure = s.credential(ep).is_some_and(|c| c.security.is_secure());
+                    let st = match named.map(|n| n.to_ascii_lowercase()).as_deref() {
+                        None | Some("push") => Ok(Some(crate::ota::Strategy::Push)),
+                        Some("pull") => Ok(Some(crate::ota::Strategy::Pull)),
+                        Some("auto") => Ok(None),
+                        Some(x) => Err(Answer::bad_request(format!(
+                            "strategy {x:?}: give push, pull or auto"
+                        ))),
+                    };
+                    st.map(|st| (ep.clone(), st, secure))
+                })
+                .collect::<Result<_, _>>()?;
             let o = b
                 .ota()
                 .ok_or_else(|| Answer::fail("NOT_FOUND", "OTA is off"))?;
             let img = o.resolve(&image).map_err(|e| e.answer())?.clone();
-            let opts = crate::ota::StartOptions {
-                block_size: block_size.unwrap_or(1024),
-                activate,
-            };
             // All or none: a running update of one device refuses the set.
             for ep in &targets {
                 if let Some(r) = o.record(ep).filter(|r| !r.phase.is_final()) {
@@ -502,7 +522,13 @@ fn ota(b: &mut impl Backend, now: Instant, req: Request) -> Result<Answer, Answe
             }
             let mut started = Vec::new();
             let mut refused = Vec::new();
-            for ep in &targets {
+            for (ep, strategy, secure) in &plans {
+                let opts = crate::ota::StartOptions {
+                    block_size: block_size.unwrap_or(1024),
+                    activate,
+                    strategy: *strategy,
+                    secure: *secure,
+                };
                 match o.start(now, unix, ep, img.clone(), opts) {
                     Ok(r) => started.push(r.to_json(unix)),
                     Err(e) => refused.push(json!({"endpoint": ep, "error": e.to_string()})),

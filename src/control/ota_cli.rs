@@ -17,6 +17,8 @@ pub struct OtaFlags {
     pub block_size: Option<u32>,
     /// `--activate`.
     pub activate: bool,
+    /// `--strategy push|pull|auto`.
+    pub strategy: Option<String>,
 }
 
 /// An `ota` subcommand.
@@ -83,7 +85,8 @@ pub fn parse(
         _ => {
             return Err(
                 "ota takes add FILE --kind K --title T --version V, list, rm ID, \
-                 start EP ID [--block-size N] [--activate] [--wait], start --profile NAME ID, \
+                 start EP ID [--strategy push|pull|auto] [--block-size N] [--activate] [--wait], \
+                 start --profile NAME ID, \
                  status [EP] or cancel EP"
                     .into(),
             )
@@ -118,6 +121,9 @@ pub fn request(cmd: &OtaCommand) -> Json {
             }
             if let Some(b) = flags.block_size {
                 r["blockSize"] = b.into();
+            }
+            if let Some(s) = &flags.strategy {
+                r["strategy"] = s.clone().into();
             }
             r
         }

@@ -79,6 +79,8 @@ pub enum Request {
         block_size: Option<u32>,
         /// Software: Activate after Install.
         activate: bool,
+        /// `push`, `pull` or `auto`; none: the profile's, else push.
+        strategy: Option<String>,
     },
     /// Updates, of one device or all.
     OtaStatus(Option<String>),
@@ -157,6 +159,10 @@ impl Request {
                     .and_then(Json::as_u64)
                     .map(|b| b.min(u32::MAX as u64) as u32),
                 activate: req.get("activate").and_then(Json::as_bool).unwrap_or(false),
+                strategy: req
+                    .get("strategy")
+                    .and_then(Json::as_str)
+                    .map(str::to_string),
             },
             "ota-status" => Request::OtaStatus(endpoint),
             "ota-cancel" => Request::OtaCancel(endpoint.ok_or_else(missing)?),

@@ -28,6 +28,11 @@ pub struct OtaConfig {
     /// Longest pause between two reads of the device's state while it
     /// checks or installs a package (the first is 1 s, then doubling).
     pub poll_interval: Duration,
+    /// Where devices pull from: `coap://HOST:PORT`, and over DTLS
+    /// `coaps://HOST:PORT`; none: no pull that way.
+    pub pull_plain: Option<String>,
+    /// The DTLS base.
+    pub pull_secure: Option<String>,
 }
 
 impl Default for OtaConfig {
@@ -37,6 +42,8 @@ impl Default for OtaConfig {
             stall_timeout: Duration::from_secs(60),
             retries: 3,
             poll_interval: Duration::from_secs(10),
+            pull_plain: None,
+            pull_secure: None,
         }
     }
 }
@@ -48,6 +55,10 @@ pub struct StartOptions {
     pub block_size: u32,
     /// Software: Activate after Install.
     pub activate: bool,
+    /// Push or pull; none: what the device's /5/0/9 allows, push first.
+    pub strategy: Option<Strategy>,
+    /// The device talks DTLS (its pull URL is coaps).
+    pub secure: bool,
 }
 
 impl Default for StartOptions {
@@ -55,6 +66,8 @@ impl Default for StartOptions {
         StartOptions {
             block_size: 1024,
             activate: false,
+            strategy: Some(Strategy::Push),
+            secure: false,
         }
     }
 }
@@ -81,6 +94,25 @@ pub enum Action {
         block: BlockOpt,
         /// The image's size.
         size: u64,
+    },
+    /// Serve image `image` under `/fw/<token>` to `endpoint` (only over
+    /// DTLS when `secure`), until [`Action::Unserve`].
+    Serve {
+        /// The URL's secret part.
+        token: String,
+        /// The device it is for.
+        endpoint: String,
+        /// Image id.
+        image: String,
+        /// Its size.
+        size: u64,
+        /// DTLS only.
+        secure: bool,
+    },
+    /// Stop serving a token (4.04 from now on).
+    Unserve {
+        /// The token.
+        token: String,
     },
     /// A command of the command language (Read, Execute, Observe, Write).
     Command {
@@ -115,7 +147,15 @@ pub enum OtaEvent {
 /// What a request of the machine was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Want {
-    Block { offset: u64, len: usize, szx: u8 },
+    Block {
+        offset: u64,
+        len: usize,
+        szx: u8,
+    },
+    /// /5/0 before the strategy is chosen (8: protocols, 9: delivery).
+    ReadDelivery,
+    /// The package URI written (pull).
+    WriteUri,
     ReadState,
     ReadVersion,
     Execute(Exec),
@@ -144,6 +184,9 @@ struct Update {
     /// Observations asked (state, result, version).
     observing: bool,
     last_percent: u32,
+    /// The device's delivery method and protocols were read (firmware;
+    /// software has no such resources).
+    delivery_checked: bool,
 }
 
 /// The OTA machine of every device.
@@ -161,7 +204,12 @@ pub struct Ota {
     unix_ms: u64,
     /// The time of the input being handled.
     clock: Instant,
+    /// Fresh secrets for pull URLs.
+    tokens: TokenSource,
 }
+
+/// Makes the secret part of a pull URL (the OS random source in the shell).
+pub type TokenSource = Box<dyn FnMut() -> String + Send>;
 
 impl Ota {
     /// A machine with no updates.
@@ -176,7 +224,22 @@ impl Ota {
             events: VecDeque::new(),
             unix_ms: 0,
             clock: now,
+            tokens: {
+                let mut rng = fastrand::Rng::with_seed(0x5eed);
+                Box::new(move || format!("{:032x}", rng.u128(..)))
+            },
         }
+    }
+
+    /// Where secrets for pull URLs come from.
+    pub fn set_token_source(&mut self, t: TokenSource) {
+        self.tokens = t;
+    }
+
+    /// Where devices pull from (`coap://HOST:PORT`, `coaps://HOST:PORT`).
+    pub fn set_pull_bases(&mut self, plain: Option<String>, secure: Option<String>) {
+        self.cfg.pull_plain = plain;
+        self.cfg.pull_secure = secure;
     }
 
     /// Puts back a stored image at start.
@@ -308,7 +371,7 @@ impl Ota {
         let rec = Record {
             endpoint: endpoint.to_string(),
             image,
-            strategy: Strategy::Push,
+            strategy: opts.strategy.unwrap_or(Strategy::Push),
             phase: Phase::Queued,
             step: "waiting for a free transfer slot".into(),
             block_size: b,
@@ -324,6 +387,10 @@ impl Ota {
             progress_ms: unix_ms,
             finished_ms: None,
             activate: opts.activate,
+            auto_strategy: opts.strategy.is_none(),
+            secure: opts.secure,
+            token: None,
+            url: None,
         };
         log::info!(
             "ep={endpoint} {} update to {} {} queued ({} bytes, {b}-byte blocks)",
@@ -352,6 +419,16 @@ impl Ota {
         if !u.rec.phase.is_final() && u.rec.phase != Phase::Queued {
             u.next_at = Some(now);
             u.deadline = Some(now + self.cfg.stall_timeout);
+        }
+        // A pull URL stays valid across a restart until its update ends.
+        if let (false, Some(token)) = (u.rec.phase.is_final(), &u.rec.token) {
+            self.actions.push_back(Action::Serve {
+                token: token.clone(),
+                endpoint: ep.clone(),
+                image: u.rec.image.id.clone(),
+                size: u.rec.image.size,
+                secure: u.rec.secure,
+            });
         }
         self.updates.insert(ep.clone(), u);
         if self.updates[&ep].rec.retries > self.cfg.retries {
@@ -497,6 +574,28 @@ impl Ota {
         });
         match want {
             Want::Block { offset, len, szx } => self.block_answered(now, &ep, offset, len, szx, a),
+            Want::ReadDelivery if a.is_success() => {
+                let v = a.value.clone().unwrap_or(Json::Null);
+                self.choose_strategy(now, &ep, &v);
+            }
+            Want::WriteUri if a.is_success() => {
+                let stall = self.cfg.stall_timeout;
+                if let Some(u) = self.updates.get_mut(&ep) {
+                    u.deadline = Some(now + stall);
+                    u.rec.progress_ms = self.unix_ms;
+                }
+                if self
+                    .updates
+                    .get(&ep)
+                    .is_some_and(|u| u.rec.phase == Phase::Initiated)
+                {
+                    self.set_phase(
+                        &ep,
+                        Phase::Downloading,
+                        "waiting for the device to fetch the package",
+                    );
+                }
+            }
             Want::ReadState | Want::ReadVersion if a.is_success() => {
                 let v = a.value.clone().unwrap_or(Json::Null);
                 let vals = if want == Want::ReadVersion {
@@ -520,6 +619,45 @@ impl Ota {
             _ => self.request_failed(now, &ep, want, a),
         }
         self.drive(now, &ep);
+    }
+
+    /// The device fetched a block of its pull URL, ending at byte `end`.
+    pub fn on_fetched(&mut self, now: Instant, unix_ms: u64, endpoint: &str, end: u64) {
+        self.unix_ms = unix_ms;
+        self.clock = now;
+        let stall = self.cfg.stall_timeout;
+        let Some(u) = self.updates.get_mut(endpoint) else {
+            return;
+        };
+        if !matches!(u.rec.phase, Phase::Initiated | Phase::Downloading) {
+            return;
+        }
+        u.rec.acked = u.rec.acked.max(end);
+        u.rec.blocks_sent += 1;
+        u.rec.progress_ms = unix_ms;
+        u.deadline = Some(now + stall);
+        let size = u.rec.image.size;
+        if end >= size {
+            u.poll_every = Duration::from_secs(1);
+            u.next_at = Some(now);
+            // The URI write may still be in flight: its answer is stale now.
+            u.waiting = None;
+            self.set_phase(
+                endpoint,
+                Phase::Downloaded,
+                "the device fetched every block; reading its state",
+            );
+            self.drive(now, endpoint);
+        } else if u.rec.phase == Phase::Initiated {
+            self.set_phase(
+                endpoint,
+                Phase::Downloading,
+                "the device fetches the package",
+            );
+        } else if u.rec.percent() != u.last_percent {
+            u.rec.step = format!("the device fetched {end} of {size} bytes");
+            self.changed(endpoint, false);
+        }
     }
 
     /// Values a device reported on its own (notifications, a Send).
@@ -641,6 +779,10 @@ impl Ota {
                 u.next_at = None;
                 u.deadline = None;
                 u.idle = false;
+                if let Some(token) = u.rec.token.take() {
+                    u.rec.url = None;
+                    self.actions.push_back(Action::Unserve { token });
+                }
             }
         }
         self.changed(endpoint, true);
@@ -769,6 +911,57 @@ impl Ota {
         }
         let u = self.updates.get_mut(endpoint).expect("present");
         let (want, action) = match u.rec.phase {
+            Phase::Initiated if !u.delivery_checked => {
+                u.rec.step = "reading how the device takes packages (/5/0/8, /5/0/9)".into();
+                (
+                    Want::ReadDelivery,
+                    Action::Command {
+                        handle: 0,
+                        endpoint: endpoint.to_string(),
+                        method: "Read",
+                        params: json!({"id": "/5/0"}),
+                    },
+                )
+            }
+            Phase::Initiated | Phase::Downloading if u.rec.strategy == Strategy::Pull => {
+                let base = if u.rec.secure {
+                    self.cfg.pull_secure.clone()
+                } else {
+                    self.cfg.pull_plain.clone()
+                };
+                let Some(base) = base else {
+                    let why = "no CoAP port to serve the package from".to_string();
+                    self.fail(endpoint, why);
+                    return;
+                };
+                let u = self.updates.get_mut(endpoint).expect("present");
+                if u.rec.token.is_none() {
+                    let token = (self.tokens)();
+                    u.rec.url = Some(format!("{base}/fw/{token}"));
+                    u.rec.token = Some(token.clone());
+                    self.actions.push_back(Action::Serve {
+                        token,
+                        endpoint: endpoint.to_string(),
+                        image: u.rec.image.id.clone(),
+                        size: u.rec.image.size,
+                        secure: u.rec.secure,
+                    });
+                }
+                let p = match kind {
+                    Kind::Firmware => "/5/0/1",
+                    Kind::Software => "/9/0/3",
+                };
+                u.rec.step = format!("writing the package URI ({p})");
+                (
+                    Want::WriteUri,
+                    Action::Command {
+                        handle: 0,
+                        endpoint: endpoint.to_string(),
+                        method: "WriteReplace",
+                        params: json!({"id": p, "value": u.rec.url.clone().unwrap_or_default()}),
+                    },
+                )
+            }
             Phase::Initiated | Phase::Downloading => {
                 let size = u.rec.image.size;
                 let bs = u.rec.block_size as u64;
@@ -865,6 +1058,7 @@ impl Ota {
                 method,
                 params,
             },
+            other => other,
         };
         let u = self.updates.get_mut(endpoint).expect("present");
         u.waiting = Some((handle, want));
@@ -1011,6 +1205,8 @@ impl Ota {
             }
             _ => {
                 let what = match want {
+                    Want::ReadDelivery => "reading its firmware update object (/5/0)",
+                    Want::WriteUri => "the package URI",
                     Want::Execute(Exec::Update) => "Update (/5/0/2)",
                     Want::Execute(Exec::Install) => "Install (/9/0/4)",
                     Want::Execute(Exec::Activate) => "Activate (/9/0/10)",
@@ -1164,6 +1360,54 @@ impl Ota {
         let _ = now;
     }
 
+    /// Push or pull, from /5/0/9 (0 pull only, 1 push only, 2 both) and
+    /// /5/0/8 (protocols: 0 CoAP, 1 CoAPS, ...); a device without them is
+    /// taken to do both over CoAP and CoAPS.
+    fn choose_strategy(&mut self, now: Instant, ep: &str, v: &Json) {
+        let u = self.updates.get_mut(ep).expect("present");
+        u.delivery_checked = true;
+        u.next_at = Some(now);
+        let delivery = v.get("9").and_then(Json::as_i64);
+        let protocols: Option<Vec<i64>> = v.get("8").and_then(|p| match p {
+            Json::Object(m) => Some(m.values().filter_map(Json::as_i64).collect()),
+            Json::Number(n) => n.as_i64().map(|x| vec![x]),
+            _ => None,
+        });
+        let proto = i64::from(u.rec.secure);
+        let scheme = if u.rec.secure { "coaps" } else { "coap" };
+        let push_ok = delivery != Some(0);
+        let proto_ok = protocols.as_ref().is_none_or(|p| p.contains(&proto));
+        let pull_ok = delivery != Some(1) && proto_ok;
+        let why_not_pull = if delivery == Some(1) {
+            "the device takes push only (/5/0/9 = 1)".to_string()
+        } else {
+            format!(
+                "the device cannot fetch over {scheme} (/5/0/8 = {:?})",
+                protocols.unwrap_or_default()
+            )
+        };
+        let chosen = match (u.rec.auto_strategy, u.rec.strategy) {
+            (true, _) if push_ok => Ok(Strategy::Push),
+            (true, _) if pull_ok => Ok(Strategy::Pull),
+            (true, _) => Err(format!("neither push nor pull works: {why_not_pull}")),
+            (false, Strategy::Push) if push_ok => Ok(Strategy::Push),
+            (false, Strategy::Push) => Err("the device takes pull only (/5/0/9 = 0)".into()),
+            (false, Strategy::Pull) if pull_ok => Ok(Strategy::Pull),
+            (false, Strategy::Pull) => Err(why_not_pull),
+        };
+        match chosen {
+            Ok(s) => {
+                log::info!(
+                    "ep={ep} firmware goes by {}",
+                    if s == Strategy::Push { "push" } else { "pull" }
+                );
+                u.rec.strategy = s;
+                self.changed(ep, false);
+            }
+            Err(why) => self.fail(ep, why),
+        }
+    }
+
     /// The device dropped a downloaded package without a failure result.
     fn dropped(&mut self, now: Instant, ep: &str) {
         if self.retry(ep, "the device dropped the downloaded package".into()) {
@@ -1198,6 +1442,11 @@ const VERSION_KEY: u16 = u16::MAX;
 
 impl Update {
     fn new(rec: Record) -> Update {
+        // Software has no delivery resources; past the start, the
+        // strategy was chosen already.
+        let delivery_checked = rec.image.kind == Kind::Software
+            || !matches!(rec.phase, Phase::Queued | Phase::Initiated)
+            || rec.acked > 0;
         Update {
             last_percent: rec.percent(),
             rec,
@@ -1208,6 +1457,7 @@ impl Update {
             poll_every: Duration::from_secs(1),
             activated: false,
             observing: false,
+            delivery_checked,
         }
     }
 

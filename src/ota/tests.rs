@@ -1,5 +1,6 @@
 //! The update machine against a scripted device, in memory.
 
+use super::update::Strategy;
 use super::*;
 use crate::coap::BlockOpt;
 use crate::lwm2m::Path;
@@ -38,6 +39,11 @@ struct Device {
     /// Blocks it does not answer (counts down).
     silent: u32,
     sizes: Vec<usize>,
+    /// The token the gateway serves for it, and whether it fetches.
+    served: Option<String>,
+    pulling: bool,
+    /// /5/0/9 it reports: 0 pull only, 1 push only, 2 both.
+    delivery: i64,
 }
 
 impl Device {
@@ -54,12 +60,32 @@ impl Device {
             verdict: None,
             silent: 0,
             sizes: Vec::new(),
+            served: None,
+            pulling: false,
+            delivery: 2,
+        }
+    }
+
+    /// The whole package is in: the device's verdict.
+    fn downloaded(&mut self) {
+        match (self.verdict, self.kind) {
+            (Some(r), _) => {
+                self.state = 0;
+                self.result = r;
+            }
+            (None, Kind::Firmware) => self.state = 2,
+            (None, Kind::Software) => {
+                self.state = 3;
+                self.result = 3;
+            }
         }
     }
 
     fn state_map(&self) -> Json {
         match self.kind {
-            Kind::Firmware => json!({"3": self.state, "5": self.result, "8": {"0": 0}, "9": 2}),
+            Kind::Firmware => {
+                json!({"3": self.state, "5": self.result, "8": {"0": 0}, "9": self.delivery})
+            }
             Kind::Software => {
                 json!({"0": "app", "1": self.version, "7": self.state, "9": self.result})
             }
@@ -117,20 +143,15 @@ impl Device {
                         ),
                     ))
                 } else {
-                    match (self.verdict, self.kind) {
-                        (Some(r), _) => {
-                            self.state = 0;
-                            self.result = r;
-                        }
-                        (None, Kind::Firmware) => self.state = 2,
-                        (None, Kind::Software) => {
-                            self.state = 3;
-                            self.result = 3;
-                        }
-                    }
+                    self.downloaded();
                     Some((*handle, Answer::ok("CHANGED", None)))
                 }
             }
+            Action::Serve { token, .. } => {
+                self.served = Some(token.clone());
+                None
+            }
+            Action::Unserve { .. } => None,
             Action::Command {
                 handle,
                 method,
@@ -159,8 +180,15 @@ impl Device {
                         return Some((*handle, Answer::ok("CHANGED", None)));
                     }
                     ("Execute", "/9/0/10") => return Some((*handle, Answer::ok("CHANGED", None))),
-                    ("WriteReplace", "/5/0/1") => {
+                    ("WriteReplace", "/5/0/1") | ("WriteReplace", "/9/0/3") => {
+                        let url = params["value"].as_str().unwrap();
                         self.state = 0;
+                        if let Some(t) = &self.served {
+                            assert!(url.ends_with(&format!("/fw/{t}")), "{url}");
+                            self.pulling = true;
+                            self.got.clear();
+                            self.state = 1;
+                        }
                         return Some((*handle, Answer::ok("CHANGED", None)));
                     }
                     other => panic!("unexpected {other:?}"),
@@ -177,6 +205,7 @@ fn cfg() -> OtaConfig {
         stall_timeout: Duration::from_secs(30),
         retries: 2,
         poll_interval: Duration::from_secs(4),
+        ..OtaConfig::default()
     }
 }
 
@@ -193,13 +222,38 @@ fn run(
         while let Some(a) = ota.poll_action() {
             moved = true;
             let ep = match &a {
-                Action::Block { endpoint, .. } | Action::Command { endpoint, .. } => {
-                    endpoint.clone()
+                Action::Block { endpoint, .. }
+                | Action::Command { endpoint, .. }
+                | Action::Serve { endpoint, .. } => endpoint.clone(),
+                Action::Unserve { token } => {
+                    for (_, d) in devices.iter_mut() {
+                        if d.served.as_ref() == Some(token) {
+                            d.served = None;
+                        }
+                    }
+                    continue;
                 }
             };
             let dev = devices.iter_mut().find(|(e, _)| *e == ep).unwrap();
             if let Some((h, ans)) = dev.1.answer(&a) {
                 ota.on_answer(t, 1000, h, &ans);
+            }
+        }
+        // Devices pulling: one block each per turn, as the server would
+        // serve them.
+        for (ep, d) in devices.iter_mut() {
+            if d.pulling && d.served.is_some() {
+                moved = true;
+                let from = d.got.len();
+                let to = (from + d.max_block).min(d.image.len());
+                let chunk = d.image[from..to].to_vec();
+                d.got.extend_from_slice(&chunk);
+                d.sizes.push(chunk.len());
+                if to == d.image.len() {
+                    d.pulling = false;
+                    d.downloaded();
+                }
+                ota.on_fetched(t, 1000, ep, to as u64);
             }
         }
         if !moved {
@@ -213,6 +267,22 @@ fn run(
         }
     }
     t
+}
+
+/// Answers what comes before the first block (the delivery read, the
+/// observations) as a device would; the first block's handle.
+fn first_block(ota: &mut Ota, t: Instant) -> u64 {
+    let mut dev = Device::new(Kind::Firmware, Vec::new(), "x");
+    for _ in 0..20 {
+        let a = ota.poll_action().expect("an action");
+        if let Action::Block { handle, .. } = a {
+            return handle;
+        }
+        if let Some((h, ans)) = dev.answer(&a) {
+            ota.on_answer(t, 1, h, &ans);
+        }
+    }
+    panic!("no block");
 }
 
 fn phase(ota: &Ota, ep: &str) -> Phase {
@@ -283,6 +353,7 @@ fn every_block_size_delivers_the_exact_bytes() {
         let opts = StartOptions {
             block_size: bs,
             activate: false,
+            ..StartOptions::default()
         };
         ota.start(t, 1, "d", image(Kind::Firmware, 3_000, "2"), opts)
             .unwrap();
@@ -328,11 +399,7 @@ fn a_4_13_starts_again_with_smaller_blocks_and_a_4_08_from_block_0() {
         StartOptions::default(),
     )
     .unwrap();
-    let Some(Action::Block { handle, .. }) =
-        std::iter::from_fn(|| ota.poll_action()).find(|a| matches!(a, Action::Block { .. }))
-    else {
-        panic!("no block")
-    };
+    let handle = first_block(&mut ota, t);
     ota.on_answer(
         t,
         1,
@@ -473,6 +540,7 @@ fn software_is_pushed_installed_and_activated() {
     let opts = StartOptions {
         block_size: 512,
         activate: true,
+        ..StartOptions::default()
     };
     ota.start(t, 1, "s", image(Kind::Software, 4_321, "3.0"), opts)
         .unwrap();
@@ -546,9 +614,10 @@ fn at_most_max_concurrent_transfers_run_and_the_rest_queue() {
         match ota.poll_action() {
             Some(a) => {
                 let ep = match &a {
-                    Action::Block { endpoint, .. } | Action::Command { endpoint, .. } => {
-                        endpoint.clone()
-                    }
+                    Action::Block { endpoint, .. }
+                    | Action::Command { endpoint, .. }
+                    | Action::Serve { endpoint, .. } => endpoint.clone(),
+                    Action::Unserve { .. } => continue,
                 };
                 let d = pairs.iter_mut().find(|(e, _)| *e == ep).unwrap();
                 if let Some((h, ans)) = d.1.answer(&a) {
@@ -629,9 +698,91 @@ fn an_image_in_use_is_not_removed_and_ids_resolve_by_prefix() {
             StartOptions {
                 block_size: 100,
                 activate: false,
+                ..StartOptions::default()
             },
         )
         .unwrap_err();
     assert!(e.to_string().contains("block size 100"), "{e}");
     let _ = Path::parse("/5/0/0").unwrap();
+}
+
+#[test]
+fn a_pull_serves_a_secret_url_the_device_fetches_and_ends_with_it() {
+    let t = Instant::now();
+    let mut ota = Ota::new(cfg(), t);
+    ota.set_pull_bases(Some("coap://192.0.2.1:5685".into()), None);
+    let data = bytes(5_000);
+    let mut dev = Device::new(Kind::Firmware, data.clone(), "4");
+    dev.max_block = 512;
+    let opts = StartOptions {
+        strategy: Some(Strategy::Pull),
+        ..StartOptions::default()
+    };
+    ota.start(t, 1, "p", image(Kind::Firmware, 5_000, "4"), opts)
+        .unwrap();
+    run(&mut ota, &mut [("p", &mut dev)], t, 1000);
+    assert_eq!(dev.got, data);
+    let r = ota.record("p").unwrap();
+    assert_eq!(
+        (r.phase, r.strategy),
+        (Phase::Updated, Strategy::Pull),
+        "{r:?}"
+    );
+    assert!(dev.served.is_none(), "the URL is no longer served");
+    assert!(r.token.is_none() && r.url.is_none());
+}
+
+#[test]
+fn the_strategy_follows_the_devices_delivery_method() {
+    let t = Instant::now();
+    // Auto with a pull-only device: pull.
+    let mut ota = Ota::new(cfg(), t);
+    ota.set_pull_bases(Some("coap://192.0.2.1:5685".into()), None);
+    let mut dev = Device::new(Kind::Firmware, bytes(900), "4");
+    dev.delivery = 0;
+    let auto = StartOptions {
+        strategy: None,
+        ..StartOptions::default()
+    };
+    ota.start(t, 1, "a", image(Kind::Firmware, 900, "4"), auto)
+        .unwrap();
+    run(&mut ota, &mut [("a", &mut dev)], t, 1000);
+    let r = ota.record("a").unwrap();
+    assert_eq!((r.phase, r.strategy), (Phase::Updated, Strategy::Pull));
+    // Push asked of a pull-only device: failed with the reason.
+    let mut ota = Ota::new(cfg(), t);
+    let mut dev = Device::new(Kind::Firmware, bytes(900), "4");
+    dev.delivery = 0;
+    ota.start(
+        t,
+        1,
+        "b",
+        image(Kind::Firmware, 900, "4"),
+        StartOptions::default(),
+    )
+    .unwrap();
+    run(&mut ota, &mut [("b", &mut dev)], t, 1000);
+    let r = ota.record("b").unwrap();
+    assert_eq!(r.phase, Phase::Failed);
+    assert_eq!(
+        r.error.as_deref(),
+        Some("the device takes pull only (/5/0/9 = 0)")
+    );
+    // Pull over coaps asked of a device that lists CoAP only.
+    let mut ota = Ota::new(cfg(), t);
+    ota.set_pull_bases(None, Some("coaps://192.0.2.1:5686".into()));
+    let mut dev = Device::new(Kind::Firmware, bytes(900), "4");
+    let pull = StartOptions {
+        strategy: Some(Strategy::Pull),
+        secure: true,
+        ..StartOptions::default()
+    };
+    ota.start(t, 1, "c", image(Kind::Firmware, 900, "4"), pull)
+        .unwrap();
+    run(&mut ota, &mut [("c", &mut dev)], t, 1000);
+    let r = ota.record("c").unwrap();
+    assert_eq!(
+        r.error.as_deref(),
+        Some("the device cannot fetch over coaps (/5/0/8 = [0])")
+    );
 }

@@ -53,6 +53,8 @@ impl Phase {
 pub enum Strategy {
     /// Block-wise writes of the package resource, one block in flight.
     Push,
+    /// The device fetches a URL of the gateway's with Block2.
+    Pull,
 }
 
 /// A device's update, as stored.
@@ -94,6 +96,14 @@ pub struct Record {
     pub finished_ms: Option<u64>,
     /// Software: Activate (/9/0/10) after Install.
     pub activate: bool,
+    /// The strategy is chosen from the device's /5/0/8 and /5/0/9.
+    pub auto_strategy: bool,
+    /// The device talks DTLS: a pull URL is coaps.
+    pub secure: bool,
+    /// Pull: the token of the URL, served until the update ends.
+    pub token: Option<String>,
+    /// Pull: the URL written to the device.
+    pub url: Option<String>,
 }
 
 impl Record {
@@ -120,7 +130,11 @@ impl Record {
             "image": self.image.id,
             "title": self.image.title,
             "version": self.image.version,
-            "strategy": "push",
+            "strategy": match self.strategy {
+                Strategy::Push => "push",
+                Strategy::Pull => "pull",
+            },
+            "url": self.url,
             "state": self.phase.name(),
             "step": self.step,
             "progress": self.percent(),

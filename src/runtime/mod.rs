@@ -161,7 +161,12 @@ impl Gateway {
         if mqtt.is_none() {
             log::info!("northbound: off (no mqtt.url)");
         }
-        let ota = ota::Shell::start(&cfg.ota, &store, Instant::now())?;
+        let mut ota = ota::Shell::start(&cfg.ota, &store, Instant::now())?;
+        ota.set_pull_bases(
+            &cfg.ota.host,
+            udp.local_addr().port(),
+            dtls.as_ref().map(|d| d.socket().local_addr().port()),
+        );
         Ok(Gateway {
             server,
             store,

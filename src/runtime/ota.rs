@@ -40,6 +40,14 @@ impl Shell {
         let images = ImageStore::open(&cfg.dir, cfg.max_store_bytes)
             .map_err(|e| RunError::Config(format!("OTA image store: {e}")))?;
         let mut core = Ota::new(cfg.core.clone(), now);
+        core.set_token_source(Box::new(|| {
+            let mut b = [0u8; 16];
+            if !crate::clock::random_bytes(&mut b) {
+                let mut rng = fastrand::Rng::with_seed(crate::clock::random_seed());
+                rng.fill(&mut b);
+            }
+            b.iter().map(|x| format!("{x:02x}")).collect()
+        }));
         for img in store.ota_images()? {
             match images.open_image(&img) {
                 Ok(_) => core.restore_image(img),
@@ -75,6 +83,19 @@ impl Shell {
             reserved: 0,
             dirty: Vec::new(),
         })
+    }
+
+    /// The bases of pull URLs, once the ports are bound.
+    pub fn set_pull_bases(&mut self, host: &str, plain: u16, secure: Option<u16>) {
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        self.core.set_pull_bases(
+            Some(format!("coap://{host}:{plain}")),
+            secure.map(|p| format!("coaps://{host}:{p}")),
+        );
     }
 
     /// The machine, for the command path.
@@ -179,6 +200,34 @@ impl Shell {
                     method,
                     params,
                 } => server.command(now, handle, &endpoint, method, &params),
+                Action::Serve {
+                    token,
+                    endpoint,
+                    image,
+                    size,
+                    secure,
+                } => server.serve_package(
+                    token,
+                    crate::server::packages::Package {
+                        endpoint,
+                        image,
+                        size,
+                        secure,
+                    },
+                ),
+                Action::Unserve { token } => server.unserve_package(&token),
+            }
+        }
+        // Blocks devices fetch from their pull URLs.
+        while let Some(f) = server.poll_fetch() {
+            let r = self.read(&f.image, f.offset, f.len);
+            let (ep, end) = (f.endpoint.clone(), f.offset + f.len as u64);
+            // Progress is the device's own fetching, not anyone's with the URL.
+            let own = server.registry().get(&ep).is_some_and(|reg| reg.peer == f.peer);
+            let ok = r.is_ok();
+            server.answer_fetch(now, f, r);
+            if ok && own {
+                self.core.on_fetched(now, crate::clock::unix_ms(), &ep, end);
             }
         }
     }

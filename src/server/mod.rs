@@ -8,6 +8,7 @@
 pub mod answer;
 pub mod command;
 pub mod observe;
+pub mod packages;
 mod provision;
 pub mod queue;
 pub mod registry;
@@ -168,6 +169,8 @@ pub struct Server {
     /// is still open. An entry outlives its session while a registration
     /// made over it lives, so that nothing for it goes out in the clear.
     secure_peers: HashMap<SocketAddr, (Authenticated, bool)>,
+    /// Packages served for pull updates.
+    packages: packages::Packages,
 }
 
 impl Server {
@@ -210,6 +213,7 @@ impl Server {
             last_unix_ms: 0,
             acknowledged: false,
             secure_peers: HashMap::new(),
+            packages: packages::Packages::default(),
         }
     }
 
@@ -631,6 +635,11 @@ impl Server {
             (["rd", reg_id], Code::POST) => self.update(now, unix_ms, peer, reg_id, &msg),
             (["rd", reg_id], Code::DELETE) => self.deregister(now, peer, reg_id),
             (["dp"], Code::POST) => self.handle_send(peer, &msg),
+            (["fw", token], Code::GET) => match self.fetch(id, peer, token, &msg) {
+                Some(refusal) => refusal,
+                // Answered once the shell has read the block.
+                None => return,
+            },
             (["rd"], _) | (["rd", _], _) | (["dp"], _) => {
                 reply(Code::METHOD_NOT_ALLOWED, "method not allowed")
             }

@@ -440,6 +440,8 @@ impl SimDevice {
                 Event::Request { id, msg, peer } if self.bootstrap_serve(now, id, peer, &msg) => {}
                 Event::Request { id, msg, peer } => self.serve(now, unix_ms, id, peer, msg),
                 Event::Response { id, msg, .. } if self.bootstrap_response(now, id, &msg) => {}
+                Event::Response { id, msg, .. } if self.package_fetched(now, id, Ok(&msg)) => {}
+                Event::Failed { id, .. } if self.package_fetched(now, id, Err(())) => {}
                 Event::Failed { id, error, .. }
                     if self.bootstrap_failed(id, &error.to_string()) => {}
                 Event::ObserverGone { token, .. } => {
@@ -484,6 +486,7 @@ impl SimDevice {
             match ev {
                 Event::Failed { id, error, .. }
                     if self.bootstrap_failed(id, &error.to_string()) => {}
+                Event::Failed { id, .. } if self.package_fetched(now, id, Err(())) => {}
                 Event::Failed { id, error, .. } if Some(id) == self.reg_request => {
                     self.reg_request = None;
                     self.state = RegState::Failed(error.to_string());
@@ -611,6 +614,14 @@ impl SimDevice {
                 ("observe-composite", self.read_composite(msg, accept))
             }
             (Code::GET, Some(p)) => ("read", self.read_op(&p, accept)),
+            (Code::PUT, Some(p))
+                if matches!(
+                    (p.object, p.instance, p.resource),
+                    (5, Some(0), Some(1)) | (9, Some(0), Some(3))
+                ) && !(msg.payload.is_empty() && msg.content_format().is_none()) =>
+            {
+                ("package-uri", self.package_uri(now, &p, msg))
+            }
             (Code::PUT, Some(p))
                 if matches!(
                     (p.object, p.instance, p.resource),

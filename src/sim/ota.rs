@@ -112,6 +112,36 @@ pub(super) struct OtaObjects {
     sw_version: Option<String>,
     /// The firmware update ends (the device reboots) at.
     reboot_at: Option<Instant>,
+    /// A pull in progress: the request in flight, the URL's path, the
+    /// next block, and whether it is software.
+    fetch: Option<Fetching>,
+}
+
+struct Fetching {
+    request: crate::coap::RequestId,
+    path: String,
+    num: u32,
+    software: bool,
+}
+
+impl Download {
+    /// Takes the next bytes: hashed and written, all but the last 72.
+    fn feed(&mut self, take: &[u8]) {
+        self.received += take.len() as u64;
+        if self.head.len() < 128 {
+            let n = (128 - self.head.len()).min(take.len());
+            self.head.extend_from_slice(&take[..n]);
+        }
+        self.tail.extend_from_slice(take);
+        if self.tail.len() > TRAILER {
+            let cut = self.tail.len() - TRAILER;
+            self.sha.update(&self.tail[..cut]);
+            if let Some(f) = &mut self.file {
+                let _ = f.write_all(&self.tail[..cut]);
+            }
+            self.tail.drain(..cut);
+        }
+    }
 }
 
 const TRAILER: usize = 72;
@@ -153,6 +183,142 @@ impl SimDevice {
         self.notify_paths(now, &paths);
     }
 
+    /// A new download; false when the device is told to refuse it.
+    fn start_download(&mut self, now: Instant, software: bool) -> bool {
+        if let Some(f @ (OtaFailure::Storage | OtaFailure::Memory | OtaFailure::Unsupported)) =
+            self.cfg.ota.fail
+        {
+            self.ota_state(now, software, 0, f.result(software));
+            return false;
+        }
+        let file = self.cfg.ota.dir.as_ref().and_then(|d| {
+            let name = format!(
+                "{}-{}.bin",
+                self.cfg.endpoint,
+                if software { "sw" } else { "fw" }
+            );
+            std::fs::File::create(d.join(name)).ok()
+        });
+        let d = Download {
+            file,
+            ..Download::default()
+        };
+        if software {
+            self.ota.sw = Some(d);
+        } else {
+            self.ota.fw = Some(d);
+        }
+        self.ota_state(now, software, 1, if software { 1 } else { 0 });
+        true
+    }
+
+    /// A write of the package URI (/5/0/1 or /9/0/3): an empty one resets
+    /// the object, a URL of the gateway's starts a pull.
+    pub(super) fn package_uri(
+        &mut self,
+        now: Instant,
+        p: &Path,
+        msg: &Message,
+    ) -> Result<Message, Refusal> {
+        let ok = self.write(p, msg, true)?;
+        let software = p.object == 9;
+        let uri = match self
+            .objects
+            .get(&p.object)
+            .and_then(|o| o.get(&0))
+            .and_then(|i| i.get(&p.resource.unwrap_or(0)))
+        {
+            Some(Resource::Single(Value::String(s))) => s.clone(),
+            _ => String::new(),
+        };
+        self.ota.fetch = None;
+        if uri.is_empty() {
+            if software {
+                self.ota.sw = None;
+            } else {
+                self.ota.fw = None;
+            }
+            self.ota_state(now, software, 0, 0);
+            return Ok(ok);
+        }
+        // Only the gateway it talks to: the URL must name that address.
+        let rest = uri
+            .strip_prefix("coaps://")
+            .or_else(|| uri.strip_prefix("coap://"));
+        let target = rest.and_then(|r| r.split_once('/'));
+        let reachable = target.and_then(|(hp, _)| hp.parse::<std::net::SocketAddr>().ok())
+            == Some(self.cfg.server);
+        let Some((_, path)) = target.filter(|_| reachable) else {
+            self.ota_state(now, software, 0, if software { 56 } else { 7 });
+            return Ok(ok);
+        };
+        if !self.start_download(now, software) {
+            return Ok(ok);
+        }
+        self.fetch_block(now, path.to_string(), 0, software);
+        Ok(ok)
+    }
+
+    fn fetch_block(&mut self, now: Instant, path: String, num: u32, software: bool) {
+        let mut m = Message::new(MsgType::Con, Code::GET, 0, Token::EMPTY);
+        m.set_uri_path(&path);
+        let szx = BlockOpt::szx_for(self.cfg.ota.max_block);
+        m.set_option(opt::BLOCK2, BlockOpt::new(num, false, szx).encode());
+        self.wake(now);
+        match self.engine.request(now, self.cfg.server, m) {
+            Ok(request) => {
+                self.ota.fetch = Some(Fetching {
+                    request,
+                    path,
+                    num,
+                    software,
+                })
+            }
+            Err(_) => self.ota_state(now, software, 0, if software { 52 } else { 4 }),
+        }
+    }
+
+    /// The answer to a pull's block request, if it is one; true when taken.
+    pub(super) fn package_fetched(
+        &mut self,
+        now: Instant,
+        id: crate::coap::RequestId,
+        answer: Result<&Message, ()>,
+    ) -> bool {
+        let Some(f) = self.ota.fetch.take_if(|f| f.request == id) else {
+            return false;
+        };
+        let software = f.software;
+        let lost = if software { 52 } else { 4 };
+        let msg = match answer {
+            Ok(m) if m.code == Code::CONTENT => m,
+            Ok(m) if m.code == Code::NOT_FOUND || m.code == Code::FORBIDDEN => {
+                self.ota_state(now, software, 0, if software { 56 } else { 7 });
+                return true;
+            }
+            _ => {
+                self.ota_state(now, software, 0, lost);
+                return true;
+            }
+        };
+        let more = matches!(msg.block2(), Some(Ok(b)) if b.more);
+        let dl = if software {
+            &mut self.ota.sw
+        } else {
+            &mut self.ota.fw
+        };
+        let Some(dl) = dl.as_mut() else {
+            return true;
+        };
+        dl.feed(&msg.payload);
+        if more {
+            self.fetch_block(now, f.path, f.num + 1, software);
+        } else {
+            self.package_done(now, software);
+        }
+        true
+    }
+
     /// One block of a package (PUT /5/0/0 or /9/0/2 with Block1).
     pub(super) fn package_block(
         &mut self,
@@ -170,31 +336,8 @@ impl SimDevice {
         let size = b1.size();
         let offset = b1.num as u64 * size as u64;
         let fail = self.cfg.ota.fail;
-        if b1.num == 0 {
-            if let Some(f @ (OtaFailure::Storage | OtaFailure::Memory | OtaFailure::Unsupported)) =
-                fail
-            {
-                self.ota_state(now, software, 0, f.result(software));
-                return refuse(Code::INTERNAL_SERVER_ERROR, "the package cannot be taken");
-            }
-            let file = self.cfg.ota.dir.as_ref().and_then(|d| {
-                let name = format!(
-                    "{}-{}.bin",
-                    self.cfg.endpoint,
-                    if software { "sw" } else { "fw" }
-                );
-                std::fs::File::create(d.join(name)).ok()
-            });
-            let d = Download {
-                file,
-                ..Download::default()
-            };
-            if software {
-                self.ota.sw = Some(d);
-            } else {
-                self.ota.fw = Some(d);
-            }
-            self.ota_state(now, software, 1, if software { 1 } else { 0 });
+        if b1.num == 0 && !self.start_download(now, software) {
+            return refuse(Code::INTERNAL_SERVER_ERROR, "the package cannot be taken");
         }
         let dl = if software {
             &mut self.ota.sw
@@ -228,21 +371,7 @@ impl SimDevice {
         if b1.more && !smaller && take.len() != size {
             return refuse(Code::BAD_REQUEST, "block shorter than its size");
         }
-        dl.received += take.len() as u64;
-        if dl.head.len() < 128 {
-            let n = (128 - dl.head.len()).min(take.len());
-            dl.head.extend_from_slice(&take[..n]);
-        }
-        // Everything but the last 72 bytes is hashed now.
-        dl.tail.extend_from_slice(take);
-        if dl.tail.len() > TRAILER {
-            let cut = dl.tail.len() - TRAILER;
-            dl.sha.update(&dl.tail[..cut]);
-            if let Some(f) = &mut dl.file {
-                let _ = f.write_all(&dl.tail[..cut]);
-            }
-            dl.tail.drain(..cut);
-        }
+        dl.feed(take);
         let more = b1.more || smaller;
         let mut ack = Message::new(
             MsgType::Ack,

@@ -111,6 +111,11 @@ impl Engine {
         block2: Option<BlockOpt>,
         mut resp: Message,
     ) -> Message {
+        // The application cut its block itself (a package served from a
+        // file, a block at a time).
+        if resp.option(opt::BLOCK2).is_some() {
+            return resp;
+        }
         let szx = self.block_szx(block2);
         let size = BlockOpt::szx_size(szx);
         let num = block2.map_or(0, |b| b.num);

@@ -27,6 +27,9 @@ pub(super) struct Exchange {
     pub(super) last_seq: Option<(u32, Instant)>,
     /// For a fetch of a block-wise notification's later blocks: the observation.
     pub(super) follows: Option<u64>,
+    /// The application asked for one block itself (a Block2 option on its
+    /// request): the answer is handed over as it is, never followed.
+    pub(super) one_block: bool,
 }
 
 /// The fetch of a block-wise notification's later blocks.
@@ -110,9 +113,11 @@ impl Engine {
         } else {
             ps.active += 1;
         }
+        let one_block = follows.is_none() && msg.block2().is_some();
         self.exchanges.insert(
             id,
             Exchange {
+                one_block,
                 peer,
                 token,
                 request: msg,
@@ -274,7 +279,7 @@ impl Engine {
             x.block1 = None;
         }
         // Block2 download: fetch the next block.
-        if let Some(Ok(b2)) = msg.block2() {
+        if let Some(Ok(b2)) = msg.block2().filter(|_| !x.one_block) {
             let acc_len = x.block2_acc.as_ref().map_or(0, |a| a.0.len());
             if b2.offset() != acc_len {
                 return self.fail_exchange(now, id, RequestError::BlockMismatch);

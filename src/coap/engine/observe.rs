@@ -47,6 +47,7 @@ impl Engine {
                 deadline: None,
                 last_seq: None,
                 follows: None,
+                one_block: false,
             },
         );
         self.established += 1;
