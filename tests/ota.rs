@@ -457,3 +457,93 @@ fn a_dtls_device_pulls_over_dtls_only() {
     let (ok, out) = cli(&gw, &["ota", "start", "dp-0", &id2, "--wait"]);
     assert!(ok && out.contains("UPDATED, runs 9"), "{out}");
 }
+
+#[test]
+fn the_platforms_shared_attributes_start_an_update_that_ends_updated_upstream() {
+    let dir = TempDir::new("ota-mqtt");
+    let broker = common::Broker::start(&dir.0);
+    let gw = Gateway::start(
+        &dir.0,
+        &common::config(
+            "127.0.0.1",
+            &format!("[mqtt]\nurl = \"{}\"\n", broker.url()),
+        ),
+    );
+    let sub = common::Subscriber::start(&broker, "ota-sub");
+    let _sim = Sim::start(gw.addr, 2, "mq-", "senml-cbor");
+    let img = package(&dir.0, "fw.bin", "3.3", 25_000, true);
+    let id = add(&gw, &img, "firmware", "meter-fw", "3.3");
+    broker.publish(
+        "v1/gateway/attributes",
+        &format!(
+            r#"{{"device":"mq-0","data":{{"fw_title":"meter-fw","fw_version":"3.3","fw_checksum":"{id}","fw_checksum_algorithm":"SHA256","fw_size":25100}}}}"#
+        ),
+    );
+    broker.publish(
+        "v1/gateway/attributes",
+        r#"{"device":"mq-1","data":{"fw_title":"meter-fw","fw_version":"4.0"}}"#,
+    );
+    let values = |ep: &str, key: &str| -> Vec<Json> {
+        sub.on("v1/gateway/telemetry")
+            .iter()
+            .filter_map(|m| m.get(ep).and_then(Json::as_array).cloned())
+            .flatten()
+            .filter_map(|e| e["values"].get(key).cloned())
+            .collect()
+    };
+    sub.wait("v1/gateway/telemetry", Duration::from_secs(60), |_| {
+        values("mq-0", "fw_state").contains(&Json::from("UPDATED"))
+            && values("mq-1", "fw_state").contains(&Json::from("FAILED"))
+    });
+    let states: Vec<Json> = values("mq-0", "fw_state");
+    assert!(states.contains(&Json::from("DOWNLOADING")), "{states:?}");
+    assert_eq!(states.last(), Some(&Json::from("UPDATED")), "{states:?}");
+    assert!(values("mq-0", "current_fw_version").contains(&Json::from("3.3")));
+    assert!(values("mq-0", "fw_progress").contains(&Json::from(100)));
+    assert_eq!(
+        values("mq-1", "fw_error").last(),
+        Some(&Json::from("image not in the local store")),
+    );
+    // The same assignment again (a reconnect's attribute answer) starts
+    // nothing: the update is over.
+    broker.publish(
+        "v1/gateway/attributes",
+        r#"{"device":"mq-0","data":{"fw_title":"meter-fw","fw_version":"3.3"}}"#,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(status(&gw, "mq-0")["state"], "UPDATED");
+    assert_eq!(status(&gw, "mq-0")["blocksSent"], 25);
+}
+
+#[test]
+fn a_queue_mode_device_gets_blocks_only_while_awake_and_still_ends_updated() {
+    let dir = TempDir::new("ota-queue");
+    let gw = Gateway::start(
+        &dir.0,
+        &common::config("127.0.0.1", "[queue]\nawake_window_s = 1\n"),
+    );
+    let _sim = Sim::start_with(
+        gw.addr,
+        1,
+        "qm-",
+        "senml-cbor",
+        &["--queue", "--awake-ms", "1000", "--update-ms", "2500"],
+    );
+    // Let it fall asleep first.
+    std::thread::sleep(Duration::from_millis(1500));
+    let img = package(&dir.0, "fw.bin", "2.2", 20_000, true);
+    let id = add(&gw, &img, "firmware", "fw", "2.2");
+    let (ok, out) = cli(&gw, &["ota", "start", "qm-0", &id]);
+    assert!(ok, "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    // Asleep: nothing reached it yet, and the status says what it waits on.
+    let s = status(&gw, "qm-0");
+    assert_eq!(
+        (s["state"].as_str(), s["acknowledged"].as_u64()),
+        (Some("INITIATED"), Some(0)),
+        "{s}"
+    );
+    assert!(!s["step"].as_str().unwrap().is_empty(), "{s}");
+    let s = wait_state(&gw, "qm-0", &["UPDATED", "FAILED"], Duration::from_secs(60));
+    assert_eq!(s["state"], "UPDATED", "{s}");
+}

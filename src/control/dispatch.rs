@@ -357,6 +357,106 @@ fn bootstrap(b: &mut impl Backend, now: Instant, req: Request) -> Result<Answer,
     }
 }
 
+/// How an update of `ep` runs: the strategy named, else its profile's
+/// `[ota] strategy`, else push; coaps for a device with a DTLS credential.
+fn start_options(
+    s: &Server,
+    ep: &str,
+    strategy: Option<&str>,
+    block_size: Option<u32>,
+    activate: bool,
+) -> Result<crate::ota::StartOptions, Answer> {
+    let named = strategy.map(str::to_string).or_else(|| {
+        s.profile(&s.profile_name(ep))
+            .and_then(|p| p.ota.as_ref())
+            .and_then(|o| o.strategy.clone())
+    });
+    let strategy = match named.map(|n| n.to_ascii_lowercase()).as_deref() {
+        None | Some("push") => Some(crate::ota::Strategy::Push),
+        Some("pull") => Some(crate::ota::Strategy::Pull),
+        Some("auto") => None,
+        Some(x) => {
+            return Err(Answer::bad_request(format!(
+                "strategy {x:?}: give push, pull or auto"
+            )))
+        }
+    };
+    Ok(crate::ota::StartOptions {
+        block_size: block_size.unwrap_or(1024),
+        activate,
+        strategy,
+        secure: s.credential(ep).is_some_and(|c| c.security.is_secure()),
+    })
+}
+
+/// The platform assigned a package (shared attributes `fw_title` and
+/// `fw_version`, or `sw_*`, with an optional SHA-256 `fw_checksum`): the
+/// update starts from the local store, or is FAILED with why, so the
+/// platform sees it either way. One already running or done for that
+/// version is left alone.
+pub fn ota_from_platform(
+    b: &mut impl Backend,
+    now: Instant,
+    device: &str,
+    kind: crate::ota::Kind,
+    title: &str,
+    version: &str,
+    checksum: Option<&str>,
+) {
+    let unix = crate::clock::unix_ms();
+    let opts = match start_options(b.server(), device, None, None, false) {
+        Ok(o) => o,
+        Err(a) => {
+            log::warn!("ep={device} platform OTA: {}", a.error.unwrap_or_default());
+            return;
+        }
+    };
+    let Some(o) = b.ota() else { return };
+    if let Some(r) = o.record(device) {
+        let same = r.image.kind == kind && r.image.title == title && r.image.version == version;
+        if same && (r.phase != crate::ota::Phase::Failed) {
+            log::debug!(
+                "ep={device} platform OTA {title} {version}: already {}",
+                r.phase.name()
+            );
+            return;
+        }
+        if !r.phase.is_final() {
+            log::info!(
+                "ep={device} platform OTA {title} {version} replaces the running update to {}",
+                r.image.version
+            );
+            let _ = o.cancel(device);
+        }
+    }
+    let img = match o.find_image(kind, title, version) {
+        Some(i) => i.clone(),
+        None => {
+            o.refuse(
+                now,
+                unix,
+                device,
+                kind,
+                title,
+                version,
+                "image not in the local store",
+            );
+            return;
+        }
+    };
+    if let Some(sum) = checksum.filter(|c| !c.is_empty()) {
+        if !sum.eq_ignore_ascii_case(&img.id) {
+            let why = format!("checksum {sum} is not the local image's SHA-256 {}", img.id);
+            o.refuse(now, unix, device, kind, title, version, &why);
+            return;
+        }
+    }
+    match o.start(now, unix, device, img, opts) {
+        Ok(_) => log::info!("ep={device} platform OTA {title} {version} started"),
+        Err(e) => log::warn!("ep={device} platform OTA {title} {version}: {e}"),
+    }
+}
+
 fn ota_add(
     b: &mut impl Backend,
     file: std::path::PathBuf,
@@ -480,27 +580,11 @@ fn ota(b: &mut impl Backend, now: Instant, req: Request) -> Result<Answer, Answe
                     ))
                 }
             };
-            // Per device: its profile's strategy unless one was given, and
-            // coaps for a device with a DTLS credential.
-            let plans: Vec<(String, Option<crate::ota::Strategy>, bool)> = targets
+            let plans: Vec<(String, crate::ota::StartOptions)> = targets
                 .iter()
                 .map(|ep| {
-                    let s = b.server();
-                    let named = strategy.clone().or_else(|| {
-                        s.profile(&s.profile_name(ep))
-                            .and_then(|p| p.ota.as_ref())
-                            .and_then(|o| o.strategy.clone())
-                    });
-                    let secure = s.credential(ep).is_some_and(|c| c.security.is_secure());
-                    let st = match named.map(|n| n.to_ascii_lowercase()).as_deref() {
-                        None | Some("push") => Ok(Some(crate::ota::Strategy::Push)),
-                        Some("pull") => Ok(Some(crate::ota::Strategy::Pull)),
-                        Some("auto") => Ok(None),
-                        Some(x) => Err(Answer::bad_request(format!(
-                            "strategy {x:?}: give push, pull or auto"
-                        ))),
-                    };
-                    st.map(|st| (ep.clone(), st, secure))
+                    start_options(b.server(), ep, strategy.as_deref(), block_size, activate)
+                        .map(|o| (ep.clone(), o))
                 })
                 .collect::<Result<_, _>>()?;
             let o = b
@@ -522,14 +606,8 @@ fn ota(b: &mut impl Backend, now: Instant, req: Request) -> Result<Answer, Answe
             }
             let mut started = Vec::new();
             let mut refused = Vec::new();
-            for (ep, strategy, secure) in &plans {
-                let opts = crate::ota::StartOptions {
-                    block_size: block_size.unwrap_or(1024),
-                    activate,
-                    strategy: *strategy,
-                    secure: *secure,
-                };
-                match o.start(now, unix, ep, img.clone(), opts) {
+            for (ep, opts) in &plans {
+                match o.start(now, unix, ep, img.clone(), *opts) {
                     Ok(r) => started.push(r.to_json(unix)),
                     Err(e) => refused.push(json!({"endpoint": ep, "error": e.to_string()})),
                 }

@@ -467,6 +467,65 @@ impl Ota {
         Ok(self.updates[endpoint].rec.clone())
     }
 
+    /// Records a platform request that cannot start (no such image, a
+    /// checksum that is not the image's) as a FAILED update, so the
+    /// platform sees why.
+    #[allow(clippy::too_many_arguments)]
+    pub fn refuse(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        endpoint: &str,
+        kind: Kind,
+        title: &str,
+        version: &str,
+        why: &str,
+    ) {
+        self.unix_ms = unix_ms;
+        self.clock = now;
+        let image = Image {
+            id: String::new(),
+            kind,
+            title: title.to_string(),
+            version: version.to_string(),
+            size: 0,
+            added_ms: 0,
+        };
+        let mut rec = Record {
+            endpoint: endpoint.to_string(),
+            image,
+            strategy: Strategy::Push,
+            phase: Phase::Failed,
+            step: "ended".into(),
+            block_size: 1024,
+            acked: 0,
+            blocks_sent: 0,
+            retries: 0,
+            error: Some(why.to_string()),
+            last_answer: None,
+            device_state: None,
+            device_result: None,
+            current_version: None,
+            started_ms: unix_ms,
+            progress_ms: unix_ms,
+            finished_ms: Some(unix_ms),
+            activate: false,
+            auto_strategy: false,
+            secure: false,
+            token: None,
+            url: None,
+        };
+        if let Some(old) = self.updates.get(endpoint) {
+            rec.current_version = old.rec.current_version.clone();
+        }
+        log::warn!(
+            "ep={endpoint} {} {title} {version} not started: {why}",
+            kind.name()
+        );
+        self.updates.insert(endpoint.to_string(), Update::new(rec));
+        self.changed(endpoint, true);
+    }
+
     /// Ends a running update for a reason of the gateway's own (its image
     /// file cannot be read).
     pub fn abort(&mut self, endpoint: &str, why: String) {
@@ -888,15 +947,13 @@ impl Ota {
         let obj = kind.object();
         if !u.observing {
             u.observing = true;
-            let version = match kind {
-                Kind::Firmware => "/3/0/3",
-                Kind::Software => "/9/0/1",
+            // State, result and version move the update on; the package's
+            // name, version and URI are for the platform and `ota status`.
+            let paths: &[&str] = match kind {
+                Kind::Firmware => &["/5/0/3", "/5/0/5", "/3/0/3", "/5/0/7"],
+                Kind::Software => &["/9/0/7", "/9/0/9", "/9/0/1", "/9/0/0", "/9/0/3", "/3/0/19"],
             };
-            let (state, result) = match kind {
-                Kind::Firmware => ("/5/0/3", "/5/0/5"),
-                Kind::Software => ("/9/0/7", "/9/0/9"),
-            };
-            for p in [state, result, version] {
+            for p in paths.iter().copied() {
                 let handle = self.handle(endpoint);
                 if let Some(h) = self.handles.get_mut(&handle) {
                     h.1 = Path::parse(p).ok();

@@ -166,6 +166,7 @@ impl Device {
                     }
                     ("Observe", "/5/0/3") | ("Observe", "/9/0/7") => json!(self.state),
                     ("Observe", "/5/0/5") | ("Observe", "/9/0/9") => json!(self.result),
+                    ("Observe", "/5/0/7" | "/9/0/0" | "/9/0/3" | "/3/0/19") => json!(""),
                     ("Execute", "/5/0/2") => {
                         assert_eq!(self.state, 2, "Update only once downloaded");
                         self.state = 0;

@@ -91,7 +91,39 @@ impl Shell {
                     self.pending.insert(h, Pending::Rpc(device, id, method));
                 }
             }
-            Downlink::SharedUpdate { device, values } => {
+            Downlink::SharedUpdate { device, mut values } => {
+                // The platform's own OTA keys start an update from the
+                // local store; they name no resource.
+                for kind in [crate::ota::Kind::Firmware, crate::ota::Kind::Software] {
+                    let p = kind.prefix();
+                    let text = |v: Option<&Json>| v.and_then(Json::as_str).map(str::to_string);
+                    let title = text(values.get(&format!("{p}_title")));
+                    let version = text(values.get(&format!("{p}_version")));
+                    let sum = text(values.get(&format!("{p}_checksum")));
+                    for k in [
+                        "title",
+                        "version",
+                        "checksum",
+                        "checksum_algorithm",
+                        "size",
+                        "url",
+                        "tag",
+                    ] {
+                        values.remove(&format!("{p}_{k}"));
+                    }
+                    if let (Some(t), Some(v)) = (title, version) {
+                        log::info!("ep={device} the platform assigns {} {t} {v}", kind.name());
+                        crate::control::dispatch::ota_from_platform(
+                            b,
+                            now,
+                            &device,
+                            kind,
+                            &t,
+                            &v,
+                            sum.as_deref(),
+                        );
+                    }
+                }
                 for (key, value) in values {
                     let Some(path) = b.server().path_of_key(&device, &key) else {
                         log::info!(
@@ -216,7 +248,19 @@ impl Shell {
                         thingsboard::CONNECT,
                         &thingsboard::connect(ep, &server.profile_name(ep)),
                     );
-                    let shared = server.shared_keys(ep);
+                    let mut shared = server.shared_keys(ep);
+                    // An assignment made while the device was away.
+                    shared.extend(
+                        [
+                            "fw_title",
+                            "fw_version",
+                            "fw_checksum",
+                            "sw_title",
+                            "sw_version",
+                            "sw_checksum",
+                        ]
+                        .map(String::from),
+                    );
                     if !shared.is_empty() {
                         *next_handle += 1;
                         let body = thingsboard::attributes_request(*next_handle, ep, &shared);

@@ -223,7 +223,10 @@ impl Shell {
             let r = self.read(&f.image, f.offset, f.len);
             let (ep, end) = (f.endpoint.clone(), f.offset + f.len as u64);
             // Progress is the device's own fetching, not anyone's with the URL.
-            let own = server.registry().get(&ep).is_some_and(|reg| reg.peer == f.peer);
+            let own = server
+                .registry()
+                .get(&ep)
+                .is_some_and(|reg| reg.peer == f.peer);
             let ok = r.is_ok();
             server.answer_fetch(now, f, r);
             if ok && own {
