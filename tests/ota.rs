@@ -273,7 +273,11 @@ fn a_profile_wide_update_runs_at_most_max_concurrent_at_once() {
         &common::config("127.0.0.1", "[ota]\nmax_concurrent = 4\n"),
     );
     let prof = dir.0.join("meters.toml");
-    std::fs::write(&prof, "name = \"meters\"\nobjects = [3, 5]\n").unwrap();
+    std::fs::write(
+        &prof,
+        "name = \"meters\"\nobjects = [3, 5]\n[ota]\nfw_strategy = \"auto\"\nblock_size = 512\n",
+    )
+    .unwrap();
     let (ok, out) = cli(&gw, &["profile", "import", prof.to_str().unwrap()]);
     assert!(ok, "{out}");
     for i in 0..20 {
@@ -315,6 +319,14 @@ fn a_profile_wide_update_runs_at_most_max_concurrent_at_once() {
         h.join().unwrap()
     });
     assert!(watch.0 <= 4 && watch.0 >= 2, "at most 4 at once: {watch:?}");
+    // The profile's [ota] table: its block size, push chosen by the device's
+    // /5/0/9 (both).
+    let s = status(&gw, "pm-7");
+    assert_eq!(
+        (s["blockSize"].as_u64(), s["strategy"].as_str()),
+        (Some(512), Some("push")),
+        "{s}"
+    );
     assert!(watch.1.contains("QUEUED"), "the rest queued: {watch:?}");
 }
 

@@ -357,19 +357,22 @@ fn bootstrap(b: &mut impl Backend, now: Instant, req: Request) -> Result<Answer,
     }
 }
 
-/// How an update of `ep` runs: the strategy named, else its profile's
-/// `[ota] strategy`, else push; coaps for a device with a DTLS credential.
+/// How an update of `ep` runs: what the command names, else its profile's
+/// `[ota]` table, else push in 1024-byte blocks; coaps for a device with a
+/// DTLS credential.
 fn start_options(
     s: &Server,
     ep: &str,
+    kind: crate::ota::Kind,
     strategy: Option<&str>,
     block_size: Option<u32>,
     activate: bool,
 ) -> Result<crate::ota::StartOptions, Answer> {
+    let software = kind == crate::ota::Kind::Software;
+    let prof = s.profile(&s.profile_name(ep)).and_then(|p| p.ota.clone());
     let named = strategy.map(str::to_string).or_else(|| {
-        s.profile(&s.profile_name(ep))
-            .and_then(|p| p.ota.as_ref())
-            .and_then(|o| o.strategy.clone())
+        prof.as_ref()
+            .and_then(|o| o.strategy_for(software).map(str::to_string))
     });
     let strategy = match named.map(|n| n.to_ascii_lowercase()).as_deref() {
         None | Some("push") => Some(crate::ota::Strategy::Push),
@@ -382,8 +385,10 @@ fn start_options(
         }
     };
     Ok(crate::ota::StartOptions {
-        block_size: block_size.unwrap_or(1024),
-        activate,
+        block_size: block_size
+            .or(prof.as_ref().and_then(|o| o.block_size))
+            .unwrap_or(1024),
+        activate: activate || prof.as_ref().and_then(|o| o.sw_activate).unwrap_or(false),
         strategy,
         secure: s.credential(ep).is_some_and(|c| c.security.is_secure()),
     })
@@ -404,7 +409,7 @@ pub fn ota_from_platform(
     checksum: Option<&str>,
 ) {
     let unix = crate::clock::unix_ms();
-    let opts = match start_options(b.server(), device, None, None, false) {
+    let opts = match start_options(b.server(), device, kind, None, None, false) {
         Ok(o) => o,
         Err(a) => {
             log::warn!("ep={device} platform OTA: {}", a.error.unwrap_or_default());
@@ -580,17 +585,30 @@ fn ota(b: &mut impl Backend, now: Instant, req: Request) -> Result<Answer, Answe
                     ))
                 }
             };
+            let img = b
+                .ota()
+                .ok_or_else(|| Answer::fail("NOT_FOUND", "OTA is off"))?
+                .resolve(&image)
+                .map_err(|e| e.answer())?
+                .clone();
+            let kind = img.kind;
             let plans: Vec<(String, crate::ota::StartOptions)> = targets
                 .iter()
                 .map(|ep| {
-                    start_options(b.server(), ep, strategy.as_deref(), block_size, activate)
-                        .map(|o| (ep.clone(), o))
+                    start_options(
+                        b.server(),
+                        ep,
+                        kind,
+                        strategy.as_deref(),
+                        block_size,
+                        activate,
+                    )
+                    .map(|o| (ep.clone(), o))
                 })
                 .collect::<Result<_, _>>()?;
             let o = b
                 .ota()
                 .ok_or_else(|| Answer::fail("NOT_FOUND", "OTA is off"))?;
-            let img = o.resolve(&image).map_err(|e| e.answer())?.clone();
             // All or none: a running update of one device refuses the set.
             for ep in &targets {
                 if let Some(r) = o.record(ep).filter(|r| !r.phase.is_final()) {

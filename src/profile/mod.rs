@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub mod stored;
+
 /// The profile of devices that have none of their own.
 pub const DEFAULT: &str = "default";
 
@@ -84,13 +86,38 @@ pub struct NotifyAttributes {
     pub st: Option<f64>,
 }
 
-/// Firmware update settings (used by the OTA issue).
+/// How updates reach this profile's devices (`ota start` flags win).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtaSettings {
-    /// How firmware reaches the device: `push` (Block1 to /5/0/0) or `pull` (URI in /5/0/1).
+    /// Firmware: `push` (Block1 to /5/0/0), `pull` (URI in /5/0/1) or
+    /// `auto` (as the device's /5/0/9 allows). The first profile format's
+    /// name for `fw_strategy`.
     #[serde(default)]
     pub strategy: Option<String>,
+    /// Firmware strategy; wins over `strategy`.
+    #[serde(default)]
+    pub fw_strategy: Option<String>,
+    /// Software: `push` (Block1 to /9/0/2) or `pull` (URI in /9/0/3).
+    #[serde(default)]
+    pub sw_strategy: Option<String>,
+    /// Block size for pushes, 16 to 1024 (default 1024).
+    #[serde(default)]
+    pub block_size: Option<u32>,
+    /// Software: Activate (/9/0/10) after Install.
+    #[serde(default)]
+    pub sw_activate: Option<bool>,
+}
+
+impl OtaSettings {
+    /// The strategy named for `software` or firmware.
+    pub fn strategy_for(&self, software: bool) -> Option<&str> {
+        if software {
+            self.sw_strategy.as_deref()
+        } else {
+            self.fw_strategy.as_deref().or(self.strategy.as_deref())
+        }
+    }
 }
 
 /// Defaults of the bootstrap entries made with this profile, for what
@@ -212,6 +239,26 @@ impl Profile {
             match ContentFormat::from_name(f) {
                 Some(cf) if cf.is_structured() => {}
                 _ => return bad(format!("format {f:?} is not a structured content format")),
+            }
+        }
+        if let Some(o) = &self.ota {
+            for (k, v) in [
+                ("strategy", &o.strategy),
+                ("fw_strategy", &o.fw_strategy),
+                ("sw_strategy", &o.sw_strategy),
+            ] {
+                if let Some(x) = v {
+                    if !matches!(x.to_ascii_lowercase().as_str(), "push" | "pull" | "auto") {
+                        return bad(format!("ota.{k} {x:?}: give push, pull or auto"));
+                    }
+                }
+            }
+            if let Some(b) = o.block_size {
+                if !(16..=1024).contains(&b) || !b.is_power_of_two() {
+                    return bad(format!(
+                        "ota.block_size {b}: give 16, 32, 64, 128, 256, 512 or 1024"
+                    ));
+                }
             }
         }
         if let Some(b) = &self.bootstrap {

@@ -54,8 +54,8 @@ fn a_profile_parses_checks_and_maps_keys() {
         serde_json::json!({"pmin": 10, "pmax": 60, "st": 0.5})
     );
     // It survives the store's encoding.
-    let b = postcard::to_stdvec(&p).unwrap();
-    assert_eq!(postcard::from_bytes::<Profile>(&b).unwrap(), p);
+    let b = serde_json::to_vec(&p).unwrap();
+    assert_eq!(serde_json::from_slice::<Profile>(&b).unwrap(), p);
 }
 
 #[test]
@@ -72,6 +72,8 @@ fn profiles_naming_unknown_things_are_refused_clearly() {
         ("name = \"x\"\n[attributes.\"/3/0/0\"]\ngt = 1.0\n", "numeric resource"),
         ("name = \"x\"\nformat = \"TEXT\"\n", "not a structured content format"),
         ("name = \"bad name\"\n", "a name is"),
+        ("name = \"x\"\n[ota]\nfw_strategy = \"ftp\"\n", "ota.fw_strategy \"ftp\": give push, pull or auto"),
+        ("name = \"x\"\n[ota]\nblock_size = 100\n", "ota.block_size 100"),
     ];
     for (text, want) in cases {
         let e = Profile::from_toml(text).unwrap().check(&lib()).unwrap_err();
@@ -88,9 +90,9 @@ fn bootstrap_writes_survive_the_store_and_toml_round_trips() {
     )
     .unwrap();
     p.check(&ModelLibrary::embedded()).unwrap();
-    // The store keeps profiles with postcard, which cannot describe itself.
-    let bytes = postcard::to_stdvec(&p).unwrap();
-    let back: Profile = postcard::from_bytes(&bytes).unwrap();
+    // The store keeps profiles as JSON.
+    let bytes = serde_json::to_vec(&p).unwrap();
+    let back: Profile = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(back, p);
     let w = &back.bootstrap.as_ref().unwrap().writes;
     assert_eq!(w["/3/0/14"].0, "\"+02:00\"");

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 const KEY_V1: u8 = 1;
 const VALUE_V1: u8 = 1;
+/// Values kept as JSON (profiles, since they grow fields).
+const VALUE_JSON: u8 = 2;
 const REGISTRATIONS: &str = "registrations";
 const OBSERVATIONS: &str = "observations";
 const QUEUED: &str = "queued";
@@ -231,7 +233,10 @@ impl Store {
 
     /// Writes a profile.
     pub fn put_profile(&self, p: &Profile) -> Result<(), StoreError> {
-        self.profiles.insert(reg_key(&p.name), encode(p)?)?;
+        // JSON describes itself: a field added later decodes from this.
+        let mut value = vec![VALUE_JSON];
+        value.extend(serde_json::to_vec(p).map_err(|e| StoreError::Encode(e.to_string()))?);
+        self.profiles.insert(reg_key(&p.name), value)?;
         Ok(())
     }
 
@@ -243,7 +248,26 @@ impl Store {
 
     /// Every stored profile.
     pub fn profiles(&self) -> Result<Vec<Profile>, StoreError> {
-        read_all(&self.profiles, "profile")
+        let mut out = Vec::new();
+        for item in self.profiles.scan_prefix([KEY_V1]) {
+            let (_, v) = item?;
+            let p = match v.split_first() {
+                Some((&VALUE_JSON, body)) => {
+                    serde_json::from_slice::<Profile>(body).map_err(|e| e.to_string())
+                }
+                Some((&VALUE_V1, body)) => {
+                    postcard::from_bytes::<crate::profile::stored::ProfileV1>(body)
+                        .map(Profile::from)
+                        .map_err(|e| e.to_string())
+                }
+                _ => Err("unknown format".into()),
+            };
+            match p {
+                Ok(p) => out.push(p),
+                Err(e) => log::warn!("stored profile does not decode ({e}); skipped"),
+            }
+        }
+        Ok(out)
     }
 
     /// Writes an endpoint's credential.
@@ -677,6 +701,33 @@ mod tests {
             .map(|o| o.endpoint)
             .collect();
         assert_eq!(left, ["ab"]);
+        let _ = std::fs::remove_dir_all(&c.dir);
+    }
+
+    #[test]
+    fn profiles_stored_by_the_first_format_still_load_and_new_ones_keep_every_field() {
+        let c = cfg("profile-versions");
+        let (store, _) = Store::open(&c).unwrap();
+        let old = Profile::from_toml(
+            "name = \"meters\"\nobjects = [3, 5]\n[resources.\"/3/0/9\"]\ntelemetry = true\n[ota]\nstrategy = \"pull\"\n[bootstrap]\nlifetime = 60\n",
+        )
+        .unwrap();
+        // What a gateway of the first format wrote: postcard, version 1.
+        let mut v1 = vec![VALUE_V1];
+        v1.extend(postcard::to_stdvec(&crate::profile::stored::ProfileV1::of(&old)).unwrap());
+        store.profiles.insert(reg_key("meters"), v1).unwrap();
+        let new = Profile::from_toml(
+            "name = \"valves\"\n[ota]\nfw_strategy = \"auto\"\nsw_strategy = \"pull\"\nblock_size = 256\nsw_activate = true\n",
+        )
+        .unwrap();
+        store.put_profile(&new).unwrap();
+        let got = store.profiles().unwrap();
+        assert_eq!(got, vec![old, new]);
+        assert_eq!(
+            got[0].ota.as_ref().unwrap().strategy_for(false),
+            Some("pull")
+        );
+        assert_eq!(got[1].ota.as_ref().unwrap().block_size, Some(256));
         let _ = std::fs::remove_dir_all(&c.dir);
     }
 }
