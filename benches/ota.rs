@@ -182,10 +182,12 @@ fn main() {
         settle(&sock);
         let _ = call(&sock, serde_json::json!({"op": "ota-rm", "image": id}));
     }
+    // The first round grows the heap; later ones reuse it. The worst round
+    // is the figure.
+    let worst = per.iter().copied().fold(0.0f64, f64::max);
     println!(
-        "{devices} devices: median {:.1} MiB/s aggregate (goal >= 30), median {:.0} KiB RSS per transfer (goal <= 256)",
-        median(many),
-        median(per)
+        "{devices} devices: median {:.1} MiB/s aggregate (goal >= 30), at most {worst:.0} KiB RSS per transfer in a round (goal <= 256)",
+        median(many)
     );
     drop(gw);
     let _ = std::fs::remove_dir_all(&dir);

@@ -203,7 +203,7 @@ fn a_bad_package_fails_with_the_devices_reason_and_an_image_in_use_stays() {
 fn software_is_pushed_installed_and_activated() {
     let dir = TempDir::new("ota-sw");
     let gw = Gateway::start(&dir.0, &common::config("127.0.0.1", ""));
-    let _sim = Sim::start(gw.addr, 1, "sw-", "senml-json");
+    let _sim = Sim::start(gw.addr, 2, "sw-", "senml-json");
     let img = package(&dir.0, "app.bin", "3.1", 40_000, true);
     let id = add(&gw, &img, "software", "app", "3.1");
     let (ok, out) = cli(
@@ -222,6 +222,13 @@ fn software_is_pushed_installed_and_activated() {
     assert!(ok && out.contains("sw-0: UPDATED, runs 3.1"), "{out}");
     let rec = cli_json(&gw, &["rpc", "sw-0", "Read", r#"{"id": "/9/0/12"}"#]);
     assert_eq!(rec["value"], true, "activated: {rec}");
+    // The same package pulled through /9/0/3 by the other device.
+    let (ok, out) = cli(
+        &gw,
+        &["ota", "start", "sw-1", &id, "--strategy", "pull", "--wait"],
+    );
+    assert!(ok && out.contains("sw-1: UPDATED, runs 3.1"), "{out}");
+    assert_eq!(status(&gw, "sw-1")["strategy"], "pull");
 }
 
 #[test]
