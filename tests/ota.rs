@@ -566,3 +566,95 @@ fn a_queue_mode_device_gets_blocks_only_while_awake_and_still_ends_updated() {
     let s = wait_state(&gw, "qm-0", &["UPDATED", "FAILED"], Duration::from_secs(60));
     assert_eq!(s["state"], "UPDATED", "{s}");
 }
+
+#[test]
+fn every_block_size_delivers_the_exact_image_end_to_end() {
+    let dir = TempDir::new("ota-sizes");
+    let gw = Gateway::start(
+        &dir.0,
+        &common::config("127.0.0.1", "[ota]\nmax_concurrent = 7\n"),
+    );
+    let got = dir.0.join("received");
+    std::fs::create_dir_all(&got).unwrap();
+    let _sim = Sim::start_with(
+        gw.addr,
+        7,
+        "bs-",
+        "senml-cbor",
+        &["--ota-dir", got.to_str().unwrap()],
+    );
+    // Not a multiple of any block size: the last block is short.
+    let img = package(&dir.0, "fw.bin", "1.16", 20_011, true);
+    let id = add(&gw, &img, "firmware", "fw", "1.16");
+    let sizes = [16, 32, 64, 128, 256, 512, 1024];
+    for (i, b) in sizes.iter().enumerate() {
+        let (ok, out) = cli(
+            &gw,
+            &[
+                "ota",
+                "start",
+                &format!("bs-{i}"),
+                &id,
+                "--block-size",
+                &b.to_string(),
+            ],
+        );
+        assert!(ok, "{out}");
+    }
+    for (i, b) in sizes.iter().enumerate() {
+        let ep = format!("bs-{i}");
+        let s = wait_state(&gw, &ep, &["UPDATED", "FAILED"], Duration::from_secs(60));
+        assert_eq!(s["state"], "UPDATED", "{b}: {s}");
+        assert_eq!(s["blockSize"], *b);
+        let written = std::fs::read(got.join(format!("{ep}-fw.bin"))).unwrap();
+        assert_eq!(sha256_hex(&written), id, "block size {b}");
+    }
+}
+
+#[test]
+fn a_pull_url_outlives_a_kill_9_and_the_update_completes() {
+    let dir = TempDir::new("ota-pull-kill");
+    let port = common::free_udp_port();
+    let cfg = common::config("127.0.0.1", "");
+    let gw = Gateway::start_on(&dir.0, &cfg, port);
+    let got = dir.0.join("received");
+    std::fs::create_dir_all(&got).unwrap();
+    let _sim = Sim::start_with(
+        gw.addr,
+        1,
+        "pk-",
+        "senml-cbor",
+        &["--ota-dir", got.to_str().unwrap(), "--ota-max-block", "16"],
+    );
+    let img = package(&dir.0, "fw.bin", "7.7", 150_000, true);
+    let id = add(&gw, &img, "firmware", "fw", "7.7");
+    let (ok, out) = cli(&gw, &["ota", "start", "pk-0", &id, "--strategy", "pull"]);
+    assert!(ok, "{out}");
+    let url = pull_url(&gw, "pk-0");
+    assert!(common::wait_until(Duration::from_secs(30), || {
+        status(&gw, "pk-0")["progress"].as_u64().unwrap_or(0) >= 10
+    }));
+    gw.kill9();
+    let gw = Gateway::start_on(&dir.0, &cfg, port);
+    // Served again at once under the same secret, before the update ends.
+    let s = status(&gw, "pk-0");
+    assert_eq!(s["url"].as_str(), Some(url.as_str()), "{s}");
+    let probe = dir.0.join("probe.bin");
+    let printed = coap_get(&url, "1024", &probe);
+    assert_eq!(
+        std::fs::read(&probe).unwrap_or_default(),
+        std::fs::read(&img).unwrap(),
+        "{printed}"
+    );
+    let s = wait_state(
+        &gw,
+        "pk-0",
+        &["UPDATED", "FAILED"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(s["state"], "UPDATED", "{s}");
+    let written = std::fs::read(got.join("pk-0-fw.bin")).unwrap();
+    assert_eq!(sha256_hex(&written), id);
+    let printed = coap_get(&url, "1024", &dir.0.join("after.bin"));
+    assert!(printed.contains("4.04"), "{printed}");
+}

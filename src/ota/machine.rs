@@ -417,7 +417,10 @@ impl Ota {
         let ep = rec.endpoint.clone();
         let mut u = Update::new(rec);
         if !u.rec.phase.is_final() && u.rec.phase != Phase::Queued {
-            u.next_at = Some(now);
+            // A device fetching its pull URL goes on by itself: the URL is
+            // written again only if it stalls.
+            let fetching = u.rec.strategy == Strategy::Pull && u.rec.phase == Phase::Downloading;
+            u.next_at = (!fetching).then_some(now);
             u.deadline = Some(now + self.cfg.stall_timeout);
         }
         // A pull URL stays valid across a restart until its update ends.
