@@ -532,6 +532,16 @@ fn the_platforms_shared_attributes_start_an_update_that_ends_updated_upstream() 
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(status(&gw, "mq-0")["state"], "UPDATED");
     assert_eq!(status(&gw, "mq-0")["blocksSent"], 25);
+    // The image the platform named arrives in the store: the same
+    // assignment, sent again, now starts.
+    let img4 = package(&dir.0, "fw4.bin", "4.0", 5_000, true);
+    add(&gw, &img4, "firmware", "meter-fw", "4.0");
+    broker.publish(
+        "v1/gateway/attributes",
+        r#"{"device":"mq-1","data":{"fw_title":"meter-fw","fw_version":"4.0"}}"#,
+    );
+    let s = wait_state(&gw, "mq-1", &["UPDATED"], Duration::from_secs(60));
+    assert_eq!(s["currentVersion"], "4.0");
 }
 
 #[test]

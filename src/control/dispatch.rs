@@ -419,7 +419,12 @@ pub fn ota_from_platform(
     let Some(o) = b.ota() else { return };
     if let Some(r) = o.record(device) {
         let same = r.image.kind == kind && r.image.title == title && r.image.version == version;
-        if same && (r.phase != crate::ota::Phase::Failed) {
+        // The same assignment comes again at every reconnect: a failed
+        // update is not retried by it (no update loop), unless it failed
+        // only because the image was missing and the image is here now.
+        let waited_for_image =
+            r.image.id.is_empty() && o.find_image(kind, title, version).is_some();
+        if same && !waited_for_image {
             log::debug!(
                 "ep={device} platform OTA {title} {version}: already {}",
                 r.phase.name()

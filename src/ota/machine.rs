@@ -262,6 +262,14 @@ impl Ota {
                 old.version
             )));
         }
+        log::info!(
+            "OTA image {} added: {} {} {} ({} bytes)",
+            image.id,
+            image.kind.name(),
+            image.title,
+            image.version,
+            image.size
+        );
         self.images.insert(image.id.clone(), image.clone());
         self.events.push_back(OtaEvent::ImageAdded(image.clone()));
         Ok(image)

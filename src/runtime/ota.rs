@@ -141,16 +141,9 @@ impl Shell {
     /// An add finished: the image joins the machine; the command's answer.
     pub fn finish_add(&mut self, reserved: u64, r: Result<Image, OtaError>) -> Answer {
         self.reserved = self.reserved.saturating_sub(reserved);
-        match r.and_then(|img| {
-            let id = img.id.clone();
-            let kept = self.core.add_image(img);
-            if kept.is_err() {
-                // Same bytes, other names: the file stays for the first.
-            } else {
-                log::info!("OTA image {id} added");
-            }
-            kept
-        }) {
+        // Same bytes under other names are refused; the file (the same
+        // bytes) stays for the image that has it.
+        match r.and_then(|img| self.core.add_image(img)) {
             Ok(img) => Answer::ok("CREATED", Some(img.to_json())),
             Err(e) => e.answer(),
         }
