@@ -101,3 +101,73 @@ mod tests {
         assert_eq!(String::from_utf8(buf).unwrap(), "ep=a\\x07b n=5");
     }
 }
+
+/// Lines about bad input from the network, bounded: at most `max` in a
+/// `window`, then one line saying how many were held back. A flood of
+/// garbage costs a few lines, not one per datagram.
+#[derive(Debug, Clone)]
+pub struct LogLimit {
+    max: u32,
+    window: std::time::Duration,
+    start: Option<std::time::Instant>,
+    used: u32,
+    held: u64,
+}
+
+impl LogLimit {
+    /// At most `max` lines per `window`.
+    pub const fn new(max: u32, window: std::time::Duration) -> LogLimit {
+        LogLimit {
+            max,
+            window,
+            start: None,
+            used: 0,
+            held: 0,
+        }
+    }
+
+    /// Whether a line may go out at `now`; with it, the lines held back
+    /// since the last one (to say so in the text, see [`held_note`]).
+    pub fn check(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self
+            .start
+            .is_none_or(|s| now.duration_since(s) >= self.window)
+        {
+            self.start = Some(now);
+            self.used = 0;
+        }
+        if self.used >= self.max {
+            self.held += 1;
+            return None;
+        }
+        self.used += 1;
+        Some(std::mem::take(&mut self.held))
+    }
+}
+
+/// ` (N more not logged)` for a count of held-back lines, else nothing.
+pub fn held_note(held: u64) -> String {
+    if held == 0 {
+        String::new()
+    } else {
+        format!(" ({held} more like it not logged)")
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_flood_logs_a_few_lines_and_then_says_how_many_it_held_back() {
+        let t = Instant::now();
+        let mut l = LogLimit::new(3, Duration::from_secs(10));
+        let let_through: Vec<Option<u64>> = (0..1000).map(|_| l.check(t)).collect();
+        assert_eq!(let_through.iter().filter(|x| x.is_some()).count(), 3);
+        // The next window's first line tells of the 997 held back.
+        assert_eq!(l.check(t + Duration::from_secs(10)), Some(997));
+        assert_eq!(l.check(t + Duration::from_secs(11)), Some(0));
+        assert_eq!(held_note(997), " (997 more like it not logged)");
+    }
+}

@@ -196,6 +196,18 @@ pub struct Stats {
     pub no_session: u64,
     /// ClientHellos offering only raw public keys, refused (no RPK stack).
     pub rpk_refused: u64,
+    /// Datagrams that are no DTLS record at all, dropped unread.
+    pub garbage: u64,
+}
+
+/// Whether `d` starts with a DTLS 1.0/1.2 record header (content type 20
+/// to 25, version 254.255 or 254.253) whose length fits the datagram.
+fn is_dtls_record(d: &[u8]) -> bool {
+    d.len() >= 13
+        && (20..=25).contains(&d[0])
+        && d[1] == 0xfe
+        && matches!(d[2], 0xfd | 0xff)
+        && 13 + u16::from_be_bytes([d[11], d[12]]) as usize <= d.len()
 }
 
 /// A raw-public-key session, served by tinydtls.
@@ -230,6 +242,8 @@ pub struct DtlsServer {
     /// Our clock at the current call, for what callbacks report.
     now_ms: u64,
     stats: Stats,
+    /// Lines about garbage, bounded.
+    bad_log: crate::logging::LogLimit,
 }
 
 /// How often sessions are checked for timers while handshakes run, and
@@ -257,6 +271,7 @@ impl DtlsServer {
             rpk: HashMap::new(),
             now_ms: 0,
             stats: Stats::default(),
+            bad_log: crate::logging::LogLimit::new(50, std::time::Duration::from_secs(10)),
         }
     }
 
@@ -307,6 +322,18 @@ impl DtlsServer {
             let mut d = datagram.to_vec();
             hello::normalise_record_version(&mut d);
             self.feed(now_ms, peer, &d);
+            return;
+        }
+        if !is_dtls_record(datagram) {
+            // Cheap to drop, and counted: a flood of it shows in stats.
+            self.stats.garbage += 1;
+            if let Some(held) = self.bad_log.check(now) {
+                log::info!(
+                    "peer={peer} datagram of {} bytes on the DTLS port is no DTLS record; dropped{}",
+                    datagram.len(),
+                    crate::logging::held_note(held)
+                );
+            }
             return;
         }
         if self.sessions.contains_key(&peer) {

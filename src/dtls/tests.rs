@@ -251,11 +251,17 @@ fn idle_sessions_are_evicted_and_reported_closed() {
 fn records_from_unknown_peers_and_garbage_are_dropped_without_state() {
     let key = [0x11u8; 16];
     let mut n = Net::new(&[psk_credential("node-1", "id-1", &key)], "id-1", &key);
+    // Not even a record: garbage, counted as such.
     for d in [&b""[..], b"\x17\xfe\xfd\x00\x01", &[0xff; 40]] {
         n.server.handle_datagram(n.now(), n.addr, d);
     }
+    // A well-formed application-data record from a peer with no session.
+    let mut record = vec![0x17, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 7, 0, 4];
+    record.extend_from_slice(&[1, 2, 3, 4]);
+    n.server.handle_datagram(n.now(), n.addr, &record);
     assert!(n.server.poll_transmit().is_none());
-    assert_eq!(n.server.stats().no_session, 3);
+    assert_eq!(n.server.stats().garbage, 3);
+    assert_eq!(n.server.stats().no_session, 1);
     assert_eq!(n.server.poll_timeout(), None, "no state kept");
 }
 

@@ -232,6 +232,7 @@ impl Shell {
             "evicted": d.evicted,
             "noSession": d.no_session,
             "rpkRefused": d.rpk_refused,
+            "garbage": d.garbage,
             "unsent": self.unsent,
             "plainDropped": plain_dropped,
         })

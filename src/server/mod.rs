@@ -171,6 +171,8 @@ pub struct Server {
     secure_peers: HashMap<SocketAddr, (Authenticated, bool)>,
     /// Packages served for pull updates.
     packages: packages::Packages,
+    /// Lines about refused requests, bounded (a flood must not flood the log).
+    bad_log: crate::logging::LogLimit,
 }
 
 impl Server {
@@ -214,6 +216,7 @@ impl Server {
             acknowledged: false,
             secure_peers: HashMap::new(),
             packages: packages::Packages::default(),
+            bad_log: crate::logging::LogLimit::new(50, Duration::from_secs(10)),
         }
     }
 
@@ -634,7 +637,7 @@ impl Server {
             (["rd"], Code::POST) => self.register(now, unix_ms, peer, &msg),
             (["rd", reg_id], Code::POST) => self.update(now, unix_ms, peer, reg_id, &msg),
             (["rd", reg_id], Code::DELETE) => self.deregister(now, peer, reg_id),
-            (["dp"], Code::POST) => self.handle_send(peer, &msg),
+            (["dp"], Code::POST) => self.handle_send(now, peer, &msg),
             (["fw", token], Code::GET) => match self.fetch(id, peer, token, &msg) {
                 Some(refusal) => refusal,
                 // Answered once the shell has read the block.
@@ -643,7 +646,17 @@ impl Server {
             (["rd"], _) | (["rd", _], _) | (["dp"], _) => {
                 reply(Code::METHOD_NOT_ALLOWED, "method not allowed")
             }
-            _ => reply(Code::NOT_FOUND, "no such resource"),
+            _ => {
+                if let Some(held) = self.bad_log.check(now) {
+                    log::info!(
+                        "peer={peer} {} /{} refused with 4.04: no such resource{}",
+                        msg.code,
+                        segs.join("/"),
+                        crate::logging::held_note(held)
+                    );
+                }
+                reply(Code::NOT_FOUND, "no such resource")
+            }
         };
         self.engine.respond(now, id, resp);
     }
@@ -699,10 +712,13 @@ impl Server {
                     .iter()
                     .find_map(|q| q.strip_prefix("ep="))
                     .unwrap_or("?");
-                log::warn!(
-                    "ep={ep} peer={peer} register refused with {}: {e}",
-                    e.code()
-                );
+                if let Some(held) = self.bad_log.check(now) {
+                    log::warn!(
+                        "ep={ep} peer={peer} register refused with {}: {e}{}",
+                        e.code(),
+                        crate::logging::held_note(held)
+                    );
+                }
                 reply(e.code(), &e.to_string())
             }
         }
@@ -755,10 +771,13 @@ impl Server {
                 reply(Code::CHANGED, "")
             }
             Err(e) => {
-                log::info!(
-                    "peer={peer} update of {reg_id} refused with {}: {e}",
-                    e.code()
-                );
+                if let Some(held) = self.bad_log.check(now) {
+                    log::info!(
+                        "peer={peer} update of {reg_id} refused with {}: {e}{}",
+                        e.code(),
+                        crate::logging::held_note(held)
+                    );
+                }
                 reply(e.code(), &e.to_string())
             }
         }
@@ -786,7 +805,12 @@ impl Server {
                 reply(Code::DELETED, "")
             }
             None => {
-                log::info!("peer={peer} de-register of unknown registration {reg_id}");
+                if let Some(held) = self.bad_log.check(now) {
+                    log::info!(
+                        "peer={peer} de-register of unknown registration {reg_id}{}",
+                        crate::logging::held_note(held)
+                    );
+                }
                 reply(Code::NOT_FOUND, "unknown registration")
             }
         }

@@ -418,9 +418,19 @@ impl Server {
     }
 
     /// Send (`POST /dp`, LwM2M 1.1+): values the device pushes on its own.
-    pub(super) fn handle_send(&mut self, peer: SocketAddr, msg: &Message) -> Message {
+    pub(super) fn handle_send(
+        &mut self,
+        now: std::time::Instant,
+        peer: SocketAddr,
+        msg: &Message,
+    ) -> Message {
         let Some(reg) = self.registry.get_by_peer(peer) else {
-            log::info!("peer={peer} Send from a device that is not registered; refused");
+            if let Some(held) = self.bad_log.check(now) {
+                log::info!(
+                    "peer={peer} Send from a device that is not registered; refused{}",
+                    crate::logging::held_note(held)
+                );
+            }
             return reply(Code::FORBIDDEN, "not registered");
         };
         let endpoint: Arc<str> = reg.endpoint.as_str().into();
@@ -431,7 +441,12 @@ impl Server {
                 | ContentFormat::Lwm2mCbor),
             ) => cf,
             other => {
-                log::info!("ep={endpoint} Send in unsupported format {other:?}; refused");
+                if let Some(held) = self.bad_log.check(now) {
+                    log::info!(
+                        "ep={endpoint} Send in unsupported format {other:?}; refused{}",
+                        crate::logging::held_note(held)
+                    );
+                }
                 return reply(
                     Code::UNSUPPORTED_CONTENT_FORMAT,
                     "Send takes SenML JSON, SenML CBOR or LwM2M CBOR",
@@ -450,7 +465,12 @@ impl Server {
             }
             Err(e) => {
                 self.report_stats.undecodable += 1;
-                log::info!("ep={endpoint} Send in {cf} did not decode: {e}");
+                if let Some(held) = self.bad_log.check(now) {
+                    log::info!(
+                        "ep={endpoint} Send in {cf} did not decode: {e}{}",
+                        crate::logging::held_note(held)
+                    );
+                }
                 reply(Code::BAD_REQUEST, &e.to_string())
             }
         }

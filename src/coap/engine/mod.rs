@@ -271,6 +271,8 @@ pub struct Engine {
     /// device's side of an observation about to be restored).
     held: Option<VecDeque<(SocketAddr, Message)>>,
     stats: Stats,
+    /// Lines about malformed datagrams, bounded.
+    bad_log: crate::logging::LogLimit,
 }
 
 impl Engine {
@@ -302,6 +304,7 @@ impl Engine {
             block_order: VecDeque::new(),
             held: None,
             stats: Stats::default(),
+            bad_log: crate::logging::LogLimit::new(50, Duration::from_secs(10)),
         }
     }
 
@@ -359,10 +362,13 @@ impl Engine {
             Ok(m) => m,
             Err(e) => {
                 self.stats.malformed += 1;
-                log::debug!(
-                    "peer={peer} malformed CoAP datagram ({} bytes): {e}",
-                    bytes.len()
-                );
+                if let Some(held) = self.bad_log.check(now) {
+                    log::info!(
+                        "peer={peer} malformed CoAP datagram ({} bytes): {e}{}",
+                        bytes.len(),
+                        crate::logging::held_note(held)
+                    );
+                }
                 // RFC 7252 4.2: a confirmable message that cannot be processed is rejected with RST.
                 if let Some((MsgType::Con, mid)) = Message::peek_header(bytes) {
                     self.send_reset(peer, mid);
