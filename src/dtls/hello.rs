@@ -48,7 +48,9 @@ pub fn parse_client_hello(d: &[u8]) -> Option<ClientHello<'_>> {
     }
     let rec_len = usize::from(u16::from_be_bytes([d[11], d[12]]));
     let rec = d.get(RECORD_HEADER..RECORD_HEADER + rec_len)?;
-    if rec[0] != CLIENT_HELLO {
+    // The record may claim less than a handshake header (found by
+    // fuzz/dtls_hello: a 26-byte datagram panicked the front).
+    if rec.len() < HANDSHAKE_HEADER || rec[0] != CLIENT_HELLO {
         return None;
     }
     let len = be24(&rec[1..4]);
@@ -313,5 +315,16 @@ pub(crate) mod tests {
         let mut epoch1 = d.clone();
         epoch1[4] = 1;
         assert!(parse_client_hello(&epoch1).is_none());
+    }
+
+    #[test]
+    fn a_record_shorter_than_its_handshake_header_is_no_hello() {
+        // Found by fuzz/dtls_hello: the record length says 0 (then 5)
+        // while the datagram is long enough for both headers.
+        let mut d = vec![0x16, 0xfe, 0x08, 0, 0, 0, 0xff, 0xff, 0xff, 0x99, 0, 0, 0];
+        d.extend_from_slice(&[0x27; 13]);
+        assert!(parse_client_hello(&d).is_none());
+        d[12] = 5;
+        assert!(parse_client_hello(&d).is_none());
     }
 }

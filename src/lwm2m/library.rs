@@ -117,6 +117,14 @@ impl ModelLibrary {
         lib
     }
 
+    /// The built-in models, parsed once per process and shared: a server
+    /// made for each test or fuzz input need not parse them again.
+    pub fn embedded_shared() -> std::sync::Arc<ModelLibrary> {
+        static LIB: std::sync::OnceLock<std::sync::Arc<ModelLibrary>> = std::sync::OnceLock::new();
+        LIB.get_or_init(|| std::sync::Arc::new(ModelLibrary::embedded()))
+            .clone()
+    }
+
     /// The built-in models, the system models directory and the site
     /// directory, in that order. Broken files are skipped with a warning
     /// naming file and line; they never stop the caller.

@@ -100,7 +100,13 @@ pub fn parse(input: &str) -> Result<Vec<Link>, LinkError> {
                     while i < b.len() && !matches!(b[i], b';' | b',') {
                         i += 1;
                     }
-                    Some(input[start..i].trim().to_string())
+                    let v = input[start..i].trim();
+                    // RFC 6690's ptoken has no DQUOTE; one here would not
+                    // survive being written back quoted.
+                    if v.contains('"') {
+                        return err(start, "'\"' in an unquoted attribute value");
+                    }
+                    Some(v.to_string())
                 }
             } else {
                 None
@@ -189,6 +195,8 @@ mod tests {
             "</1/0>;ver=\"1.0",
             "</a>,",
             "</a>;=1",
+            // Found by fuzz/link_format: unquoted, it could not be written back.
+            "</a>;x=a\"b",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

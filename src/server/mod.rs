@@ -187,7 +187,7 @@ impl Server {
             ),
             events: VecDeque::new(),
             admission: Box::new(|_| Ok(())),
-            models: Arc::new(ModelLibrary::embedded()),
+            models: ModelLibrary::embedded_shared(),
             pending: HashMap::new(),
             answers: VecDeque::new(),
             observations: HashMap::new(),

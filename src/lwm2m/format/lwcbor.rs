@@ -37,6 +37,25 @@ fn insert<'a>(root: &mut BTreeMap<u16, Tree<'a>>, path: &[u16], v: Option<&'a Va
     }
 }
 
+/// A path of a path list: one asked for covers what is below it, so a
+/// parent asked before or after its children stays, the children go.
+/// (Found by fuzz/content_formats: /0 with /0/0 encoded as /0/0 alone.)
+fn insert_path(root: &mut BTreeMap<u16, Tree<'_>>, path: &[u16]) {
+    let (first, rest) = (path[0], &path[1..]);
+    if rest.is_empty() {
+        root.insert(first, Tree::Leaf(None));
+        return;
+    }
+    match root
+        .entry(first)
+        .or_insert_with(|| Tree::Map(BTreeMap::new()))
+    {
+        // Its parent is asked for already.
+        Tree::Leaf(_) => {}
+        Tree::Map(m) => insert_path(m, rest),
+    }
+}
+
 fn write(e: &mut Encoder<Vec<u8>>, m: &BTreeMap<u16, Tree>) {
     let _ = e.map(m.len() as u64);
     for (k, t) in m {
@@ -66,7 +85,7 @@ pub fn encode(entries: &[(Path, Value)]) -> Vec<u8> {
 pub fn encode_paths(paths: &[Path]) -> Vec<u8> {
     let mut root = BTreeMap::new();
     for p in paths {
-        insert(&mut root, &segs(p), None);
+        insert_path(&mut root, &segs(p));
     }
     let mut e = Encoder::new(Vec::new());
     write(&mut e, &root);

@@ -400,3 +400,19 @@ fn strip_empty(n: &Node) -> Node {
         other => other.clone(),
     }
 }
+
+#[test]
+fn a_path_list_keeps_a_parent_asked_for_with_its_children() {
+    // Found by fuzz/content_formats: LwM2M CBOR wrote /0 and /0/0 as /0/0
+    // alone, so a Read-Composite of both lost the rest of object 0.
+    let p = |s: &str| Path::parse(s).unwrap();
+    for order in [
+        vec![p("/0"), p("/0/0"), p("/3/0/1")],
+        vec![p("/0/0"), p("/0"), p("/3/0/1")],
+    ] {
+        let cf = ContentFormat::Lwm2mCbor;
+        let mut got = decode_paths(cf, &encode_paths(cf, &order).unwrap()).unwrap();
+        got.sort();
+        assert_eq!(got, vec![p("/0"), p("/3/0/1")]);
+    }
+}
