@@ -1425,7 +1425,6 @@ impl Ota {
                 }
             }
         }
-        let _ = now;
     }
 
     /// Push or pull, from /5/0/9 (0 pull only, 1 push only, 2 both) and
