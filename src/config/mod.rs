@@ -326,6 +326,10 @@ pub struct CoapSection {
     pub max_datagram: usize,
     /// UDP socket receive and send buffer in KiB (capped by net.core.rmem_max).
     pub socket_buffer_kb: usize,
+    /// Datagrams per second one source address (IP and port) may send
+    /// while the gateway is behind; past it, its datagrams are dropped
+    /// first. 0: no limit.
+    pub source_rate: u32,
 }
 
 /// `[registration]`.
@@ -389,6 +393,7 @@ impl Default for CoapSection {
             max_block_transfers: c.max_block_states,
             max_datagram: 1500,
             socket_buffer_kb: 4096,
+            source_rate: 1000,
         }
     }
 }

@@ -70,6 +70,8 @@ pub struct Listen {
     pub socket_buffer: usize,
     /// Largest datagram accepted.
     pub max_datagram: usize,
+    /// Datagrams/s one source may send while the receive queue is behind (0: unlimited).
+    pub source_rate: u32,
 }
 
 /// CoAP over DTLS.
@@ -136,6 +138,7 @@ impl Config {
             addr: SocketAddr::new(self.coap.bind, port),
             socket_buffer: self.coap.socket_buffer_kb * 1024,
             max_datagram: self.coap.max_datagram,
+            source_rate: self.coap.source_rate,
         };
         let dtls = if self.dtls.enabled {
             Some(DtlsListen {

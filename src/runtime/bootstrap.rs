@@ -4,7 +4,7 @@
 
 use super::dtls;
 use super::error::RunError;
-use super::udp::{Socket, BATCH};
+use super::udp::{Frames, Socket, BATCH};
 use crate::bootstrap::{Bootstrap, BsEvent, Entry, KeySource};
 use crate::config::BootstrapSettings;
 use crate::credentials::{Credential, Security};
@@ -36,18 +36,18 @@ pub struct Shell {
 impl Shell {
     /// Binds the ports; the core is built in [`Shell::start`].
     pub fn bind(cfg: &BootstrapSettings) -> Result<(Option<Socket>, Option<Socket>), RunError> {
-        let bind = |l: &crate::config::Listen, what: &str| {
-            let mut s = Socket::bind(l, what)?;
+        let bind = |l: &crate::config::Listen, frames, what: &str| {
+            let mut s = Socket::bind(l, frames, what)?;
             // Server URIs name the address each request arrived on.
             s.want_arrival_address();
             Ok::<_, RunError>(s)
         };
         let udp = match &cfg.listen {
-            Some(l) => Some(bind(l, "bootstrap udp")?),
+            Some(l) => Some(bind(l, Frames::Coap, "bootstrap udp")?),
             None => None,
         };
         let dtls = match &cfg.dtls {
-            Some(d) => Some(bind(&d.listen, "bootstrap dtls udp")?),
+            Some(d) => Some(bind(&d.listen, Frames::Dtls, "bootstrap dtls udp")?),
             None => None,
         };
         Ok((udp, dtls))
@@ -141,6 +141,18 @@ impl Shell {
             .map_or(serde_json::Value::Null, |d| d.stats_json(0))
     }
 
+    /// Its sockets by the name `stats` gives them.
+    pub fn sockets(&self) -> Vec<(&'static str, &Socket)> {
+        let mut v = Vec::new();
+        if let Some(u) = &self.udp {
+            v.push(("bootstrap", u));
+        }
+        if let Some(d) = &self.dtls {
+            v.push(("bootstrapDtls", d.socket()));
+        }
+        v
+    }
+
     /// Entries changed: the DTLS port checks handshakes against them.
     pub fn entries_changed(&mut self) {
         if let Some(d) = &mut self.dtls {
@@ -179,6 +191,7 @@ impl Shell {
     /// Reads both sockets and runs the timers.
     pub fn receive(&mut self, now: Instant, buf: &mut [u8], max: usize) {
         if let Some(u) = &self.udp {
+            u.new_turn();
             for _ in 0..BATCH {
                 match u.try_recv_on(buf) {
                     Ok((n, peer, _)) if self.core.is_secure_peer(peer) || n > max => {

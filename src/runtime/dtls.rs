@@ -148,6 +148,7 @@ impl Shell {
     /// Reads the socket, runs the DTLS timers and hands what the sessions
     /// decrypted, opened and closed to the server.
     pub fn receive(&mut self, core: &mut impl Secured, now: Instant, buf: &mut [u8]) {
+        self.socket.new_turn();
         for _ in 0..BATCH {
             match self.socket.try_recv_on(buf) {
                 Ok((n, peer, local)) => {

@@ -15,6 +15,7 @@ mod control;
 mod dtls;
 mod error;
 mod fanout;
+mod inbox;
 mod mqtt;
 mod ota;
 mod persist;
@@ -75,9 +76,9 @@ impl Gateway {
         let cfg: Settings = cfg.try_into()?;
         // Sockets first: a port in use fails before anything is read, and
         // datagrams that arrive while the store loads wait in the kernel.
-        let udp = udp::Socket::bind(&cfg.coap, "udp")?;
+        let udp = udp::Socket::bind(&cfg.coap, udp::Frames::Coap, "udp")?;
         let dtls_socket = match &cfg.dtls {
-            Some(d) => Some(udp::Socket::bind(&d.listen, "dtls udp")?),
+            Some(d) => Some(udp::Socket::bind(&d.listen, udp::Frames::Dtls, "dtls udp")?),
             None => None,
         };
         let bs_sockets = match &cfg.bootstrap {
@@ -417,7 +418,7 @@ impl Gateway {
             store,
             dtls: dtls.as_mut(),
             mqtt: view,
-            plain_dropped: udp.plain_dropped,
+            udp: &*udp,
             watchers: control.watchers(),
             next_handle,
             bootstrap: bootstrap.as_mut(),
@@ -601,7 +602,7 @@ struct Parts<'a> {
     store: &'a Store,
     dtls: Option<&'a mut dtls::Shell>,
     mqtt: Option<&'a mqtt::Shell>,
-    plain_dropped: u64,
+    udp: &'a udp::Socket,
     watchers: usize,
     next_handle: &'a mut u64,
     bootstrap: Option<&'a mut bootstrap::Shell>,
@@ -633,8 +634,23 @@ impl crate::control::Backend for Parts<'_> {
             self.mqtt.map_or(Json::Null, |m| m.stats_json()),
             self.dtls
                 .as_ref()
-                .map_or(Json::Null, |d| d.stats_json(self.plain_dropped)),
+                .map_or(Json::Null, |d| d.stats_json(self.udp.plain_dropped)),
         );
+        // What the receive threads dropped as no frame at all is counted
+        // with the malformed and garbage datagrams the loop saw.
+        let add = |v: &mut Json, n: u64| *v = Json::from(v.as_u64().unwrap_or(0) + n);
+        add(&mut j["malformedDatagrams"], self.udp.junk());
+        let mut udp = serde_json::json!({ "coap": self.udp.stats_json() });
+        if let Some(d) = &self.dtls {
+            add(&mut j["dtls"]["garbage"], d.socket().junk());
+            udp["dtls"] = d.socket().stats_json();
+        }
+        if let Some(b) = &self.bootstrap {
+            for (name, s) in b.sockets() {
+                udp[name] = s.stats_json();
+            }
+        }
+        j["udp"] = udp;
         let o = self.ota.core();
         j["ota"] = serde_json::json!({
             "images": o.images().len(),

@@ -2,18 +2,25 @@
 //! read in batches into the server and its answers written back.
 
 use super::error::RunError;
+pub use super::inbox::Frames;
+use super::inbox::{attach_filter, kernel_drops, Inbox, Setup};
 use crate::config::Listen;
 use crate::server::Server;
 use smol::Async;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Datagrams read per wake-up before state is flushed and answers go out.
 pub const BATCH: usize = 256;
 
-/// A bound, non-blocking UDP socket.
+/// A bound UDP socket: a thread of its own reads it (see [`Inbox`]), the
+/// loop takes what that thread queued and sends on the socket itself.
 pub struct Socket {
+    // Before `socket`: the inbox's thread reads the descriptor until the
+    // inbox is dropped.
+    inbox: Inbox,
     socket: Async<UdpSocket>,
     local_addr: SocketAddr,
     dual_stack: bool,
@@ -24,8 +31,10 @@ pub struct Socket {
 }
 
 impl Socket {
-    /// Binds `listen.addr` with the configured buffers; `what` names it in errors.
-    pub fn bind(listen: &Listen, what: &str) -> Result<Socket, RunError> {
+    /// Binds `listen.addr` with the configured buffers and starts its
+    /// receive thread; `what` names it in errors and log lines.
+    pub fn bind(listen: &Listen, frames: Frames, what: &str) -> Result<Socket, RunError> {
+        use std::os::fd::AsRawFd;
         let (socket, dual_stack) = bind_udp(listen.addr)
             .map_err(|e| RunError::Io(format!("bind {what} {}", listen.addr), e))?;
         set_buffers(&socket, listen.socket_buffer);
@@ -34,7 +43,23 @@ impl Socket {
             .get_ref()
             .local_addr()
             .map_err(|e| RunError::Io(format!("{what} socket"), e))?;
+        if let Err(e) = attach_filter(socket.get_ref().as_raw_fd(), frames) {
+            log::warn!(
+                "{what} {local_addr}: no kernel filter for junk ({e}); the receive thread drops it"
+            );
+        }
+        let inbox = Inbox::start(Setup {
+            fd: socket.get_ref().as_raw_fd(),
+            frames,
+            max_datagram: listen.max_datagram,
+            // About what the kernel buffer holds of small datagrams.
+            queue: (listen.socket_buffer / 1024).clamp(256, 16_384),
+            source_rate: listen.source_rate,
+            what: format!("{what} {local_addr}"),
+        })
+        .map_err(|e| RunError::Io(format!("{what} receive thread"), e))?;
         Ok(Socket {
+            inbox,
             socket,
             local_addr,
             dual_stack,
@@ -80,21 +105,21 @@ impl Socket {
         }
     }
 
-    /// One datagram, if one is waiting: its length, its peer (canonical)
+    /// One datagram, if one is queued: its length, its peer (canonical)
     /// and the gateway address it was sent to, when known.
     pub fn try_recv_on(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
-        if !self.pktinfo {
-            let bound = Some(self.local_addr.ip()).filter(|ip| !ip.is_unspecified());
-            return self.try_recv(buf).map(|(n, p)| (n, p, bound));
-        }
-        use std::os::fd::AsRawFd;
-        loop {
-            match recv_pktinfo(self.socket.get_ref().as_raw_fd(), buf) {
-                Ok((n, peer, local)) => return Ok((n, canonical(peer), local)),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let d = self
+            .inbox
+            .try_take()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))?;
+        let n = d.bytes.len().min(buf.len());
+        buf[..n].copy_from_slice(&d.bytes[..n]);
+        let local = match d.local {
+            Some(l) => Some(l),
+            None if !self.pktinfo => Some(self.local_addr.ip()).filter(|ip| !ip.is_unspecified()),
+            None => None,
+        };
+        Ok((n, d.peer, local))
     }
 
     /// The bound address.
@@ -107,25 +132,50 @@ impl Socket {
         self.dual_stack
     }
 
-    /// Waits until a datagram can be read.
-    pub async fn readable(&self) {
-        let _ = self.socket.readable().await;
+    /// A new turn of the loop: the receive thread's second lane (over-rate
+    /// sources) gets its few datagrams again.
+    pub fn new_turn(&self) {
+        self.inbox.new_turn()
     }
 
-    /// One datagram, if one is waiting; the peer in its canonical form.
+    /// Waits until a datagram is queued.
+    pub async fn readable(&self) {
+        self.inbox.readable().await
+    }
+
+    /// One datagram, if one is queued; the peer in its canonical form.
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        loop {
-            match self.socket.get_ref().recv_from(buf) {
-                Ok((n, peer)) => return Ok((n, canonical(peer))),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        self.try_recv_on(buf).map(|(n, p, _)| (n, p))
+    }
+
+    /// What the receive thread counted, for `stats`.
+    pub fn stats_json(&self) -> serde_json::Value {
+        let c = self.inbox.counters();
+        serde_json::json!({
+            "received": c.received.load(Ordering::Relaxed),
+            "junk": c.junk.load(Ordering::Relaxed),
+            "limited": c.limited.load(Ordering::Relaxed),
+            "queueFull": c.overflow.load(Ordering::Relaxed),
+            "kernelDropped": self.kernel_drops(),
+        })
+    }
+
+    /// What the kernel dropped: junk its filter refused, and datagrams
+    /// that found the socket buffer full.
+    pub fn kernel_drops(&self) -> u64 {
+        use std::os::fd::AsRawFd;
+        kernel_drops(self.socket.get_ref().as_raw_fd()).unwrap_or(0)
+    }
+
+    /// Datagrams the receive thread found to be no frame at all.
+    pub fn junk(&self) -> u64 {
+        self.inbox.counters().junk.load(Ordering::Relaxed)
     }
 
     /// Reads a batch of plain CoAP datagrams into the server. `buf` is one
     /// byte longer than `max`, so a datagram over the limit shows itself.
     pub fn receive(&mut self, server: &mut Server, now: Instant, buf: &mut [u8], max: usize) {
+        self.new_turn();
         for _ in 0..BATCH {
             match self.try_recv(buf) {
                 Ok((n, peer)) if server.is_secure_peer(peer) => {
@@ -254,92 +304,7 @@ fn bind_dual_stack(port: u16) -> io::Result<UdpSocket> {
     }
 }
 
-/// recvmsg with the destination address from its IP_PKTINFO or
-/// IPV6_PKTINFO control message (IPv4 on a dual-stack socket comes as
-/// IPV6_PKTINFO with a mapped address).
-fn recv_pktinfo(
-    fd: std::os::fd::RawFd,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
-    // SAFETY: msghdr points at buffers that live through the call; control
-    // messages are read within msg_controllen via the CMSG macros, and
-    // their payloads with unaligned reads.
-    unsafe {
-        let mut name: libc::sockaddr_storage = std::mem::zeroed();
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-            iov_len: buf.len(),
-        };
-        // u64s keep the control buffer aligned for cmsghdr.
-        let mut control = [0u64; 16];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = &mut name as *mut _ as *mut libc::c_void;
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        let n = libc::recvmsg(fd, &mut msg, 0);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let peer = match name.ss_family as libc::c_int {
-            libc::AF_INET => {
-                let a: libc::sockaddr_in = std::ptr::read(&name as *const _ as *const _);
-                SocketAddr::from((
-                    std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                    u16::from_be(a.sin_port),
-                ))
-            }
-            libc::AF_INET6 => {
-                let a: libc::sockaddr_in6 = std::ptr::read(&name as *const _ as *const _);
-                SocketAddr::from((
-                    Ipv6Addr::from(a.sin6_addr.s6_addr),
-                    u16::from_be(a.sin6_port),
-                ))
-            }
-            f => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("datagram from address family {f}"),
-                ))
-            }
-        };
-        let mut local = None;
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            let data = libc::CMSG_DATA(c);
-            match ((*c).cmsg_level, (*c).cmsg_type) {
-                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
-                    let i: libc::in_pktinfo = std::ptr::read_unaligned(data as *const _);
-                    // The interface address the packet was accepted on.
-                    local = Some(IpAddr::V4(u32::from_be(i.ipi_spec_dst.s_addr).into()));
-                }
-                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
-                    let i: libc::in6_pktinfo = std::ptr::read_unaligned(data as *const _);
-                    let a = Ipv6Addr::from(i.ipi6_addr.s6_addr);
-                    local = Some(a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4));
-                }
-                _ => {}
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-        Ok((n as usize, peer, local))
-    }
-}
-
-/// IPv4 peers on a dual-stack socket appear as `::ffff:a.b.c.d`; the rest
-/// of the gateway sees them as plain IPv4.
-fn canonical(a: SocketAddr) -> SocketAddr {
-    match a {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => a,
-        },
-        v4 => v4,
-    }
-}
-
+/// IPv4 peers are sent to as `::ffff:a.b.c.d` on a dual-stack socket.
 fn mapped(a: SocketAddr) -> SocketAddr {
     match a {
         SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
@@ -352,13 +317,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mapped_ipv4_peers_are_seen_as_ipv4_and_mapped_back() {
+    fn ipv4_peers_are_mapped_on_a_dual_stack_socket() {
         let v4: SocketAddr = "192.0.2.1:5683".parse().unwrap();
-        let m = mapped(v4);
-        assert_eq!(m.to_string(), "[::ffff:192.0.2.1]:5683");
-        assert_eq!(canonical(m), v4);
+        assert_eq!(mapped(v4).to_string(), "[::ffff:192.0.2.1]:5683");
         let v6: SocketAddr = "[2001:db8::1]:5683".parse().unwrap();
-        assert_eq!(canonical(v6), v6);
         assert_eq!(mapped(v6), v6);
     }
 
@@ -369,8 +331,9 @@ mod tests {
             addr: addr.parse().unwrap(),
             socket_buffer: 65536,
             max_datagram: 1152,
+            source_rate: 1000,
         };
-        let mut s = match Socket::bind(&listen, "test") {
+        let mut s = match Socket::bind(&listen, Frames::Coap, "test") {
             Ok(s) => s,
             // No IPv6 loopback on this host.
             Err(_) => return None,
@@ -403,5 +366,91 @@ mod tests {
         if let Some((_, _, local)) = arrival("[::1]:0") {
             assert_eq!(local, Some("::1".parse().unwrap()));
         }
+    }
+
+    /// Sends `datagrams` to a socket bound for `frames` and gives what
+    /// reached the loop, with the socket's counters.
+    fn through(frames: Frames, datagrams: &[Vec<u8>]) -> (Vec<Vec<u8>>, serde_json::Value) {
+        let listen = Listen {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            socket_buffer: 1 << 20,
+            max_datagram: 1152,
+            source_rate: 1000,
+        };
+        let s = Socket::bind(&listen, frames, "test").unwrap();
+        let from = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for d in datagrams {
+            from.send_to(d, s.local_addr()).unwrap();
+        }
+        // The end marker: the last datagram that should get through.
+        from.send_to(datagrams.last().unwrap(), s.local_addr())
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1153];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let last = datagrams.last().unwrap();
+        while got.iter().filter(|g| *g == last).count() < 2 {
+            assert!(std::time::Instant::now() < deadline, "got {got:?}");
+            match s.try_recv(&mut buf) {
+                Ok((n, _)) => got.push(buf[..n].to_vec()),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+            }
+        }
+        got.pop();
+        (got, s.stats_json())
+    }
+
+    #[test]
+    fn junk_is_dropped_before_it_is_queued_and_counted() {
+        let coap = vec![0x40, 0x01, 0x12, 0x34];
+        let tkl9 = vec![0x49, 0x01, 0x12, 0x34];
+        let sent = [
+            vec![],
+            vec![0x40, 0x01, 0x12],
+            vec![0x80, 0x01, 0x12, 0x34],
+            vec![0x00; 40],
+            tkl9.clone(),
+            coap.clone(),
+        ];
+        let (got, st) = through(Frames::Coap, &sent);
+        assert_eq!(got, vec![tkl9, coap]);
+        assert_eq!(
+            st["kernelDropped"].as_u64().unwrap() + st["junk"].as_u64().unwrap(),
+            4,
+            "{st}"
+        );
+
+        let mut hello = vec![22, 0xfe, 0xfd];
+        hello.resize(60, 1);
+        let mut old = hello.clone();
+        old[2] = 0xff;
+        let mut cid = hello.clone();
+        cid[0] = 25;
+        let sent = [
+            vec![22, 0xfe, 0xfd, 0, 0],
+            vec![0x99; 30],
+            {
+                let mut b = hello.clone();
+                b[1] = 3;
+                b
+            },
+            {
+                let mut b = hello.clone();
+                b[0] = 24;
+                b
+            },
+            old.clone(),
+            cid.clone(),
+            hello.clone(),
+        ];
+        let (got, st) = through(Frames::Dtls, &sent);
+        assert_eq!(got, vec![old, cid, hello]);
+        assert_eq!(
+            st["kernelDropped"].as_u64().unwrap() + st["junk"].as_u64().unwrap(),
+            4,
+            "{st}"
+        );
+        // The kernel's filter did it, where it took the program.
+        assert_eq!(st["junk"], 0, "{st}");
     }
 }
