@@ -1,7 +1,9 @@
 //! What a device was told is kept, is kept: the gateway aborts (as a power
 //! cut or `kill -9` would end it) right after a Send's 2.04 leaves, with
 //! the broker down, and every acknowledged value still reaches the broker
-//! after a restart. Real mosquitto on loopback, real UDP.
+//! after a restart. A store damaged beyond reading is moved aside, said in
+//! the log, `stats` and northbound, and the gateway starts clean once, not
+//! in a loop. Real mosquitto on loopback, real UDP.
 
 mod common;
 
@@ -125,4 +127,81 @@ fn a_value_acknowledged_just_before_a_crash_reaches_the_broker_after_restart() {
         sub.on("v1/gateway/telemetry"),
         common::log_lines(&gw)
     );
+}
+
+fn stats(gw: &Gateway) -> Json {
+    let out = gw.cli(&["stats", "--json"]);
+    serde_json::from_slice::<Json>(&out.stdout).unwrap()["value"].clone()
+}
+
+#[test]
+fn a_damaged_store_is_moved_aside_reported_and_started_clean_once() {
+    let dir = TempDir::new("damaged-store");
+    let broker = Broker::start(&dir.0);
+    let sub = Subscriber::start_with(&broker, "tb-damaged", &["v1/devices/me/#"]);
+    let cfg = config(
+        "127.0.0.1",
+        &format!("[mqtt]\nurl = \"{}\"\n", broker.url()),
+    );
+    let gw = Gateway::start(&dir.0, &cfg);
+    let port = gw.addr.port();
+    let mut dev = Client::new(gw.addr);
+    assert_eq!(
+        dev.register("before", &["lt=300"], b"</3/0>").code,
+        Code::CREATED
+    );
+    assert!(stats(&gw)["store"]["movedAside"].is_null());
+    drop(gw);
+    // Every file of the database overwritten, as a bad card or a torn
+    // write would leave it.
+    let db = dir.0.join("data").join("db");
+    let mut damaged = 0;
+    for e in std::fs::read_dir(&db).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::write(&p, vec![0xa5u8; 4096]).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0);
+
+    let gw = Gateway::start_on(&dir.0, &cfg, port);
+    let st = stats(&gw);
+    let aside = st["store"]["movedAside"]
+        .as_str()
+        .expect("moved aside")
+        .to_string();
+    assert!(aside.contains("db.corrupt-"), "{st}");
+    assert!(std::path::Path::new(&aside).is_dir(), "the copy is kept");
+    assert!(st["store"]["reason"].is_string(), "{st}");
+    assert_eq!(st["registrations"], 0, "{st}");
+    assert!(common::log_lines(&gw)
+        .iter()
+        .any(|l| l.contains("STORE CORRUPT") && l.contains(&aside)));
+    let told = sub.wait("v1/devices/me/attributes", Duration::from_secs(10), |m| {
+        !m.is_empty()
+    });
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0]["storeMovedAside"], aside.as_str());
+    assert!(told[0]["storeCorruptAt"].as_u64().unwrap_or(0) > 0);
+    // Serving as before, into the clean store.
+    let mut dev = Client::new(gw.addr);
+    assert_eq!(
+        dev.register("after", &["lt=300"], b"</3/0>").code,
+        Code::CREATED
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    drop(gw);
+
+    // The next start opens the clean store: no second move, the copy
+    // still named, what was stored since kept.
+    let gw = Gateway::start_on(&dir.0, &cfg, port);
+    let st = stats(&gw);
+    assert!(st["store"]["movedAside"].is_null(), "{st}");
+    assert_eq!(st["store"]["corruptCopies"], json!([aside]), "{st}");
+    assert_eq!(st["registrations"], 1, "{st}");
+    assert!(!common::log_lines(&gw)
+        .iter()
+        .any(|l| l.contains("STORE CORRUPT")));
+    assert_eq!(sub.on("v1/devices/me/attributes").len(), 1);
 }

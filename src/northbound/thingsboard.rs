@@ -16,6 +16,8 @@ pub const ATTRIBUTES: &str = "v1/gateway/attributes";
 pub const ATTRIBUTES_REQUEST: &str = "v1/gateway/attributes/request";
 /// Attribute responses down.
 pub const ATTRIBUTES_RESPONSE: &str = "v1/gateway/attributes/response";
+/// The gateway's own client attributes (it is a device of the platform too).
+pub const SELF_ATTRIBUTES: &str = "v1/devices/me/attributes";
 /// RPC requests down, answers up.
 pub const RPC: &str = "v1/gateway/rpc";
 

@@ -55,6 +55,8 @@ pub struct Gateway {
     fanout: Fanout,
     max_datagram: usize,
     data_dir: PathBuf,
+    /// What opening the store found, for `stats`.
+    store_health: Json,
     next_handle: u64,
     /// Stored observations still to take back, a step each turn.
     restoring: Option<persist::ObservationRestore>,
@@ -88,14 +90,25 @@ impl Gateway {
         let mut control = control::Shell::new(&cfg.control);
         // The store before the control socket: its lock is what tells a
         // second gateway on the same data directory, in the clearer words.
-        let (store, _report) = Store::open(&cfg.store)?;
+        let (store, report) = Store::open(&cfg.store)?;
+        let store_health = store_health(&report);
         // Bound before the start-up line: whoever waits for that line may
         // use the socket at once.
         control.bind()?;
-        let mqtt = match cfg.mqtt {
+        let mut mqtt = match cfg.mqtt {
             Some(m) => Some(mqtt::Shell::start(m, &store)?),
             None => None,
         };
+        if let (Some(m), Some(_)) = (&mut mqtt, &report.moved_aside) {
+            // The platform hears of it even where nobody reads the log;
+            // the uplink queue moved aside with the rest, so this is the
+            // first message of the new one.
+            m.gateway_attributes(&serde_json::json!({
+                "storeCorruptAt": crate::clock::unix_ms(),
+                "storeMovedAside": store_health["movedAside"],
+                "storeCorruptReason": store_health["reason"],
+            }));
+        }
         let models = Arc::new(ModelLibrary::load(&cfg.models.system, &cfg.models.site));
         let mut server = Server::new(cfg.server, crate::clock::random_seed());
         server.set_models(models.clone());
@@ -179,6 +192,7 @@ impl Gateway {
             fanout: Fanout::default(),
             max_datagram: cfg.coap.max_datagram,
             data_dir: cfg.data_dir,
+            store_health,
             next_handle: 0,
             restoring: Some(restoring),
             bootstrap,
@@ -406,6 +420,7 @@ impl Gateway {
             next_handle,
             bootstrap,
             ota,
+            store_health,
             ..
         } = self;
         let (view, bridge) = match mqtt {
@@ -419,6 +434,7 @@ impl Gateway {
             dtls: dtls.as_mut(),
             mqtt: view,
             udp: &*udp,
+            store_health,
             watchers: control.watchers(),
             next_handle,
             bootstrap: bootstrap.as_mut(),
@@ -603,6 +619,7 @@ struct Parts<'a> {
     dtls: Option<&'a mut dtls::Shell>,
     mqtt: Option<&'a mqtt::Shell>,
     udp: &'a udp::Socket,
+    store_health: &'a Json,
     watchers: usize,
     next_handle: &'a mut u64,
     bootstrap: Option<&'a mut bootstrap::Shell>,
@@ -651,6 +668,9 @@ impl crate::control::Backend for Parts<'_> {
             }
         }
         j["udp"] = udp;
+        let mut store = self.store_health.clone();
+        store["bytes"] = self.store.size_on_disk().into();
+        j["store"] = store;
         let o = self.ota.core();
         j["ota"] = serde_json::json!({
             "images": o.images().len(),
@@ -727,4 +747,15 @@ impl CrashPoint {
             }
         }
     }
+}
+
+/// What `stats` says of the store's start: the copy moved aside at this
+/// start and why, and every such copy still in the data directory.
+fn store_health(r: &crate::store::OpenReport) -> Json {
+    let path = |p: &std::path::PathBuf| Json::from(p.display().to_string());
+    serde_json::json!({
+        "movedAside": r.moved_aside.as_ref().map_or(Json::Null, path),
+        "reason": r.reason.clone(),
+        "corruptCopies": r.corrupt_copies.iter().map(path).collect::<Vec<_>>(),
+    })
 }

@@ -295,6 +295,12 @@ impl Shell {
         }
     }
 
+    /// Client attributes of the gateway itself, queued at once.
+    pub fn gateway_attributes(&mut self, attrs: &Json) {
+        self.northbound
+            .publish(thingsboard::SELF_ATTRIBUTES, attrs.to_string().as_bytes());
+    }
+
     /// Queues the gathered telemetry and attributes for the broker.
     pub fn flush_batch(&mut self) {
         for (topic, body) in self.batch.take() {

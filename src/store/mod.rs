@@ -80,6 +80,11 @@ impl From<sled::Error> for StoreError {
 pub struct OpenReport {
     /// Where a corrupt database was moved before starting clean.
     pub moved_aside: Option<PathBuf>,
+    /// Why it was found corrupt.
+    pub reason: Option<String>,
+    /// Every moved-aside copy in the store's directory, this start's
+    /// among them: kept for recovery until an operator removes them.
+    pub corrupt_copies: Vec<PathBuf>,
 }
 
 /// Stored observations, decoded one at a time.
@@ -107,7 +112,10 @@ impl Store {
     pub fn open(cfg: &StoreConfig) -> Result<(Store, OpenReport), StoreError> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::Io(cfg.dir.clone(), e))?;
         let path = cfg.dir.join("db");
-        let mut report = OpenReport::default();
+        let mut report = OpenReport {
+            corrupt_copies: corrupt_copies(&cfg.dir),
+            ..OpenReport::default()
+        };
         let why = match open_and_check(cfg, &path) {
             Ok(store) => return Ok((store, report)),
             Err(Failure::Locked) => return Err(StoreError::Locked(path)),
@@ -122,7 +130,9 @@ impl Store {
             path.display(),
             aside.display()
         );
+        report.corrupt_copies.push(aside.clone());
         report.moved_aside = Some(aside);
+        report.reason = Some(why);
         match open_and_check(cfg, &path) {
             Ok(store) => Ok((store, report)),
             Err(Failure::Other(e)) => Err(e),
@@ -355,6 +365,11 @@ impl Store {
     pub fn flush(&self) -> Result<usize, StoreError> {
         Ok(self.db.flush()?)
     }
+
+    /// The database's files' size in bytes, for `stats`.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
 }
 
 /// A key under a device: schema byte, endpoint length, endpoint, suffix.
@@ -505,6 +520,23 @@ fn open_db(cfg: &StoreConfig, path: &Path) -> Result<sled::Db, Failure> {
     }
 }
 
+/// The `db.corrupt-*` directories beside the database, oldest first.
+fn corrupt_copies(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("db.corrupt-"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 fn unix_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -628,8 +660,19 @@ mod tests {
             }
         }
         let (s, rep) = reopen(&c);
-        assert!(rep.moved_aside.expect("moved aside").exists());
+        let aside = rep.moved_aside.expect("moved aside");
+        assert!(aside.exists());
+        assert!(rep.reason.is_some());
+        assert_eq!(rep.corrupt_copies, vec![aside.clone()]);
         assert!(s.registrations().unwrap().is_empty());
+        s.put_registration(&reg("b")).unwrap();
+        s.flush().unwrap();
+        drop(s);
+        // The next start opens the clean store and still tells of the copy.
+        let (s, rep) = reopen(&c);
+        assert!(rep.moved_aside.is_none() && rep.reason.is_none());
+        assert_eq!(rep.corrupt_copies, vec![aside]);
+        assert_eq!(s.registrations().unwrap().len(), 1);
     }
 
     #[test]

@@ -631,6 +631,11 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn start(broker: &Broker, id: &str) -> Subscriber {
+        Subscriber::start_with(broker, id, &[])
+    }
+
+    /// Also subscribed to the `extra` topic filters.
+    pub fn start_with(broker: &Broker, id: &str, extra: &[&str]) -> Subscriber {
         let mut child = Command::new(tool("mosquitto_sub"))
             .args([
                 "-p",
@@ -643,6 +648,7 @@ impl Subscriber {
                 "-v",
             ])
             .args(["-t", "v1/gateway/#"])
+            .args(extra.iter().flat_map(|t| ["-t", t]))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
