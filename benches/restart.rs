@@ -6,7 +6,13 @@
 //!
 //! Run: `cargo bench --bench restart` (options after `--`:
 //! `--registrations N` (100000), `--observations K` per device (2),
-//! `--clients N` (64)). The devices are played by this process: each
+//! `--clients N` (64), `--board NAME`). With `--board rpi3-armv7` (any
+//! directory of `boards/`) the gateway is filled to that board's
+//! `max_registrations` with its `max_observations` spread over them (at
+//! most 4 per device), with its store cache, and runs in a memory cgroup
+//! limited to the board's systemd `MemoryMax` (cgroup v1 or v2, where this
+//! machine lets the bench make one): it prints whether the kernel's OOM
+//! killer struck and the cgroup's peak. The devices are played by this process: each
 //! client socket registers its share of endpoints, answers the Observe
 //! requests the gateway sends, and after the restart sends one
 //! notification per observation.
@@ -109,10 +115,21 @@ fn wait(limit: Duration, f: impl Fn() -> bool) -> bool {
 }
 
 fn main() {
-    let n = common::arg("--registrations", 100_000);
-    let k = common::arg("--observations", 2).min(PATHS.len());
+    let board = board();
+    let n = board
+        .as_ref()
+        .map_or(common::arg("--registrations", 100_000), |b| b.registrations);
+    let k = board
+        .as_ref()
+        .map_or(common::arg("--observations", 2), |b| {
+            b.observations / b.registrations
+        })
+        .min(PATHS.len());
     let clients = common::arg("--clients", 64).max(1);
     let dir = common::bench_dir("restart");
+    let cgroup = board
+        .as_ref()
+        .and_then(|b| Cgroup::make(&b.name, b.memory_max));
     let port = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -123,15 +140,23 @@ fn main() {
         format!(
             // One socket stands for many devices here, so NSTART and the
             // per-peer queue are raised to let the Observes through.
-            "[coap]\nbind = \"127.0.0.1\"\nport = {port}\nmax_observations = {}\nnstart = 8\nmax_queue_per_peer = 4096\n[dtls]\nport = 0\n[registration]\nmax_registrations = {}\n",
-            n * k + 1000,
-            n + 1000
+            "[coap]\nbind = \"127.0.0.1\"\nport = {port}\nmax_observations = {}\nnstart = 8\nmax_queue_per_peer = 4096\n[dtls]\nport = 0\n[registration]\nmax_registrations = {}\n{}",
+            board.as_ref().map_or(n * k + 1000, |b| b.observations),
+            board.as_ref().map_or(n + 1000, |b| b.registrations),
+            board
+                .as_ref()
+                .map_or(String::new(), |b| format!("[store]\ncache_mb = {}\n", b.cache_mb)),
         ),
     )
     .unwrap();
     let sock_path = dir.join("control.sock");
     let gw_args = ["--control-socket".as_ref(), sock_path.as_os_str()];
-    let (gw, addr) = common::start_gateway(&dir, &gw_args, "warn,lwm2m_gw::runtime=info,sled=warn");
+    let (gw, addr) = common::start_gateway_in(
+        &dir,
+        &gw_args,
+        "warn,lwm2m_gw::runtime=info,sled=warn",
+        cgroup.as_ref().map(|c| c.dir.as_path()),
+    );
     let mut gw = common::Kill(gw);
     println!(
         "restart: {n} registrations x {k} observations, {clients} device sockets, gateway pid {}",
@@ -218,9 +243,17 @@ fn main() {
     probe
         .set_read_timeout(Some(Duration::from_millis(2)))
         .unwrap();
+    if let Some(c) = &cgroup {
+        c.reset_peak();
+    }
     let start = Instant::now();
-    let (gw, _) = common::start_gateway(&dir, &gw_args, "warn,lwm2m_gw::runtime=info,sled=warn");
-    let gw = common::Kill(gw);
+    let (gw, _) = common::start_gateway_in(
+        &dir,
+        &gw_args,
+        "warn,lwm2m_gw::runtime=info,sled=warn",
+        cgroup.as_ref().map(|c| c.dir.as_path()),
+    );
+    let mut gw = common::Kill(gw);
     let pid = gw.0.id();
     // A GET of a path nobody serves: the first answer (4.04) the restarted gateway gives.
     let mut mid: u16 = 1;
@@ -300,10 +333,171 @@ fn main() {
         after as f64 / live as f64,
         peak as f64 / live as f64
     );
+    if let (Some(b), Some(c)) = (&board, &cgroup) {
+        let alive = gw.0.try_wait().ok().flatten().is_none();
+        println!(
+            "board {}: MemoryMax {} MiB; cgroup peak during the restart {} MiB (RSS and page cache); OOM kills {}; gateway {}",
+            b.name,
+            b.memory_max >> 20,
+            c.peak() >> 20,
+            c.oom_kills(),
+            if alive { "alive" } else { "GONE" }
+        );
+    } else if let Some(b) = &board {
+        println!(
+            "board {}: no memory cgroup could be made here; MemoryMax {} MiB not enforced",
+            b.name,
+            b.memory_max >> 20
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     for s in servers {
         let _ = s.join();
     }
     drop(gw);
+    if let Some(c) = cgroup {
+        c.remove();
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What a board's files say the gateway must fit.
+struct Board {
+    name: String,
+    registrations: usize,
+    observations: usize,
+    cache_mb: u64,
+    memory_max: u64,
+}
+
+/// The board named by `--board`, read from `boards/NAME/`.
+fn board() -> Option<Board> {
+    let args: Vec<String> = std::env::args().collect();
+    let name = args.windows(2).find(|w| w[0] == "--board")?[1].clone();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("boards")
+        .join(&name);
+    let cfg: toml::Table = std::fs::read_to_string(dir.join("lwm2m-gw.toml"))
+        .expect("board config")
+        .parse()
+        .expect("board TOML");
+    let int = |sec: &str, key: &str, default: i64| {
+        cfg.get(sec)
+            .and_then(|s| s.get(key))
+            .and_then(|v| v.as_integer())
+            .unwrap_or(default)
+    };
+    let dropin =
+        std::fs::read_to_string(dir.join("lwm2m-gw.service.d/board.conf")).expect("board drop-in");
+    let max = dropin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("MemoryMax="))
+        .expect("MemoryMax in the drop-in");
+    let memory_max = match max.trim().split_at(max.trim().len() - 1) {
+        (v, "M") => v.parse::<u64>().unwrap() << 20,
+        (v, "G") => v.parse::<u64>().unwrap() << 30,
+        _ => panic!("MemoryMax={max}: M or G expected"),
+    };
+    Some(Board {
+        name,
+        registrations: int("registration", "max_registrations", 100_000) as usize,
+        observations: int("coap", "max_observations", 200_000) as usize,
+        cache_mb: int("store", "cache_mb", 16) as u64,
+        memory_max,
+    })
+}
+
+/// A memory cgroup of this bench's own, v2 or v1.
+struct Cgroup {
+    dir: std::path::PathBuf,
+    v2: bool,
+}
+
+impl Cgroup {
+    /// Makes one under this process's own cgroup, limited to `max` bytes.
+    fn make(name: &str, max: u64) -> Option<Cgroup> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let try_make = |dir: std::path::PathBuf, v2: bool| -> Option<Cgroup> {
+            let dir = dir.join(format!("lwm2m-gw-bench-{name}-{}", std::process::id()));
+            std::fs::create_dir(&dir).ok()?;
+            let (limit, swap) = if v2 {
+                ("memory.max", "memory.swap.max")
+            } else {
+                ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
+            };
+            if std::fs::write(dir.join(limit), max.to_string()).is_err() {
+                let _ = std::fs::remove_dir(&dir);
+                return None;
+            }
+            // As under systemd: no swap to hide in (where the file exists).
+            let _ = std::fs::write(
+                dir.join(swap),
+                if v2 { "0".into() } else { max.to_string() },
+            );
+            Some(Cgroup { dir, v2 })
+        };
+        for line in own.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let path = path.trim_start_matches('/');
+            if controllers.split(',').any(|c| c == "memory") {
+                let base = std::path::Path::new("/sys/fs/cgroup/memory").join(path);
+                if let Some(c) = try_make(base, false) {
+                    return Some(c);
+                }
+            }
+            if controllers.is_empty() {
+                for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+                    let base = std::path::Path::new(root).join(path);
+                    if base.join("cgroup.controllers").exists() {
+                        if let Some(c) = try_make(base, true) {
+                            return Some(c);
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file)).unwrap_or_default()
+    }
+
+    /// Peak usage in bytes since the last reset.
+    fn peak(&self) -> u64 {
+        let f = if self.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        self.read(f).trim().parse().unwrap_or(0)
+    }
+
+    fn reset_peak(&self) {
+        let f = if self.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        let _ = std::fs::write(self.dir.join(f), "0");
+    }
+
+    /// Processes the OOM killer ended in this cgroup.
+    fn oom_kills(&self) -> u64 {
+        let f = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        self.read(f)
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn remove(self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }

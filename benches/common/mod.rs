@@ -110,7 +110,61 @@ pub fn start_gateway_dtls(
     extra: &[&std::ffi::OsStr],
     rust_log: &str,
 ) -> (Child, SocketAddr, Option<SocketAddr>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"))
+    start_gateway_full(dir, extra, rust_log, None)
+}
+
+/// Like `start_gateway`, in the cgroup directory `cgroup` from its first
+/// instruction on (so everything it allocates is charged there).
+pub fn start_gateway_in(
+    dir: &Path,
+    extra: &[&std::ffi::OsStr],
+    rust_log: &str,
+    cgroup: Option<&Path>,
+) -> (Child, SocketAddr) {
+    let (child, coap, _) = start_gateway_full(dir, extra, rust_log, cgroup);
+    (child, coap)
+}
+
+fn start_gateway_full(
+    dir: &Path,
+    extra: &[&std::ffi::OsStr],
+    rust_log: &str,
+    cgroup: Option<&Path>,
+) -> (Child, SocketAddr, Option<SocketAddr>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lwm2m-gw"));
+    if let Some(cg) = cgroup {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::process::CommandExt;
+        let procs = std::ffi::CString::new(cg.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
+        // SAFETY: between fork and exec only async-signal-safe calls
+        // (open, write, close, getpid) on memory prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let mut buf = [0u8; 12];
+                let mut pid = libc::getpid() as u32;
+                let mut i = buf.len();
+                loop {
+                    i -= 1;
+                    buf[i] = b'0' + (pid % 10) as u8;
+                    pid /= 10;
+                    if pid == 0 {
+                        break;
+                    }
+                }
+                let r = libc::write(fd, buf[i..].as_ptr() as *const libc::c_void, buf.len() - i);
+                libc::close(fd);
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd
         .arg("serve")
         .arg("--config")
         .arg(dir.join("gw.toml"))
