@@ -161,10 +161,11 @@ impl Socket {
     }
 
     /// What the kernel dropped: junk its filter refused, and datagrams
-    /// that found the socket buffer full.
-    pub fn kernel_drops(&self) -> u64 {
+    /// that found the socket buffer full. None where the kernel does not
+    /// tell (SO_MEMINFO; qemu-user, for one, does not pass it through).
+    pub fn kernel_drops(&self) -> Option<u64> {
         use std::os::fd::AsRawFd;
-        kernel_drops(self.socket.get_ref().as_raw_fd()).unwrap_or(0)
+        kernel_drops(self.socket.get_ref().as_raw_fd())
     }
 
     /// Datagrams the receive thread found to be no frame at all.
@@ -412,13 +413,16 @@ mod tests {
             tkl9.clone(),
             coap.clone(),
         ];
+        // What got through is the proof; the count only where the kernel
+        // tells its drops (kernelDropped is null under qemu-user).
+        let dropped = |st: &serde_json::Value| {
+            st["kernelDropped"]
+                .as_u64()
+                .map(|k| k + st["junk"].as_u64().unwrap())
+        };
         let (got, st) = through(Frames::Coap, &sent);
         assert_eq!(got, vec![tkl9, coap]);
-        assert_eq!(
-            st["kernelDropped"].as_u64().unwrap() + st["junk"].as_u64().unwrap(),
-            4,
-            "{st}"
-        );
+        assert!(matches!(dropped(&st), Some(4) | None), "{st}");
 
         let mut hello = vec![22, 0xfe, 0xfd];
         hello.resize(60, 1);
@@ -445,11 +449,7 @@ mod tests {
         ];
         let (got, st) = through(Frames::Dtls, &sent);
         assert_eq!(got, vec![old, cid, hello]);
-        assert_eq!(
-            st["kernelDropped"].as_u64().unwrap() + st["junk"].as_u64().unwrap(),
-            4,
-            "{st}"
-        );
+        assert!(matches!(dropped(&st), Some(4) | None), "{st}");
         // The kernel's filter did it, where it took the program.
         assert_eq!(st["junk"], 0, "{st}");
     }
