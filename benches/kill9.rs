@@ -1,12 +1,14 @@
-//! kill -9 under load, repeated: devices send confirmable Sends (a counter
-//! each) through the gateway into a real mosquitto; the gateway is killed
+//! kill -9 under load, repeated: devices send confirmable Sends, and
+//! others confirmable notifications of an observed resource (a counter
+//! each), through the gateway into a real mosquitto; the gateway is killed
 //! with SIGKILL at random moments and restarted on the same port. Every
-//! value a device saw acknowledged (2.04) is checked against what the
-//! broker delivered.
+//! value a device saw acknowledged (a Send's 2.04, a notification's ACK)
+//! is checked against what the broker delivered.
 //!
 //! Run: `cargo bench --bench kill9` (options after `--`: `--kills N`
-//! (50), `--devices N` (4), `--min-ms A --max-ms B` (the random time
-//! between kills, 300 to 1500 ms)). Needs mosquitto (scripts/setup.sh
+//! (50), `--devices N` Send devices (4), `--observed N` notifying devices
+//! (4), `--min-ms A --max-ms B` (the random time between kills, 300 to
+//! 1500 ms)). Needs mosquitto (scripts/setup.sh
 //! --test installs it). Prints acknowledged, delivered, lost (acknowledged
 //! and never delivered: the goal is 0), duplicates (allowed by QoS 1),
 //! order, whether every restart kept the registrations, and start times.
@@ -26,6 +28,9 @@ use std::time::{Duration, Instant};
 
 const PROFILE: &str =
     "name = \"meter\"\n[resources.\"/3303/0/5700\"]\ntelemetry = true\nkey = \"temperature\"\n";
+/// The gateway observes the value on registration (and after a restart
+/// the observation is restored from its store, no new Observe).
+const OBSERVED: &str = "name = \"probe\"\n[resources.\"/3303/0/5700\"]\ntelemetry = true\nobserve = true\nkey = \"temperature\"\n";
 
 fn call(sock: &Path, req: Json) -> Json {
     let s = UnixStream::connect(sock).unwrap();
@@ -174,6 +179,79 @@ fn device(to: SocketAddr, ep: String, base: u64, stop: Arc<AtomicBool>) -> Seen 
     seen
 }
 
+/// Answers the gateway's Observe of /3303/0/5700, then notifies it with
+/// confirmable notifications (`base + n`, text) until `stop`, one in
+/// flight; any new Observe (a new token) is answered and taken on.
+fn observed(to: SocketAddr, ep: String, base: u64, stop: Arc<AtomicBool>) -> Seen {
+    use lwm2m_gw::coap::{opt, Code, Message, MsgType, Token};
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut seen = Seen::default();
+    let mut mid = (base as u16).wrapping_mul(7919);
+    while !register(&sock, to, mid, &ep) {
+        mid = mid.wrapping_add(1);
+    }
+    let mut token: Option<Token> = None;
+    let mut n = 0u64;
+    let mut seq = 2u64;
+    let mut buf = [0u8; 1500];
+    // The notification in flight: its message ID, value and when it went.
+    let mut flight: Option<(u16, u64, Instant)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if let (None, Some(t)) = (flight, &token) {
+            n += 1;
+            seq += 1;
+            mid = mid.wrapping_add(1);
+            let value = base + n;
+            let mut m = Message::new(MsgType::Con, Code::CONTENT, mid, *t);
+            m.set_uint_option(opt::OBSERVE, seq);
+            m.set_uint_option(opt::CONTENT_FORMAT, 0);
+            m.payload = value.to_string().into_bytes();
+            let _ = sock.send_to(&m.encode(), to);
+            flight = Some((mid, value, Instant::now()));
+        }
+        if let Ok((len, from)) = sock.recv_from(&mut buf) {
+            let Ok(r) = Message::decode(&buf[..len]) else {
+                continue;
+            };
+            match (r.mtype, flight) {
+                (MsgType::Ack, Some((m, value, _))) if r.mid == m => {
+                    seen.acked.insert(value);
+                    flight = None;
+                }
+                (MsgType::Rst, Some((m, _, _))) if r.mid == m => {
+                    // The gateway does not know the observation any more.
+                    seen.unregistered += 1;
+                    flight = None;
+                    token = None;
+                }
+                (MsgType::Con, _) if r.code == Code::GET && r.observe() == Some(0) => {
+                    let mut a = Message::new(MsgType::Ack, Code::CONTENT, r.mid, r.token);
+                    a.set_uint_option(opt::OBSERVE, seq);
+                    a.set_uint_option(opt::CONTENT_FORMAT, 0);
+                    a.payload = (base + n).to_string().into_bytes();
+                    let _ = sock.send_to(&a.encode(), from);
+                    token = Some(r.token);
+                }
+                (MsgType::Con, _) => {
+                    let a = Message::new(MsgType::Ack, Code::NOT_FOUND, r.mid, r.token);
+                    let _ = sock.send_to(&a.encode(), from);
+                }
+                _ => {}
+            }
+        }
+        if let Some((_, _, at)) = flight {
+            if at.elapsed() > Duration::from_millis(300) {
+                // Unanswered (the gateway was down): that value was never
+                // acknowledged; the next one goes out.
+                flight = None;
+            }
+        }
+    }
+    seen
+}
+
 fn start(dir: &Path, sock: &Path, port: u16) -> (common::Kill, SocketAddr) {
     let p = port.to_string();
     let (child, addr) = common::start_gateway(
@@ -192,6 +270,7 @@ fn start(dir: &Path, sock: &Path, port: u16) -> (common::Kill, SocketAddr) {
 fn main() {
     let kills = common::arg("--kills", 50);
     let devices = common::arg("--devices", 4);
+    let notifying = common::arg("--observed", 4);
     let min_ms = common::arg("--min-ms", 300) as u64;
     let max_ms = common::arg("--max-ms", 1500).max(min_ms as usize + 1) as u64;
     let dir = common::bench_dir("kill9");
@@ -213,20 +292,29 @@ fn main() {
         call(&sock, json!({"op": "profile-put", "toml": PROFILE}))["result"],
         "CREATED"
     );
-    for i in 0..devices {
-        let cred = json!({"endpoint": format!("k-{i}"), "profile": "meter", "security": "NoSec"});
+    assert_eq!(
+        call(&sock, json!({"op": "profile-put", "toml": OBSERVED}))["result"],
+        "CREATED"
+    );
+    for i in 0..devices + notifying {
+        let profile = if i < devices { "meter" } else { "probe" };
+        let cred = json!({"endpoint": format!("k-{i}"), "profile": profile, "security": "NoSec"});
         assert_eq!(
             call(&sock, json!({"op": "device-add", "credential": cred}))["result"],
             "CHANGED"
         );
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let threads: Vec<_> = (0..devices)
+    let threads: Vec<_> = (0..devices + notifying)
         .map(|i| {
             let stop = stop.clone();
-            std::thread::spawn(move || {
-                device(addr, format!("k-{i}"), (i as u64 + 1) * 10_000_000, stop)
-            })
+            let base = (i as u64 + 1) * 10_000_000;
+            let ep = format!("k-{i}");
+            if i < devices {
+                std::thread::spawn(move || device(addr, ep, base, stop))
+            } else {
+                std::thread::spawn(move || observed(addr, ep, base, stop))
+            }
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
@@ -244,7 +332,7 @@ fn main() {
         starts.push(t.elapsed());
         gw = g;
         let n = common::stats(&sock)["registrations"].as_u64().unwrap_or(0);
-        if n == devices as u64 {
+        if n == (devices + notifying) as u64 {
             intact += 1;
         }
     }
@@ -266,6 +354,7 @@ fn main() {
         per.entry(ep.clone()).or_default().push(*v);
     }
     let mut acked = 0;
+    let mut acked_by_kind = [0usize; 2];
     let mut lost = Vec::new();
     let mut dups = 0;
     let mut out_of_order = 0;
@@ -287,12 +376,17 @@ fn main() {
             }
         }
         acked += s.acked.len();
+        acked_by_kind[usize::from(i >= devices)] += s.acked.len();
         unregistered += s.unregistered;
         lost.extend(s.acked.difference(&distinct).copied());
     }
     starts.sort();
     println!(
-        "{kills} kills in {secs:.0} s, {devices} devices sending confirmable Sends one at a time"
+        "{kills} kills in {secs:.0} s; {devices} devices sending confirmable Sends, {notifying} sending confirmable notifications, one at a time each"
+    );
+    println!(
+        "acknowledged: {} Sends (2.04), {} notifications (ACK)",
+        acked_by_kind[0], acked_by_kind[1]
     );
     println!(
         "acknowledged {acked}, delivered {} ({} distinct), lost {} (goal 0){}, duplicates {dups} (QoS 1 allows them), out of order {out_of_order}",
@@ -306,7 +400,7 @@ fn main() {
         }
     );
     println!(
-        "registrations intact after {intact} of {kills} restarts; {unregistered} Sends found their device unregistered; start to serving: median {:.0} ms, max {:.0} ms",
+        "registrations intact after {intact} of {kills} restarts; {unregistered} Sends or notifications found their registration or observation gone; start to serving: median {:.0} ms, max {:.0} ms",
         starts[starts.len() / 2].as_secs_f64() * 1e3,
         starts[starts.len() - 1].as_secs_f64() * 1e3
     );
