@@ -205,3 +205,130 @@ fn a_damaged_store_is_moved_aside_reported_and_started_clean_once() {
         .any(|l| l.contains("STORE CORRUPT")));
     assert_eq!(sub.on("v1/devices/me/attributes").len(), 1);
 }
+
+/// A tmpfs mounted on a fresh directory, unmounted on drop; None where
+/// this process may not mount one (not root).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, mib: u32) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}M"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A Register of `ep` and its answer within a second, if any.
+fn try_register(c: &Client, mid: u16, ep: &str) -> Option<Message> {
+    let mut m = Message::new(MsgType::Con, Code::POST, mid, Token::from_u64(mid as u64));
+    m.set_uri_path("rd");
+    m.set_uint_option(opt::CONTENT_FORMAT, 40);
+    m.add_option(opt::URI_QUERY, format!("ep={ep}").into_bytes());
+    m.add_option(opt::URI_QUERY, b"lt=300".to_vec());
+    m.payload = b"</3/0>".to_vec();
+    c.sock
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    c.sock.send_to(&m.encode(), c.server).unwrap();
+    let mut buf = [0u8; 1500];
+    while let Ok((n, _)) = c.sock.recv_from(&mut buf) {
+        if let Ok(r) = Message::decode(&buf[..n]) {
+            if r.mid == mid && r.mtype == MsgType::Ack {
+                return Some(r);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_full_disk_stops_the_gateway_before_it_acknowledges_and_space_back_recovers() {
+    let dir = TempDir::new("full-disk");
+    let Some(disk) = Tmpfs::mount(&dir.0.join("disk"), 16) else {
+        println!(
+            "SKIPPED: a tmpfs cannot be mounted here (needs root); the full-disk test did not run"
+        );
+        return;
+    };
+    let cfg = config("127.0.0.1", "");
+    let mut gw = Gateway::start(&disk.0, &cfg);
+    let port = gw.addr.port();
+    let c = Client::new(gw.addr);
+    assert_eq!(
+        try_register(&c, 1, "before").map(|r| r.code),
+        Some(Code::CREATED)
+    );
+    // Fill the filesystem to the last byte.
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let mut byte = [0u8; 1];
+        while f.write_all(&byte).is_ok() {
+            byte[0] = 1;
+        }
+    }
+    // Registrations until the gateway stops: every 2.01 it gave must be
+    // on disk, the rest were never acknowledged.
+    let mut acked = Vec::new();
+    for i in 0..500u16 {
+        let ep = format!("full-{i}");
+        match try_register(&c, 100 + i, &ep) {
+            Some(r) if r.code == Code::CREATED => acked.push((ep, r.location_path())),
+            _ => {}
+        }
+        if gw.exited() {
+            break;
+        }
+    }
+    let stopped = (0..250).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        gw.exited()
+    });
+    assert!(stopped, "the gateway went on with a full disk");
+    println!(
+        "full disk: {} registrations acknowledged before the gateway stopped",
+        acked.len()
+    );
+    assert!(
+        common::log_lines(&gw)
+            .iter()
+            .any(|l| l.contains("STORE WRITE FAILED")),
+        "{:?}",
+        common::log_lines(&gw)
+    );
+    assert!(!common::log_lines(&gw)
+        .iter()
+        .any(|l| l.contains("panicked")));
+
+    // Space back: the next start opens what was stored, and every
+    // registration that was acknowledged is there.
+    std::fs::remove_file(&filler).unwrap();
+    let gw = Gateway::start_on(&disk.0, &cfg, port);
+    let mut c = Client::new(gw.addr);
+    for (ep, location) in &acked {
+        let r = c.request(Code::POST, location, &[], b"");
+        assert_eq!(r.code, Code::CHANGED, "{ep} was acknowledged and is gone");
+    }
+    assert_eq!(
+        c.register("after", &["lt=60"], b"</3/0>").code,
+        Code::CREATED
+    );
+    drop(gw);
+}

@@ -374,13 +374,13 @@ impl Gateway {
             }
             self.server.handle_timeout(now);
             self.ota.send(now, &mut self.server);
-            let acknowledged = self.persist_and_publish().await;
+            let acknowledged = self.persist_and_publish().await?;
             self.send_all().await;
-            self.bootstrap_turn().await;
+            self.bootstrap_turn().await?;
             if acknowledged {
                 crash_point.after_acknowledgement();
             }
-            self.answers().await;
+            self.answers().await?;
             if let Some(m) = &mut self.mqtt {
                 m.flush_batch();
             }
@@ -447,7 +447,7 @@ impl Gateway {
     /// next block goes out in this same turn), the rest to whoever sent
     /// the command. Update records are stored, flushed when one entered
     /// another phase, and sent northbound.
-    async fn answers(&mut self) {
+    async fn answers(&mut self) -> Result<(), RunError> {
         // A few rounds: an answer given at once (a device not registered)
         // makes the machine act again.
         for _ in 0..4 {
@@ -471,7 +471,7 @@ impl Gateway {
         if self.ota.persist(&self.store) {
             let store = self.store.clone();
             if let Err(e) = smol::unblock(move || store.flush()).await {
-                log::error!("store flush failed: {e}");
+                return Err(stopped_by_store(&self.data_dir, e));
             }
         }
         let changed = self.ota.take_changed();
@@ -481,6 +481,7 @@ impl Gateway {
             }
         }
         self.send_all().await;
+        Ok(())
     }
 
     /// Hands a device's answer to whoever sent the command.
@@ -537,7 +538,12 @@ impl Gateway {
     /// for the platform, then flushes once for the whole batch, so that no
     /// answer or acknowledgement goes out for state, or for a value, that
     /// a power cut could lose; then hands the events to subscribers.
-    async fn persist_and_publish(&mut self) -> bool {
+    ///
+    /// A flush that fails stops the gateway before this turn's answers
+    /// leave: sled keeps a write error (a full disk) for good, and every
+    /// answer after it would promise state that is not on disk. systemd
+    /// starts it again; with space back it opens the last stored state.
+    async fn persist_and_publish(&mut self) -> Result<bool, RunError> {
         let (events, written) = persist::write(&mut self.server, &self.store, &self.models);
         let now = Instant::now();
         for ev in &events {
@@ -555,22 +561,22 @@ impl Gateway {
         // before it publishes them.
         let acknowledged = self.server.acknowledged_values() && self.mqtt.is_some();
         if !written && !acknowledged {
-            return false;
+            return Ok(false);
         }
         let store = self.store.clone();
         if let Err(e) = smol::unblock(move || store.flush()).await {
-            log::error!("store flush failed: {e}");
+            return Err(stopped_by_store(&self.data_dir, e));
         }
         self.fanout.events(events);
-        acknowledged
+        Ok(acknowledged)
     }
 
     /// Stores what the bootstrap server changed this turn, with the
     /// accounts it hands out, flushes, and only then sends its datagrams:
     /// a device is never told of an account a power cut could lose.
-    async fn bootstrap_turn(&mut self) {
+    async fn bootstrap_turn(&mut self) -> Result<(), RunError> {
         let Some(b) = &mut self.bootstrap else {
-            return;
+            return Ok(());
         };
         let handed_out = b.persist(&self.store, &mut self.server);
         if let Some(d) = &mut self.dtls {
@@ -585,10 +591,11 @@ impl Gateway {
         if handed_out.flush {
             let store = self.store.clone();
             if let Err(e) = smol::unblock(move || store.flush()).await {
-                log::error!("store flush failed: {e}");
+                return Err(stopped_by_store(&self.data_dir, e));
             }
         }
         b.send_all().await;
+        Ok(())
     }
 
     /// Sends what the server has to send, over DTLS where the peer has a
@@ -758,4 +765,15 @@ fn store_health(r: &crate::store::OpenReport) -> Json {
         "reason": r.reason.clone(),
         "corruptCopies": r.corrupt_copies.iter().map(path).collect::<Vec<_>>(),
     })
+}
+
+/// The error the gateway stops with when the store cannot be flushed,
+/// logged loudly first.
+fn stopped_by_store(data_dir: &std::path::Path, e: crate::store::StoreError) -> RunError {
+    log::error!(
+        "STORE WRITE FAILED ({e}) under {}: stopping before any answer promises what is not on disk; \
+         free space there, the gateway opens the last stored state when it starts again",
+        data_dir.display()
+    );
+    RunError::Store(e)
 }
