@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,12 @@ const RECV_BATCH: usize = 64;
 /// Second-lane datagrams the loop takes per turn: a turn spent on a flood
 /// is a turn a device's answer waits for.
 const SECOND_LANE_TURN: usize = 32;
+/// Second-lane datagrams the loop takes per second at most. Without a
+/// bound the loop spends every spare cycle answering a flood (measured:
+/// 89% of a core, 40% of it in sendto), and a device's Read then waits for
+/// the CPU behind it. No device sends over `coap.source_rate` in normal
+/// use, so this lane only serves bursts and floods.
+const SECOND_LANE_RATE: f64 = 5_000.0;
 /// Batches closer together than this are a stream...
 const STREAM_GAP: Duration = Duration::from_micros(500);
 /// ...and the thread pauses this long after a partial batch of one.
@@ -97,11 +103,33 @@ pub struct Inbox {
     /// A token whenever the thread queued something.
     wake: Receiver<()>,
     /// Second-lane datagrams left to take this turn.
-    budget: AtomicUsize,
+    budget: Mutex<Budget>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     fd: RawFd,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the loop may still take from the second lane: a token bucket
+/// refilled at [`SECOND_LANE_RATE`], and this turn's share of it.
+struct Budget {
+    tokens: f64,
+    at: Instant,
+    turn: usize,
+}
+
+impl Budget {
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * SECOND_LANE_RATE).min(SECOND_LANE_TURN as f64);
+        self.at = now;
+    }
+
+    /// When a whole turn's share will have accrued.
+    fn full_at(&self) -> Instant {
+        let missing = (SECOND_LANE_TURN as f64 - self.tokens).max(0.0);
+        self.at + Duration::from_secs_f64(missing / SECOND_LANE_RATE)
+    }
 }
 
 /// The two lanes between the thread and the loop, each bounded.
@@ -113,11 +141,12 @@ struct Lanes {
 }
 
 impl Lanes {
-    fn is_empty(&self) -> bool {
+    /// How many datagrams wait in each lane.
+    fn lens(&self) -> [usize; 2] {
         self.queues
             .lock()
-            .map(|q| q[0].is_empty() && q[1].is_empty())
-            .unwrap_or(true)
+            .map(|q| [q[0].len(), q[1].len()])
+            .unwrap_or([0, 0])
     }
 }
 
@@ -158,7 +187,11 @@ impl Inbox {
         Ok(Inbox {
             lanes,
             wake,
-            budget: AtomicUsize::new(SECOND_LANE_TURN),
+            budget: Mutex::new(Budget {
+                tokens: SECOND_LANE_TURN as f64,
+                at: Instant::now(),
+                turn: SECOND_LANE_TURN,
+            }),
             counters,
             stop,
             fd,
@@ -166,19 +199,52 @@ impl Inbox {
         })
     }
 
-    /// Waits until a datagram is queued.
+    /// Waits until a datagram the loop may take is queued: any in the
+    /// first lane, or one in the second once its budget has refilled.
     pub async fn readable(&self) {
-        if !self.lanes.is_empty() {
-            return;
-        }
-        if self.wake.recv().await.is_err() {
-            std::future::pending::<()>().await;
+        loop {
+            let [first, second] = self.lanes.lens();
+            if first > 0 {
+                return;
+            }
+            let refilled = if second > 0 {
+                let mut b = self.lock_budget();
+                b.refill(Instant::now());
+                if b.tokens >= 1.0 {
+                    return;
+                }
+                Some(b.full_at())
+            } else {
+                None
+            };
+            let woken = async {
+                if self.wake.recv().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            match refilled {
+                Some(at) => {
+                    smol::future::or(woken, async {
+                        smol::Timer::at(at).await;
+                    })
+                    .await
+                }
+                None => woken.await,
+            }
         }
     }
 
-    /// A new turn of the loop: it may take a few second-lane datagrams again.
+    /// A new turn of the loop: it may take a few second-lane datagrams
+    /// again, as many as the budget holds.
     pub fn new_turn(&self) {
-        self.budget.store(SECOND_LANE_TURN, Ordering::Relaxed);
+        let mut b = self.lock_budget();
+        b.refill(Instant::now());
+        b.turn = (b.tokens as usize).min(SECOND_LANE_TURN);
+    }
+
+    fn lock_budget(&self) -> std::sync::MutexGuard<'_, Budget> {
+        // Only the loop takes this lock; a poisoned one still holds numbers.
+        self.budget.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The next queued datagram, if any: the first lane's, else the
@@ -188,12 +254,13 @@ impl Inbox {
         if let Some(d) = q[0].pop_front() {
             return Some(d);
         }
-        let left = self.budget.load(Ordering::Relaxed);
-        if left == 0 {
+        let mut b = self.lock_budget();
+        if b.turn == 0 {
             return None;
         }
         let d = q[1].pop_front()?;
-        self.budget.store(left - 1, Ordering::Relaxed);
+        b.turn -= 1;
+        b.tokens -= 1.0;
         Some(d)
     }
 
@@ -418,6 +485,10 @@ impl Reader {
             self.batch.iter_mut().for_each(Vec::clear);
             return;
         };
+        // The loop needs waking for a device's datagram, or for flood
+        // that finds it idle; more flood it takes when its budget allows,
+        // and waking it for each batch of that costs a core (measured).
+        let wake = !self.batch[0].is_empty() || q[1].is_empty();
         for (lane, batch) in self.batch.iter_mut().enumerate() {
             let room = self.lanes.cap.saturating_sub(q[lane].len());
             let over = batch.len().saturating_sub(room) as u64;
@@ -432,7 +503,9 @@ impl Reader {
             q[lane].extend(batch.drain(..).take(room));
         }
         drop(q);
-        let _ = self.wake.try_send(());
+        if wake {
+            let _ = self.wake.try_send(());
+        }
     }
 
     fn junk(&mut self, now: Instant, peer: SocketAddr, len: usize) {
@@ -651,6 +724,26 @@ unsafe fn pktinfo(msg: &libc::msghdr) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_second_lane_budget_refills_at_its_rate_up_to_one_turn() {
+        let t0 = Instant::now();
+        let mut b = Budget {
+            tokens: 0.0,
+            at: t0,
+            turn: 0,
+        };
+        b.refill(t0 + Duration::from_millis(1));
+        assert!((b.tokens - SECOND_LANE_RATE / 1000.0).abs() < 1e-6);
+        let full = b.full_at();
+        let wait = full - (t0 + Duration::from_millis(1));
+        let expect = (SECOND_LANE_TURN as f64 - b.tokens) / SECOND_LANE_RATE;
+        assert!((wait.as_secs_f64() - expect).abs() < 1e-6);
+        // A long idle spell gives one turn's share, not a burst.
+        b.refill(t0 + Duration::from_secs(60));
+        assert_eq!(b.tokens, SECOND_LANE_TURN as f64);
+        assert!(b.full_at() <= t0 + Duration::from_secs(60));
+    }
 
     #[test]
     fn only_what_the_rfcs_drop_silently_is_junk() {
