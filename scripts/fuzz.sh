@@ -9,6 +9,7 @@
 #   scripts/fuzz.sh                 every target, 60 s each
 #   scripts/fuzz.sh coap_engine 600 one target for 10 minutes
 #   FUZZ_SANITIZER=address scripts/fuzz.sh ...   with AddressSanitizer (slower)
+#   FUZZ_RUNS=10000000 scripts/fuzz.sh bootstrap 3600   stop at 10 M runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
@@ -34,7 +35,7 @@ printf '%-18s %12s %8s %12s  %s\n' target runs seconds runs/s result
 for t in $targets; do
     mkdir -p "fuzz/corpus/$t" "fuzz/seeds/$t"
     if cargo +nightly fuzz run -s "$san" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
-        -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
+        -max_total_time="$secs" ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} -print_final_stats=1 >"$log" 2>&1; then
         result=ok
     else
         result="CRASH: $(ls -t "fuzz/artifacts/$t"/* 2>/dev/null | head -1)"
