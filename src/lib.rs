@@ -14,13 +14,17 @@
 //! [`clock`] is the one place the shells read the wall clock and the OS
 //! random source; [`logging`] is the log format (device text escaped).
 //!
-//! Arrows point down only: runtime → control → config → northbound →
+//! [`console`] is the web console's login, routes and pages; its HTTP
+//! server is in [`runtime`].
+//!
+//! Arrows point down only: runtime → control → config → console → northbound →
 //! store → server, bootstrap, dtls → credentials → profile → lwm2m, coap.
 
 pub mod bootstrap;
 pub mod clock;
 pub mod coap;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod credentials;
 pub mod dtls;

@@ -39,7 +39,44 @@ pub struct Config {
     pub bootstrap: BootstrapSection,
     /// Firmware and software updates.
     pub ota: OtaSection,
+    /// The local web console.
+    pub http: HttpSection,
 }
+
+/// `[http]`: the local web console, off unless `listen` is set.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address and port to serve on, e.g. `127.0.0.1:8080`; unset: off.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The console password's salted hash (`lwm2m-gw http passwd` writes it).
+    pub password_hash: Option<String>,
+    /// A static token for scripts (`Authorization: Bearer`); also accepted
+    /// at the login form.
+    pub token: Option<String>,
+    /// HTTP connections open at once.
+    pub max_connections: usize,
+    /// Browser sessions at once; past it the least recently used ends.
+    pub max_sessions: usize,
+    /// A session ends after this long without a request.
+    pub session_idle_s: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: None,
+            password_hash: None,
+            token: None,
+            max_connections: 32,
+            max_sessions: 16,
+            session_idle_s: 3600,
+        }
+    }
+}
+
+/// Where the console listens when it is switched on without an address.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
 
 /// `[ota]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -456,6 +493,38 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The console's credentials, checked: a broken hash, an empty token,
+    /// or listening beyond loopback with neither, is refused here.
+    pub fn http_credentials(&self) -> Result<crate::console::Credentials, ConfigError> {
+        let h = &self.http;
+        let password = match &h.password_hash {
+            Some(p) => Some(
+                crate::console::auth::PasswordHash::parse(p)
+                    .map_err(|e| ConfigError(format!("http.{e}")))?,
+            ),
+            None => None,
+        };
+        if h.token.as_deref().is_some_and(|t| t.trim().len() < 16) {
+            return Err(ConfigError(
+                "http.token must be at least 16 characters".into(),
+            ));
+        }
+        let creds = crate::console::Credentials {
+            password,
+            token: h.token.clone(),
+        };
+        if let Some(addr) = h.listen {
+            if !addr.ip().is_loopback() && !creds.any() {
+                return Err(ConfigError(format!(
+                    "http.listen = {addr} reaches beyond this machine, and no console \
+                     credentials are set: run `lwm2m-gw http passwd` (or set http.token), \
+                     or listen on 127.0.0.1"
+                )));
+            }
+        }
+        Ok(creds)
+    }
+
     /// Checks ranges that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let c = &self.coap;
@@ -511,6 +580,16 @@ impl Config {
         }
         if c.max_body_bytes < c.block_size {
             return bad("coap.max_body_bytes must be at least coap.block_size".into());
+        }
+        self.http_credentials()?;
+        if self.http.max_connections == 0
+            || self.http.max_sessions == 0
+            || self.http.session_idle_s == 0
+        {
+            return bad(
+                "http.max_connections, http.max_sessions and http.session_idle_s must be at least 1"
+                    .into(),
+            );
         }
         if self.control.max_connections == 0 || self.control.max_in_flight == 0 {
             return bad(

@@ -34,6 +34,23 @@ pub struct Settings {
     pub bootstrap: Option<BootstrapSettings>,
     /// Firmware and software updates.
     pub ota: OtaSettings,
+    /// The local web console; none unless `http.listen` is set.
+    pub http: Option<HttpSettings>,
+}
+
+/// The local web console.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Where it listens.
+    pub listen: std::net::SocketAddr,
+    /// Who may log in.
+    pub credentials: crate::console::Credentials,
+    /// HTTP connections open at once.
+    pub max_connections: usize,
+    /// Browser sessions at once.
+    pub max_sessions: usize,
+    /// A session ends after this long without a request.
+    pub session_idle: Duration,
 }
 
 /// Firmware and software updates.
@@ -204,9 +221,20 @@ impl Config {
             dir: self.data_dir().join("ota"),
             max_store_bytes: o.max_store_bytes,
         };
+        let http = match self.http.listen {
+            Some(listen) => Some(HttpSettings {
+                listen,
+                credentials: self.http_credentials()?,
+                max_connections: self.http.max_connections,
+                max_sessions: self.http.max_sessions,
+                session_idle: Duration::from_secs(self.http.session_idle_s),
+            }),
+            None => None,
+        };
         Ok(Settings {
             bootstrap,
             ota,
+            http,
             coap: listen(self.coap.port),
             dtls,
             control: ControlSettings {

@@ -46,6 +46,10 @@ Usage:
                                            update a device (or a profile's devices)
   lwm2m-gw ota status [EP]|cancel EP [OPTIONS]
                                            where each update stands, and why it waits
+  lwm2m-gw http passwd [--config FILE]    set the web console's password (asked twice at
+                                           a terminal, else the first line of stdin); its
+                                           salted hash goes into [http] of FILE, or is
+                                           printed without --config
   lwm2m-gw server-key [OPTIONS]            print the gateway's DTLS public key (base64
                                            SubjectPublicKeyInfo, for RPK devices); the key
                                            is made on first use if no dtls.key_file is set
@@ -78,6 +82,8 @@ Options (override the config file):
   --models-dir DIR     system models directory (default ./models)
   --control-socket P   control socket (default $RUNTIME_DIRECTORY/control.sock,
                        else control.sock in the data directory)
+  --http-listen ADDR:PORT  serve: the web console on ADDR:PORT ([http] listen;
+                       off by default; 127.0.0.1:8080 is the usual choice)
   --mqtt-url URL       serve: northbound MQTT broker, mqtt://host:port (the rest
                        of the MQTT settings live in [mqtt] of the config file)
   --json               print answers as JSON (rpc, devices, device, watch, stats)
@@ -101,6 +107,7 @@ struct Common {
     models_dir: Option<PathBuf>,
     control_socket: Option<PathBuf>,
     mqtt_url: Option<String>,
+    http_listen: Option<std::net::SocketAddr>,
     json: bool,
     timeout_s: Option<u64>,
     wait: bool,
@@ -140,6 +147,9 @@ impl Common {
         if let Some(u) = &self.mqtt_url {
             c.mqtt.url = u.clone();
         }
+        if let Some(a) = self.http_listen {
+            c.http.listen = Some(a);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -157,6 +167,7 @@ enum Command {
     Watch(Common, Option<String>),
     Stats(Common),
     ServerKey(Common),
+    HttpPasswd(Common),
     DeviceAdd(Common, String),
     DeviceList(Common),
     DeviceRm(Common, String),
@@ -192,6 +203,7 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
             Long("models-dir") => c.models_dir = Some(p.value()?.into()),
             Long("control-socket") => c.control_socket = Some(p.value()?.into()),
             Long("mqtt-url") => c.mqtt_url = Some(p.value()?.string()?),
+            Long("http-listen") => c.http_listen = Some(p.value()?.parse()?),
             Long("json") => c.json = true,
             Long("timeout") => c.timeout_s = Some(p.value()?.parse()?),
             Long("wait") => c.wait = true,
@@ -271,6 +283,8 @@ fn parse(args: Vec<String>) -> Result<Command, lexopt::Error> {
             Command::Ota(c, cmd)
         }
         ["server-key"] => Command::ServerKey(c),
+        ["http", "passwd"] => Command::HttpPasswd(c),
+        ["http", ..] => return Err("http takes passwd".into()),
         [] => return Err("no command given".into()),
         other => {
             return Err(format!("unknown command or extra arguments: {}", other.join(" ")).into())
@@ -400,6 +414,22 @@ fn run(cmd: Command, serve: Serve) -> Result<bool, Box<dyn std::error::Error>> {
             println!("{}", id.public_key_base64());
         }
         Command::Serve(c) => serve(c.config()?)?,
+        Command::HttpPasswd(c) => {
+            let hash = super::http_cli::new_hash(&super::http_cli::read_password()?)?;
+            match &c.config {
+                Some(f) => {
+                    super::http_cli::write_hash(f, &hash)?;
+                    eprintln!(
+                        "console password set in {}; restart the gateway to use it",
+                        f.display()
+                    );
+                }
+                None => {
+                    eprintln!("no --config FILE: add these lines to the configuration file");
+                    println!("[http]\npassword_hash = \"{hash}\"");
+                }
+            }
+        }
         Command::ModelCheck(files) => {
             let mut failed = 0;
             for f in &files {

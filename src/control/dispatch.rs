@@ -79,7 +79,17 @@ pub fn execute(b: &mut impl Backend, now: Instant, req: Request) -> Outcome {
         Request::Devices => {
             let mut regs: Vec<_> = b.server().registry().iter().collect();
             regs.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
-            let list: Vec<Json> = regs.into_iter().map(device_json).collect();
+            let server = b.server();
+            let list: Vec<Json> = regs
+                .into_iter()
+                .map(|r| {
+                    let mut j = device_json(r);
+                    let cred = server.credential(&r.endpoint);
+                    j["profile"] = cred.map(|c| c.profile.clone()).into();
+                    j["security"] = cred.map_or("NoSec", |c| c.security.mode()).into();
+                    j
+                })
+                .collect();
             Answer::ok("CONTENT", Some(Json::Array(list)))
         }
         Request::Device(ep) => device(b.server(), &ep),

@@ -5,6 +5,7 @@
 pub mod bootstrap_cli;
 pub mod cli;
 pub mod dispatch;
+pub mod http_cli;
 pub mod ota_cli;
 mod ota_wait;
 pub mod request;

@@ -78,6 +78,11 @@ impl Shell {
         }
     }
 
+    /// Where other front ends (the web console) put their requests.
+    pub fn sender(&self) -> Sender<CtlRequest> {
+        self.tx.clone()
+    }
+
     /// Where requests arrive.
     pub fn requests(&self) -> Receiver<CtlRequest> {
         self.rx.clone()

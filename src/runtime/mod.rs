@@ -11,6 +11,7 @@
 //! this module; it uses everything below it.
 
 mod bootstrap;
+mod console;
 mod control;
 mod dtls;
 mod error;
@@ -64,6 +65,8 @@ pub struct Gateway {
     bootstrap: Option<bootstrap::Shell>,
     /// Firmware and software updates.
     ota: ota::Shell,
+    /// The web console, when `http.listen` is set.
+    console: Option<console::Console>,
 }
 
 impl Gateway {
@@ -87,6 +90,7 @@ impl Gateway {
             Some(b) => Some(bootstrap::Shell::bind(b)?),
             None => None,
         };
+        stats::mark_start();
         let mut control = control::Shell::new(&cfg.control);
         // The store before the control socket: its lock is what tells a
         // second gateway on the same data directory, in the clearer words.
@@ -181,7 +185,13 @@ impl Gateway {
             udp.local_addr().port(),
             dtls.as_ref().map(|d| d.socket().local_addr().port()),
         );
+        // Last: its requests wait in the control channel until the loop runs.
+        let console = match cfg.http {
+            Some(h) => Some(console::Console::start(h, control.sender())?),
+            None => None,
+        };
         Ok(Gateway {
+            console,
             server,
             store,
             models,
@@ -203,6 +213,11 @@ impl Gateway {
     /// The bound CoAP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.udp.local_addr()
+    }
+
+    /// The web console's address, when it is on.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console.as_ref().map(console::Console::local_addr)
     }
 
     /// The bound DTLS address, when DTLS is on.

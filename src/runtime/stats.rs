@@ -28,7 +28,21 @@ pub fn json(server: &Server, watchers: usize, mqtt: Json, dtls: Json) -> Json {
         "mqtt": mqtt,
         "dtls": dtls,
         "rssKb": rss_kb(),
+        "uptimeS": uptime_s(),
     })
+}
+
+/// When the gateway started, for `uptimeS`.
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Marks the start; later calls keep the first time.
+pub fn mark_start() {
+    STARTED.get_or_init(std::time::Instant::now);
+}
+
+/// Seconds since [`mark_start`].
+fn uptime_s() -> u64 {
+    STARTED.get().map_or(0, |t| t.elapsed().as_secs())
 }
 
 /// This process's resident memory in KiB, from /proc (0 where unavailable).
