@@ -272,6 +272,93 @@ fn a_notification_reaches_the_event_stream() {
     assert_eq!(seen, 2, "two notifications as events");
 }
 
+/// Where screenshots of the browser test are kept (CI artifacts).
+fn shots_dir() -> std::path::PathBuf {
+    let d = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn in_chromium_a_technician_logs_in_watches_a_value_reads_and_follows_an_update() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    let have = |p: &str| std::path::Path::new(p).exists();
+    if !have("/usr/bin/chromium") || !have("/usr/bin/chromedriver") || !python.exists() {
+        // scripts/setup.sh --test installs all three; the suite runs it.
+        eprintln!("skipped: chromium, chromedriver or .venv missing (run scripts/setup.sh --test)");
+        return;
+    }
+    let dir = TempDir::new("console-chromium");
+    let gw = gateway_with_password(&dir);
+    let got = dir.0.join("received");
+    std::fs::create_dir_all(&got).unwrap();
+    let _sim = Sim::start_with(
+        gw.addr,
+        1,
+        "site-",
+        "senml-cbor",
+        &[
+            "--notify-ms",
+            "300",
+            "--ota-dir",
+            got.to_str().unwrap(),
+            "--ota-max-block",
+            "512",
+        ],
+    );
+    let img = common::package(&dir.0, "fw.bin", "2.1.0", 120_000, true);
+    let out = gw.cli(&[
+        "ota",
+        "add",
+        img.to_str().unwrap(),
+        "--kind",
+        "firmware",
+        "--title",
+        "thermo-fw",
+        "--version",
+        "2.1.0",
+    ]);
+    assert!(out.status.success(), "{}", common::printed(&out));
+    let id = common::sha256_hex(&std::fs::read(&img).unwrap());
+    let addr = console_addr(&gw);
+    let shots = shots_dir();
+    let out = Command::new(python)
+        .arg(root.join("tests/browser/console.py"))
+        .args(["--url", &format!("http://{addr}/")])
+        .args([
+            "--password",
+            PASSWORD,
+            "--endpoint",
+            "site-0",
+            "--image",
+            &id,
+        ])
+        .arg("--shots")
+        .arg(&shots)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{said}\nscreenshots in {}",
+        shots.display()
+    );
+    for shot in [
+        "wrong-password",
+        "devices",
+        "device-live",
+        "ota-progress",
+        "health",
+    ] {
+        assert!(shots.join(format!("{shot}.png")).exists(), "{shot}.png");
+    }
+}
+
 #[test]
 fn logins_from_one_address_are_rate_limited() {
     let dir = TempDir::new("console-limit");

@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{Gateway, Sim, TempDir};
+use common::{package, sha256_hex, Gateway, Sim, TempDir};
 use serde_json::Value as Json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 fn cli(gw: &Gateway, args: &[&str]) -> (bool, String) {
@@ -21,33 +21,6 @@ fn cli_json(gw: &Gateway, args: &[&str]) -> Json {
     let (ok, out) = cli(gw, &a);
     assert!(ok, "{args:?}: {out}");
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    let mut s = lwm2m_gw::ota::images::Sha256::new();
-    s.update(b);
-    s.hex()
-}
-
-/// A simulated package: the version line, `len` pseudo-random bytes, and
-/// the checksum trailer the simulator checks (`good` false: a wrong one).
-fn package(dir: &Path, name: &str, version: &str, len: usize, good: bool) -> PathBuf {
-    let mut b = format!("SIMPKG version={version}\n").into_bytes();
-    let mut x = 0x9e37_79b9u32 ^ len as u32;
-    for _ in 0..len {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        b.push(x as u8);
-    }
-    let mut sum = sha256_hex(&b);
-    if !good {
-        sum = sum.replace('a', "b").replace('1', "2");
-    }
-    b.extend_from_slice(format!("\nSHA256:{sum}").as_bytes());
-    let p = dir.join(name);
-    std::fs::write(&p, &b).unwrap();
-    p
 }
 
 fn add(gw: &Gateway, file: &Path, kind: &str, title: &str, version: &str) -> String {

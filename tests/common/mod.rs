@@ -710,3 +710,31 @@ impl Drop for Subscriber {
         let _ = self.child.wait();
     }
 }
+
+/// SHA-256 of `b`, lower-case hex.
+pub fn sha256_hex(b: &[u8]) -> String {
+    let mut s = lwm2m_gw::ota::images::Sha256::new();
+    s.update(b);
+    s.hex()
+}
+
+/// A simulated OTA package: the version line, `len` pseudo-random bytes, and
+/// the checksum trailer the simulator checks (`good` false: a wrong one).
+pub fn package(dir: &Path, name: &str, version: &str, len: usize, good: bool) -> PathBuf {
+    let mut b = format!("SIMPKG version={version}\n").into_bytes();
+    let mut x = 0x9e37_79b9u32 ^ len as u32;
+    for _ in 0..len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        b.push(x as u8);
+    }
+    let mut sum = sha256_hex(&b);
+    if !good {
+        sum = sum.replace('a', "b").replace('1', "2");
+    }
+    b.extend_from_slice(format!("\nSHA256:{sum}").as_bytes());
+    let p = dir.join(name);
+    std::fs::write(&p, &b).unwrap();
+    p
+}

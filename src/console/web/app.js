@@ -302,6 +302,11 @@ async function otaView(v) {
   leave.push(() => clearInterval(t));
 }
 
+function bytes(n) {
+  if (n === undefined || n === null) return '-';
+  return n < 1048576 ? `${Math.round(n / 1024)} KiB` : `${(n / 1048576).toFixed(1)} MiB`;
+}
+
 // Gateway health: counters from stats, refreshed.
 async function healthView(v) {
   const cards = el('div', { class: 'cards', id: 'health' });
@@ -317,10 +322,10 @@ async function healthView(v) {
     cards.replaceChildren(
       card('uptime', s.uptimeS !== undefined ? `${Math.floor(s.uptimeS / 3600)} h ${Math.floor(s.uptimeS % 3600 / 60)} min` : '-'),
       card('registrations', s.registrations), card('observations', s.observations),
-      card('memory (RSS)', s.rssKb !== undefined ? `${(s.rssKb / 1024).toFixed(1)} MiB` : '-'),
-      card('store', store.bytes !== undefined ? `${(store.bytes / 1048576).toFixed(1)} MiB` : '-'),
+      card('memory (RSS)', bytes(s.rssKb === undefined ? undefined : s.rssKb * 1024)),
+      card('store', bytes(store.bytes)),
       card('northbound', mqtt.connected === undefined ? 'off' : (mqtt.connected ? 'connected' : 'down')),
-      card('uplink backlog', mqtt.queuedMessages ?? mqtt.queued ?? '-'),
+      card('uplink backlog', mqtt.queuedMessages === undefined ? '-' : `${mqtt.queuedMessages} messages, ${bytes(mqtt.queuedBytes)}`),
       card('DTLS sessions', dtls.sessions), card('DTLS handshakes failed', dtls.failed));
     raw.textContent = JSON.stringify(s, null, 1);
   };
