@@ -78,10 +78,11 @@ if [ "$want_test" -eq 1 ]; then
         .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/peers/requirements.txt
     fi
     # The web console is tested in Debian's headless Chromium (no browser
-    # download), driven by Selenium through chromium-driver.
+    # download), driven by Selenium through chromium-driver, and its API
+    # against its OpenAPI document with schemathesis.
     { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } \
         || apt_install chromium chromium-driver
-    if ! .venv/bin/python -c 'import selenium' >/dev/null 2>&1; then
+    if ! .venv/bin/python -c 'import selenium, schemathesis' >/dev/null 2>&1; then
         .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/browser/requirements.txt
     fi
     # The Yocto recipe is linted with oelint-adv.
