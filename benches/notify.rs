@@ -9,31 +9,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Observes /3303/0 on every device, `window` requests in flight.
-fn observe_all(sock: &Path, devices: usize, window: usize) {
-    let s = UnixStream::connect(sock).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let mut r = BufReader::new(s);
-    let (mut sent, mut line, mut buf) = (0, String::new(), String::new());
-    for done in 0..devices {
-        buf.clear();
-        while sent < devices && sent - done < window {
-            buf.push_str(&format!(
-                "{{\"id\":{sent},\"op\":\"rpc\",\"endpoint\":\"n-{sent}\",\"method\":\"Observe\",\"params\":{{\"id\":\"/3303/0\"}}}}\n"
-            ));
-            sent += 1;
-        }
-        w.write_all(buf.as_bytes()).unwrap();
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        assert!(line.contains("\"CONTENT\""), "observe failed: {line}");
-    }
-}
 
 fn run(format: &str, devices: usize, interval_ms: usize, seconds: usize, con: bool) {
     let dir = common::bench_dir(&format!("notify-bench-{format}"));
@@ -46,7 +22,7 @@ fn run(format: &str, devices: usize, interval_ms: usize, seconds: usize, con: bo
     }
     let (_sim, _) = common::start_sim(&args, devices);
     let t = Instant::now();
-    observe_all(&sock, devices, 256);
+    common::observe_all(&sock, "n-", devices, 256);
     println!(
         "{format}: {devices} devices registered and observed in {} ms",
         t.elapsed().as_millis()

@@ -309,3 +309,26 @@ pub fn psk_handshake(
         }
     }
 }
+
+/// Observes /3303/0 on devices `PREFIX0` to `PREFIX<devices-1>`, `window`
+/// requests in flight; panics on any answer but CONTENT.
+pub fn observe_all(sock: &Path, prefix: &str, devices: usize, window: usize) {
+    use std::io::Write;
+    let s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let (mut sent, mut line, mut buf) = (0, String::new(), String::new());
+    for done in 0..devices {
+        buf.clear();
+        while sent < devices && sent - done < window {
+            buf.push_str(&format!(
+                "{{\"id\":{sent},\"op\":\"rpc\",\"endpoint\":\"{prefix}{sent}\",\"method\":\"Observe\",\"params\":{{\"id\":\"/3303/0\"}}}}\n"
+            ));
+            sent += 1;
+        }
+        w.write_all(buf.as_bytes()).unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains("\"CONTENT\""), "observe failed: {line}");
+    }
+}
