@@ -275,6 +275,8 @@ fn a_notification_reaches_the_event_stream() {
 /// Where screenshots of the browser test are kept (CI artifacts).
 fn shots_dir() -> std::path::PathBuf {
     let d = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    // Only this run's pictures: a failed.png from an earlier run misleads.
+    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
