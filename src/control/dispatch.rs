@@ -147,11 +147,43 @@ fn device(server: &Server, ep: &str) -> Answer {
         Some(reg) => device_json(reg),
         None => json!({"endpoint": ep}),
     };
+    if let Some(reg) = reg {
+        v["models"] = models_json(server, reg);
+    }
     v["registered"] = reg.is_some().into();
     v["credential"] = cred.map_or(Json::Null, |c| c.to_json());
     v["attributes"] = latest["attributes"].clone();
     v["telemetry"] = latest["telemetry"].clone();
     Answer::ok("CONTENT", Some(v))
+}
+
+/// Names from the model library for the objects a device registered,
+/// at the versions it announced: `{"3303": {"name": "Temperature",
+/// "resources": {"5700": "Sensor Value", ...}}}`. Objects without a model
+/// are left out.
+fn models_json(server: &Server, reg: &crate::server::registry::Registration) -> Json {
+    let mut out = serde_json::Map::new();
+    for link in &reg.objects {
+        let key = link.object.to_string();
+        if out.contains_key(&key) {
+            continue;
+        }
+        let version = reg
+            .objects
+            .iter()
+            .filter(|l| l.object == link.object)
+            .find_map(|l| l.version);
+        let Some(m) = server.models().get(link.object, version) else {
+            continue;
+        };
+        let resources: serde_json::Map<String, Json> = m
+            .resources
+            .iter()
+            .map(|r| (r.id.to_string(), Json::from(r.name.as_str())))
+            .collect();
+        out.insert(key, json!({"name": m.name, "resources": resources}));
+    }
+    Json::Object(out)
 }
 
 /// Profile and credential administration: checked by the server, stored

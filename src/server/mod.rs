@@ -220,6 +220,11 @@ impl Server {
         }
     }
 
+    /// The object models used to check and type commands.
+    pub fn models(&self) -> &ModelLibrary {
+        &self.models
+    }
+
     /// Replaces the object models used to check and type commands.
     pub fn set_models(&mut self, models: Arc<ModelLibrary>) {
         self.models = models;

@@ -77,8 +77,13 @@ def main():
             path.clear()
             path.send_keys("/3303/0/5700")
             d.find_element(By.CSS_SELECTOR, "#actions button[type=submit]").click()
-            cell = '#values tr[data-key="/3303/0/5700"] td:nth-child(3)'
+            row = '#values tr[data-key="/3303/0/5700"]'
+            # Each notification stamps the row anew: its time cell moves.
+            cell = row + " td:nth-child(4)"
             wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, cell))
+            name = text_of(row + " td:nth-child(2)")
+            assert name == "Temperature: Sensor Value", name
+            assert "(Temperature)" in text_of("#objects"), text_of("#objects")
             first = text_of(cell)
             wait.until(lambda _: text_of(cell) != first)
             second = text_of(cell)

@@ -161,16 +161,39 @@ async function deviceView(v, ep) {
   }
   const d = res.body.value;
   const cred = d.credential || {};
+  // Names from the gateway's model library for what the device announced.
+  const models = d.models || {};
+  const named = (key) => {
+    const m = /^\/(\d+)(?:\/(\d+))?(?:\/(\d+))?/.exec(key);
+    const o = m && models[m[1]];
+    if (!o) return '';
+    if (m[3] === undefined) return o.name;
+    return `${o.name}: ${o.resources[m[3]] || `resource ${m[3]}`}`;
+  };
   v.append(el('p', { class: 'muted' },
     d.registered ? `registered from ${d.address}, LwM2M ${d.lwm2mVersion}, binding ${d.binding}, lifetime ${d.lifetime} s, last seen ${ago(d.lastSeen)}` : 'not registered',
     cred.mode ? `; security ${cred.mode}` : '', cred.profile ? `; profile ${cred.profile}` : ''));
-  if (d.objects) v.append(el('p', { class: 'muted' }, `objects: ${d.objects.join(' ')}`));
+  if (d.objects) {
+    v.append(el('p', { class: 'muted', id: 'objects' }, 'objects: ',
+      d.objects.map((o) => `${o}${named(o) ? ` (${named(o)})` : ''}`).join(', ')));
+  }
+  // Every resource of every announced instance, offered as paths.
+  const paths = el('datalist', { id: 'paths' });
+  for (const o of d.objects || []) {
+    const m = /^\/(\d+)\/(\d+)$/.exec(o);
+    const model = m && models[m[1]];
+    if (!model) continue;
+    for (const [rid, rname] of Object.entries(model.resources)) {
+      paths.append(el('option', { value: `${o}/${rid}` }, `${model.name}: ${rname}`));
+    }
+  }
+  v.append(paths);
 
   const result = el('pre', { id: 'result' });
   const method = el('select', { name: 'method' },
     ['Read', 'Observe', 'ObserveCancel', 'WriteReplace', 'WriteUpdate', 'Execute', 'Discover', 'Delete']
       .map((m) => el('option', {}, m)));
-  const path = el('input', { name: 'path', value: '/3/0', placeholder: '/3/0/9' });
+  const path = el('input', { name: 'path', value: '/3/0', placeholder: '/3/0/9', list: 'paths' });
   const value = el('input', { name: 'value', placeholder: 'value (Write) or arguments (Execute)' });
   const run = async (ev) => {
     ev.preventDefault();
@@ -201,7 +224,7 @@ async function deviceView(v, ep) {
     if (!row) {
       row = { v: el('td', {}), t: el('td', { class: 'muted' }) };
       cells.set(key, row);
-      latest.append(el('tr', { 'data-key': key }, el('td', {}, key), row.v, row.t));
+      latest.append(el('tr', { 'data-key': key }, el('td', {}, key), el('td', { class: 'muted' }, named(key)), row.v, row.t));
     }
     row.v.textContent = typeof val === 'object' ? JSON.stringify(val) : String(val);
     row.t.textContent = ts ? new Date(ts).toLocaleTimeString() : '';
@@ -209,7 +232,7 @@ async function deviceView(v, ep) {
   for (const kind of ['telemetry', 'attributes']) {
     for (const [k, x] of Object.entries(d[kind] || {})) put(k, x.value, x.ts);
   }
-  v.append(el('h2', {}, 'Values'), el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'Key or path'), el('th', {}, 'Value'), el('th', {}, 'Time'))), latest));
+  v.append(el('h2', {}, 'Values'), el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'Key or path'), el('th', {}, 'Name'), el('th', {}, 'Value'), el('th', {}, 'Time'))), latest));
 
   const canvas = el('canvas', { id: 'plot', width: 800, height: 220 });
   const legend = el('p', { class: 'muted' }, 'Numeric values plot here as they arrive.');
