@@ -53,12 +53,13 @@ fn http(
 
 fn console_addr(gw: &Gateway) -> SocketAddr {
     // Logged after the CoAP line the helper waits for.
-    assert!(gw.wait_log("web console on http://", Duration::from_secs(10)));
+    assert!(gw.wait_log("web console on http", Duration::from_secs(10)));
     log_lines(gw)
         .iter()
         .find_map(|l| {
-            l.split("web console on http://")
+            l.split("web console on http")
                 .nth(1)
+                .and_then(|r| r.split("://").nth(1))
                 .and_then(|r| r.split('/').next())
                 .and_then(|a| a.parse().ok())
         })
@@ -426,6 +427,56 @@ fn logins_from_one_address_are_rate_limited() {
     }
     assert_eq!(login(addr, PASSWORD).err(), Some(429));
     assert!(gw.log_contains("console: failed login from 127.0.0.1"));
+}
+
+#[test]
+fn with_tls_the_console_speaks_https_with_the_gateways_certificate() {
+    let dir = TempDir::new("console-https");
+    let token = "tok-0123456789abcdef";
+    let gw = Gateway::start(
+        &dir.0,
+        &config(
+            "127.0.0.1",
+            &format!("[http]\nlisten = \"127.0.0.1:0\"\ntoken = \"{token}\"\ntls = true\n"),
+        ),
+    );
+    let addr = console_addr(&gw);
+    assert!(gw.log_contains(&format!("web console on https://{addr}/")));
+    // The certificate DTLS made on first start is the one to trust.
+    let ca = dir.0.join("data/dtls/server-cert.pem");
+    let body = format!("{{\"token\":\"{token}\"}}");
+    let req = format!(
+        "POST /api/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut p = Command::new("openssl")
+        .args(["s_client", "-quiet", "-verify_return_error", "-connect"])
+        .arg(addr.to_string())
+        .arg("-CAfile")
+        .arg(&ca)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl (scripts/setup.sh --test installs it)");
+    p.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("verify return:1"), "{err}");
+    assert!(said.starts_with("HTTP/1.1 200"), "{said}{err}");
+    let cookie = said
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .unwrap_or_default();
+    assert!(cookie.contains("; Secure"), "{said}");
+    // Plain HTTP on the HTTPS port gets no page.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(!String::from_utf8_lossy(&got).contains("<html"));
 }
 
 #[test]

@@ -58,6 +58,9 @@ pub struct HttpSection {
     pub max_connections: usize,
     /// Browser sessions at once; past it the least recently used ends.
     pub max_sessions: usize,
+    /// HTTPS with the gateway's certificate (the DTLS one: `dtls.cert_file`
+    /// and `dtls.key_file`, or the pair made in `<data>/dtls`).
+    pub tls: bool,
     /// A session ends after this long without a request.
     pub session_idle_s: u64,
 }
@@ -70,6 +73,7 @@ impl Default for HttpSection {
             token: None,
             max_connections: 32,
             max_sessions: 16,
+            tls: false,
             session_idle_s: 3600,
         }
     }

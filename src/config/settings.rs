@@ -51,6 +51,9 @@ pub struct HttpSettings {
     pub max_sessions: usize,
     /// A session ends after this long without a request.
     pub session_idle: Duration,
+    /// HTTPS with these key and certificate files (made in the directory
+    /// when none are configured); none: plain HTTP.
+    pub tls: Option<(crate::dtls::identity::Files, PathBuf)>,
 }
 
 /// Firmware and software updates.
@@ -228,6 +231,10 @@ impl Config {
                 max_connections: self.http.max_connections,
                 max_sessions: self.http.max_sessions,
                 session_idle: Duration::from_secs(self.http.session_idle_s),
+                tls: self
+                    .http
+                    .tls
+                    .then(|| (self.dtls_files(), self.data_dir().join("dtls"))),
             }),
             None => None,
         };

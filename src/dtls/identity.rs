@@ -112,6 +112,9 @@ pub struct Identity {
     pub private_der: Vec<u8>,
     /// The first certificate of the chain, DER, for X.509 provisioning.
     pub certificate_der: Vec<u8>,
+    /// The whole chain, DER, server certificate first (the web console's
+    /// HTTPS serves it).
+    pub chain_der: Vec<Vec<u8>>,
     /// Where a generated key or certificate was written, for the log.
     pub made: Vec<PathBuf>,
     /// A generated certificate made again because its names changed.
@@ -248,8 +251,10 @@ pub fn load(files: &Files, dir: &Path) -> Result<Identity, DtlsError> {
         .next()
         .map(|c| c.as_der().to_vec())
         .unwrap_or_default();
+    let chain_der = certificate.iter().map(|c| c.as_der().to_vec()).collect();
     Ok(Identity {
         certificate_der,
+        chain_der,
         key: Arc::new(key),
         certificate: Arc::new(certificate),
         trust,

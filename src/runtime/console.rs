@@ -52,17 +52,22 @@ impl Console {
         listener
             .set_nonblocking(true)
             .map_err(|e| RunError::Io("web console socket".into(), e))?;
+        let tls = match &cfg.tls {
+            Some((files, dir)) => Some(tls_acceptor(files, dir)?),
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         if !cfg.credentials.any() {
             log::warn!(
-                "web console on http://{local_addr}/ without a password: anyone on this \
+                "web console on {scheme}://{local_addr}/ without a password: anyone on this \
                  machine can use it (set one with `lwm2m-gw http passwd`)"
             );
         } else {
-            log::info!("web console on http://{local_addr}/");
+            log::info!("web console on {scheme}://{local_addr}/");
         }
         std::thread::Builder::new()
             .name("console".into())
-            .spawn(move || serve(listener, cfg, requests))
+            .spawn(move || serve(listener, cfg, tls, requests))
             .map_err(|e| RunError::Io("web console thread".into(), e))?;
         Ok(Console { local_addr })
     }
@@ -73,14 +78,62 @@ impl Console {
     }
 }
 
+/// HTTPS with the gateway's own key and certificate chain, as DTLS
+/// serves them (made on first start when none are configured).
+fn tls_acceptor(
+    files: &crate::dtls::identity::Files,
+    dir: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, RunError> {
+    use rustls::pki_types::{
+        CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
+    };
+    let id = crate::dtls::identity::load(files, dir)
+        .map_err(|e| RunError::Config(format!("web console HTTPS: {e}")))?;
+    let chain: Vec<CertificateDer<'static>> = id
+        .chain_der
+        .iter()
+        .map(|c| CertificateDer::from(c.clone()))
+        .collect();
+    // Mbed TLS writes an EC key as SEC1 and an RSA key as PKCS#1; a key
+    // rustls cannot sign with fails all three.
+    let keys: [PrivateKeyDer<'static>; 3] = [
+        PrivateSec1KeyDer::from(id.private_der.clone()).into(),
+        PrivatePkcs1KeyDer::from(id.private_der.clone()).into(),
+        PrivatePkcs8KeyDer::from(id.private_der.clone()).into(),
+    ];
+    let mut last = String::new();
+    for key in keys {
+        match rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain.clone(), key)
+        {
+            Ok(mut c) => {
+                c.alpn_protocols = vec![b"http/1.1".to_vec()];
+                return Ok(tokio_rustls::TlsAcceptor::from(Arc::new(c)));
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(RunError::Config(format!(
+        "web console HTTPS: the gateway's key and certificate do not make a TLS server: {last}"
+    )))
+}
+
 /// What every connection shares.
 struct Shared {
+    /// Cookies carry Secure: the console is served over HTTPS.
+    secure: bool,
     gate: RefCell<Gate>,
     requests: Sender<CtlRequest>,
     in_flight: Arc<Semaphore>,
 }
 
-fn serve(listener: std::net::TcpListener, cfg: HttpSettings, requests: Sender<CtlRequest>) {
+fn serve(
+    listener: std::net::TcpListener,
+    cfg: HttpSettings,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    requests: Sender<CtlRequest>,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -101,6 +154,7 @@ fn serve(listener: std::net::TcpListener, cfg: HttpSettings, requests: Sender<Ct
             }
         };
         let shared = Rc::new(Shared {
+            secure: tls.is_some(),
             gate: RefCell::new(Gate::new(
                 cfg.credentials.clone(),
                 cfg.max_sessions,
@@ -127,23 +181,45 @@ fn serve(listener: std::net::TcpListener, cfg: HttpSettings, requests: Sender<Ct
             // at p99 in benches/console.rs).
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
+            let tls = tls.clone();
             tokio::task::spawn_local(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .header_read_timeout(Duration::from_secs(20))
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
-                    log::debug!("web console connection from {peer}: {e}");
+                match tls {
+                    None => connection(shared, peer, stream).await,
+                    Some(acceptor) => {
+                        let shake =
+                            tokio::time::timeout(Duration::from_secs(20), acceptor.accept(stream));
+                        match shake.await {
+                            Ok(Ok(s)) => connection(shared, peer, s).await,
+                            Ok(Err(e)) => log::debug!("web console TLS from {peer}: {e}"),
+                            Err(_) => {
+                                log::debug!("web console TLS from {peer}: handshake timed out")
+                            }
+                        }
+                    }
                 }
                 drop(permit);
             });
         }
     });
+}
+
+/// Serves one connection's requests until it closes.
+async fn connection<S>(shared: Rc<Shared>, peer: SocketAddr, io: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .header_read_timeout(Duration::from_secs(20))
+        .timer(hyper_util::rt::TokioTimer::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    if let Err(e) = conn.await {
+        log::debug!("web console connection from {peer}: {e}");
+    }
 }
 
 fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -198,10 +274,11 @@ fn random_hex() -> String {
     crate::lwm2m::node::hex(&b)
 }
 
-fn session_cookie(value: &str, max_age: Option<u64>) -> HeaderValue {
+fn session_cookie(value: &str, max_age: Option<u64>, secure: bool) -> HeaderValue {
     let age = max_age.map_or(String::new(), |a| format!("; Max-Age={a}"));
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{age}"
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{secure}{age}"
     ))
     .unwrap_or(HeaderValue::from_static("lwgw_session=; Path=/"))
 }
@@ -300,7 +377,7 @@ async fn respond(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> R
                 Ok(csrf) => {
                     let mut r = json_response(200, &json!({"csrf": csrf}));
                     r.headers_mut()
-                        .insert(header::SET_COOKIE, session_cookie(&c, None));
+                        .insert(header::SET_COOKIE, session_cookie(&c, None, shared.secure));
                     r
                 }
                 Err(e) => refusal(e),
@@ -312,8 +389,10 @@ async fn respond(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> R
             }
             shared.gate.borrow_mut().logout(presented);
             let mut r = full(204, "application/json", Bytes::new());
-            r.headers_mut()
-                .insert(header::SET_COOKIE, session_cookie("", Some(0)));
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                session_cookie("", Some(0), shared.secure),
+            );
             r
         }
         Route::Session => {
@@ -326,7 +405,7 @@ async fn respond(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> R
                 Some(csrf) if !c.is_empty() && !csrf.is_empty() => {
                     let mut r = json_response(200, &json!({"csrf": csrf}));
                     r.headers_mut()
-                        .insert(header::SET_COOKIE, session_cookie(&c, None));
+                        .insert(header::SET_COOKIE, session_cookie(&c, None, shared.secure));
                     r
                 }
                 _ => refusal(Refusal {
