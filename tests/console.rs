@@ -102,6 +102,9 @@ fn login(addr: SocketAddr, password: &str) -> Result<Login, u16> {
 
 const PASSWORD: &str = "site-console-pass";
 
+/// A profile that keeps a transport log.
+const LOGGED: &str = "name = \"logged\"\ntransport_log = true\n";
+
 /// A gateway whose console password was set with `lwm2m-gw http passwd`.
 fn gateway_with_password(dir: &TempDir) -> Gateway {
     let cfg = dir.0.join("gw.toml");
@@ -167,6 +170,7 @@ fn without_a_login_the_console_shows_no_data_and_a_wrong_password_opens_nothing(
 fn a_logged_in_user_reads_a_device_and_writes_only_with_the_csrf_token() {
     let dir = TempDir::new("console-api");
     let gw = gateway_with_password(&dir);
+    common::provision(&gw, "api-0", "logged", LOGGED);
     let _sim = Sim::start(gw.addr, 2, "api-", "senml-cbor");
     let addr = console_addr(&gw);
     let l = login(addr, PASSWORD).unwrap();
@@ -182,7 +186,12 @@ fn a_logged_in_user_reads_a_device_and_writes_only_with_the_csrf_token() {
         .map(|d| d["endpoint"].as_str().unwrap())
         .collect();
     assert_eq!(eps, ["api-0", "api-1"]);
-    assert_eq!(list["value"][0]["security"], "NoSec");
+    assert_eq!(list["value"][0]["security"], "NO_SEC");
+    assert_eq!(
+        list["value"][1]["security"], "NO_SEC",
+        "no credential: plain CoAP"
+    );
+    assert_eq!(list["value"][0]["profile"], "logged");
 
     let read = json!({"method": "Read", "params": {"id": "/3/0/0"}});
     let (status, _, body) = http(addr, "POST", "/api/devices/api-0/rpc", &cookie, Some(&read));
@@ -201,6 +210,21 @@ fn a_logged_in_user_reads_a_device_and_writes_only_with_the_csrf_token() {
     let a: Json = serde_json::from_str(&body).unwrap();
     assert_eq!(a["result"], "CONTENT", "{a}");
     assert!(a["value"].to_string().contains("lwm2m-gw"), "{a}");
+
+    // Its profile keeps a transport log: the registration and the Read.
+    let (_, _, body) = http(addr, "GET", "/api/devices/api-0", &cookie, None);
+    let d: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["value"]["credential"]["profile"], "logged");
+    let log = d["value"]["transportLog"].to_string();
+    assert!(log.contains("Registered: lwm2m=1.1"), "{log}");
+    assert!(log.contains("Read: CONTENT"), "{log}");
+    let (_, _, body) = http(addr, "GET", "/api/devices/api-1", &cookie, None);
+    let d: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        d["value"]["transportLog"],
+        json!([]),
+        "no log without the profile"
+    );
 
     // An unknown device is the command path's 4.04, as JSON.
     let (status, _, body) = http(addr, "POST", "/api/devices/nobody/rpc", &with, Some(&read));
@@ -294,6 +318,7 @@ fn in_chromium_a_technician_logs_in_watches_a_value_reads_and_follows_an_update(
     }
     let dir = TempDir::new("console-chromium");
     let gw = gateway_with_password(&dir);
+    common::provision(&gw, "site-0", "logged", LOGGED);
     let got = dir.0.join("received");
     std::fs::create_dir_all(&got).unwrap();
     let _sim = Sim::start_with(

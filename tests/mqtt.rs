@@ -32,17 +32,7 @@ fn gw_config(broker: &Broker) -> String {
 }
 
 fn provision(gw: &Gateway, ep: &str) {
-    let mut c = gw.control();
-    let mut req = serde_json::Map::new();
-    req.insert("op".into(), "profile-put".into());
-    req.insert("toml".into(), PROFILE.into());
-    assert_eq!(c.call(req).unwrap()["result"], "CREATED");
-    let cred = json!({"endpoint": ep, "profile": "meter", "security": "NoSec"});
-    let Json::Object(req) = json!({"op": "device-add", "credential": cred}) else {
-        unreachable!()
-    };
-    let a = c.call(req).unwrap();
-    assert_eq!(a["result"], "CHANGED", "{a}");
+    common::provision(gw, ep, "meter", PROFILE);
 }
 
 fn mqtt_stats(gw: &Gateway) -> Json {

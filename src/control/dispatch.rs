@@ -86,7 +86,7 @@ pub fn execute(b: &mut impl Backend, now: Instant, req: Request) -> Outcome {
                     let mut j = device_json(r);
                     let cred = server.credential(&r.endpoint);
                     j["profile"] = cred.map(|c| c.profile.clone()).into();
-                    j["security"] = cred.map_or("NoSec", |c| c.security.mode()).into();
+                    j["security"] = cred.map_or("NO_SEC", |c| c.security.mode()).into();
                     j
                 })
                 .collect();
@@ -154,6 +154,7 @@ fn device(server: &Server, ep: &str) -> Answer {
     v["credential"] = cred.map_or(Json::Null, |c| c.to_json());
     v["attributes"] = latest["attributes"].clone();
     v["telemetry"] = latest["telemetry"].clone();
+    v["transportLog"] = server.transport_lines(ep);
     Answer::ok("CONTENT", Some(v))
 }
 

@@ -502,18 +502,20 @@ impl Gateway {
     /// Hands a device's answer to whoever sent the command.
     fn deliver(&mut self, handle: u64, answer: Answer) {
         let answer = match &mut self.mqtt {
-            Some(m) => match m.answer(&self.server, handle, answer) {
+            Some(m) => match m.answer(&mut self.server, handle, answer) {
                 Ok(()) => return,
                 Err(a) => a,
             },
             None => answer,
         };
         match self.control.answer(handle, answer) {
-            Ok(Some((ep, line))) => {
-                if let Some(m) = &mut self.mqtt {
-                    m.transport_log(&self.server, &ep, line);
+            Ok(Some((ep, line))) => match &mut self.mqtt {
+                Some(m) => m.transport_log(&mut self.server, &ep, line),
+                None => {
+                    self.server
+                        .log_transport(&ep, crate::clock::unix_ms(), &line);
                 }
-            }
+            },
             Ok(None) => {}
             Err(a) => log::debug!("answer {} for handle {handle} has no caller", a.result),
         }
@@ -566,8 +568,16 @@ impl Gateway {
                 self.ota.core_mut().device_seen(now, &reg.endpoint);
             }
         }
-        if let Some(m) = &mut self.mqtt {
-            m.events(&self.server, &events, &mut self.next_handle);
+        match &mut self.mqtt {
+            Some(m) => m.events(&mut self.server, &events, &mut self.next_handle),
+            None => {
+                let ms = crate::clock::unix_ms();
+                for ev in &events {
+                    let line = crate::server::transport_log::event_line(ev);
+                    self.server
+                        .log_transport(&ev.registration().endpoint, ms, &line);
+                }
+            }
         }
         self.publish_reports();
         // A Send's 2.04 and a confirmable notification's ACK promise the

@@ -146,7 +146,12 @@ impl Shell {
 
     /// Takes a device's answer to a command from the platform; gives it
     /// back when the handle is not the platform's.
-    pub fn answer(&mut self, server: &Server, handle: u64, answer: Answer) -> Result<(), Answer> {
+    pub fn answer(
+        &mut self,
+        server: &mut Server,
+        handle: u64,
+        answer: Answer,
+    ) -> Result<(), Answer> {
         match self.pending.get(&handle) {
             None => Err(answer),
             // The platform gets one answer per command: the outcome.
@@ -187,11 +192,12 @@ impl Shell {
     /// A line of the device's transport log (telemetry key `transportLog`),
     /// when its profile asks for one: at most 60 lines a minute per device,
     /// the rest counted and said in the next minute's first line.
-    pub fn transport_log(&mut self, server: &Server, endpoint: &str, line: String) {
-        if !server.transport_log(endpoint) {
-            return;
-        }
+    /// The line is also kept with the device's recent ones for the console.
+    pub fn transport_log(&mut self, server: &mut Server, endpoint: &str, line: String) {
         let now = crate::clock::unix_ms();
+        let Some(line) = server.log_transport(endpoint, now, &line) else {
+            return;
+        };
         let (start, lines, dropped) = self
             .log_budget
             .entry(endpoint.to_string())
@@ -212,7 +218,6 @@ impl Shell {
             return;
         }
         *lines += 1;
-        let line: String = line.chars().take(500).collect();
         // One ms apart: lines of one batch must not share a time stamp.
         let ts = now.max(self.last_log_ts + 1);
         self.last_log_ts = ts;
@@ -223,24 +228,11 @@ impl Shell {
     /// Registry events as the platform sees them: a registration connects
     /// the sub-device (and asks for its shared attributes), leaving
     /// disconnects it.
-    pub fn events(&mut self, server: &Server, events: &[ServerEvent], next_handle: &mut u64) {
+    pub fn events(&mut self, server: &mut Server, events: &[ServerEvent], next_handle: &mut u64) {
         for ev in events {
             let reg = ev.registration();
             let ep = &reg.endpoint;
-            let line = match ev {
-                ServerEvent::Registered { .. } => format!(
-                    "Registered: lwm2m={} lt={} b={} from {} with {} objects",
-                    reg.lwm2m_version,
-                    reg.lifetime,
-                    reg.binding,
-                    reg.peer,
-                    reg.objects.len()
-                ),
-                ServerEvent::Updated(_) => format!("Update: lt={} from {}", reg.lifetime, reg.peer),
-                ServerEvent::Deregistered(_) => "De-registered".to_string(),
-                ServerEvent::Expired(_) => "Registration expired".to_string(),
-            };
-            self.transport_log(server, ep, line);
+            self.transport_log(server, ep, crate::server::transport_log::event_line(ev));
             let nb = &self.northbound;
             match ev {
                 ServerEvent::Registered { .. } => {

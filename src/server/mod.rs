@@ -12,6 +12,7 @@ pub mod packages;
 mod provision;
 pub mod queue;
 pub mod registry;
+pub mod transport_log;
 
 use crate::coap::{
     self, opt, Code, Engine, Event, IncomingId, Message, MsgType, RequestError, RequestId, Token,
@@ -146,6 +147,8 @@ pub struct Server {
     answers: VecDeque<(u64, Answer)>,
     observations: HashMap<RequestId, Observation>,
     observed: HashMap<Box<str>, BTreeMap<ObsKey, RequestId>>,
+    /// Recent transport log lines of devices whose profile asks for them.
+    transport_lines: transport_log::TransportLog,
     reports: VecDeque<Arc<Report>>,
     max_reports: usize,
     report_stats: ReportStats,
@@ -192,6 +195,7 @@ impl Server {
             answers: VecDeque::new(),
             observations: HashMap::new(),
             observed: HashMap::new(),
+            transport_lines: Default::default(),
             reports: VecDeque::new(),
             max_reports: cfg.max_reports.max(1),
             report_stats: ReportStats::default(),

@@ -329,6 +329,20 @@ impl Server {
             .is_some_and(|r| r.profile.transport_log)
     }
 
+    /// Keeps a transport log line when the device's profile asks for one;
+    /// gives it back (cut to its bound) for the platform, else none.
+    pub fn log_transport(&mut self, endpoint: &str, ts_ms: u64, line: &str) -> Option<String> {
+        if !self.transport_log(endpoint) {
+            return None;
+        }
+        Some(self.transport_lines.record(endpoint, ts_ms, line))
+    }
+
+    /// A device's recent transport log lines, oldest first.
+    pub fn transport_lines(&self, endpoint: &str) -> serde_json::Value {
+        self.transport_lines.lines(endpoint)
+    }
+
     /// The profile name in force for an endpoint.
     pub fn profile_name(&self, endpoint: &str) -> String {
         self.profile_of(endpoint)

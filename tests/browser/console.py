@@ -71,6 +71,10 @@ def main():
             d.find_element(By.CSS_SELECTOR, "#actions button[type=submit]").click()
             wait.until(lambda _: "CONTENT" in text_of("#result"))
             assert "lwm2m-gw" in text_of("#result"), text_of("#result")
+            # The device's profile keeps a transport log: its registration
+            # and this Read show on the page.
+            wait.until(lambda _: "Read: CONTENT" in text_of("#transport-log"))
+            assert "Registered: lwm2m=" in text_of("#transport-log"), text_of("#transport-log")
 
             step = "watch a live value change as the device notifies"
             Select(d.find_element(By.NAME, "method")).select_by_visible_text("Observe")

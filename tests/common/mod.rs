@@ -738,3 +738,22 @@ pub fn package(dir: &Path, name: &str, version: &str, len: usize, good: bool) ->
     std::fs::write(&p, &b).unwrap();
     p
 }
+
+/// Adds the profile `name` (TOML `toml`; it may exist already) and a
+/// NoSec credential for `ep` with it, through the control socket.
+pub fn provision(gw: &Gateway, ep: &str, name: &str, toml: &str) {
+    let mut c = gw.control();
+    let mut req = serde_json::Map::new();
+    req.insert("op".into(), "profile-put".into());
+    req.insert("toml".into(), toml.into());
+    let a = c.call(req).unwrap();
+    assert!(a["result"] == "CREATED" || a["result"] == "CHANGED", "{a}");
+    let cred = serde_json::json!({"endpoint": ep, "profile": name, "security": "NoSec"});
+    let serde_json::Value::Object(req) =
+        serde_json::json!({"op": "device-add", "credential": cred})
+    else {
+        unreachable!()
+    };
+    let a = c.call(req).unwrap();
+    assert_eq!(a["result"], "CHANGED", "{a}");
+}

@@ -207,6 +207,7 @@ async function deviceView(v, ep) {
     result.textContent = `${method.value} ${path.value} ...`;
     const r = await api('POST', `/api/devices/${encodeURIComponent(ep)}/rpc`, { method: method.value, params });
     result.replaceChildren(outcome(r), '\n', JSON.stringify(r.body && r.body.value, null, 1) ?? '');
+    refreshLog();
   };
   const remove = async () => {
     if (!confirm(`Remove ${ep}: its credential and registration?`)) return;
@@ -234,9 +235,28 @@ async function deviceView(v, ep) {
   }
   v.append(el('h2', {}, 'Values'), el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'Key or path'), el('th', {}, 'Name'), el('th', {}, 'Value'), el('th', {}, 'Time'))), latest));
 
+  // The transport log: registrations and command outcomes, for devices
+  // whose profile has transport_log = true.
+  const log = el('tbody', { id: 'transport-log' });
+  const drawLog = (lines) => {
+    log.replaceChildren(...(lines || []).slice().reverse().map((l) => el('tr', {},
+      el('td', { class: 'muted' }, new Date(l.ts).toLocaleTimeString()), el('td', {}, l.line))));
+    if (!log.children.length) {
+      log.append(el('tr', {}, el('td', { class: 'muted', colspan: 2 }, 'no lines (a profile with transport_log = true keeps them)')));
+    }
+  };
+  const refreshLog = async () => {
+    const r = await api('GET', `/api/devices/${encodeURIComponent(ep)}`);
+    if (r.status === 200) drawLog(r.body.value.transportLog);
+  };
+  drawLog(d.transportLog);
+  const logTimer = setInterval(refreshLog, 5000);
+  leave.push(() => clearInterval(logTimer));
+
   const canvas = el('canvas', { id: 'plot', width: 800, height: 220 });
   const legend = el('p', { class: 'muted' }, 'Numeric values plot here as they arrive.');
-  v.append(el('h2', {}, 'Live'), canvas, legend);
+  v.append(el('h2', {}, 'Live'), canvas, legend,
+    el('h2', {}, 'Transport log'), el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'Time'), el('th', {}, 'Line'))), log));
   const series = new Map();
   const plot = () => plotSeries(canvas, series, legend);
   const es = new EventSource(`/api/events?endpoint=${encodeURIComponent(ep)}`);
