@@ -43,11 +43,13 @@ pub struct Config {
     pub http: HttpSection,
 }
 
-/// `[http]`: the local web console, off unless `listen` is set.
+/// `[http]`: the local web console, off unless `enabled` or `listen` is set.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSection {
-    /// Address and port to serve on, e.g. `127.0.0.1:8080`; unset: off.
+    /// Serve the console, on `listen` or else [`DEFAULT_HTTP_LISTEN`].
+    pub enabled: bool,
+    /// Address and port to serve on; setting it switches the console on.
     pub listen: Option<std::net::SocketAddr>,
     /// The console password's salted hash (`lwm2m-gw http passwd` writes it).
     pub password_hash: Option<String>,
@@ -68,6 +70,7 @@ pub struct HttpSection {
 impl Default for HttpSection {
     fn default() -> Self {
         HttpSection {
+            enabled: false,
             listen: None,
             password_hash: None,
             token: None,
@@ -80,7 +83,15 @@ impl Default for HttpSection {
 }
 
 /// Where the console listens when it is switched on without an address.
-pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_HTTP_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
+impl HttpSection {
+    /// Where the console listens, if it is on.
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.or(self.enabled.then_some(DEFAULT_HTTP_LISTEN))
+    }
+}
 
 /// `[ota]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -517,7 +528,7 @@ impl Config {
             password,
             token: h.token.clone(),
         };
-        if let Some(addr) = h.listen {
+        if let Some(addr) = h.listen_addr() {
             if !addr.ip().is_loopback() && !creds.any() {
                 return Err(ConfigError(format!(
                     "http.listen = {addr} reaches beyond this machine, and no console \

@@ -34,7 +34,7 @@ pub struct Settings {
     pub bootstrap: Option<BootstrapSettings>,
     /// Firmware and software updates.
     pub ota: OtaSettings,
-    /// The local web console; none unless `http.listen` is set.
+    /// The local web console; none unless `http.enabled` or `http.listen`.
     pub http: Option<HttpSettings>,
 }
 
@@ -224,7 +224,7 @@ impl Config {
             dir: self.data_dir().join("ota"),
             max_store_bytes: o.max_store_bytes,
         };
-        let http = match self.http.listen {
+        let http = match self.http.listen_addr() {
             Some(listen) => Some(HttpSettings {
                 listen,
                 credentials: self.http_credentials()?,
@@ -527,6 +527,34 @@ fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_console_is_off_until_enabled_and_refused_beyond_loopback_without_credentials() {
+        assert!(Config::from_toml("")
+            .unwrap()
+            .resolve()
+            .unwrap()
+            .http
+            .is_none());
+        let on = Config::from_toml("[http]\nenabled = true\n").unwrap();
+        let h = on.resolve().unwrap().http.expect("on");
+        assert_eq!(h.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(!h.credentials.any() && h.tls.is_none());
+        let e = Config::from_toml("[http]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err();
+        assert!(e.0.contains("lwm2m-gw http passwd"), "{e:?}");
+        let e =
+            Config::from_toml("[http]\nlisten = \"[::]:8080\"\ntoken = \"short\"\n").unwrap_err();
+        assert!(e.0.contains("16 characters"), "{e:?}");
+        let e = Config::from_toml("[http]\npassword_hash = \"plain\"\n").unwrap_err();
+        assert!(e.0.contains("http.password_hash"), "{e:?}");
+        let ok = Config::from_toml(
+            "[http]\nlisten = \"0.0.0.0:8443\"\ntoken = \"0123456789abcdef\"\ntls = true\n",
+        )
+        .unwrap();
+        let h = ok.resolve().unwrap().http.expect("on");
+        assert!(h.credentials.any());
+        assert!(h.tls.expect("https").1.ends_with("dtls"));
+    }
 
     #[test]
     fn resolving_gives_each_part_its_settings() {

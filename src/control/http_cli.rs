@@ -119,6 +119,17 @@ pub fn write_hash(file: &Path, hash: &str) -> Result<(), Box<dyn std::error::Err
         .map_err(|e| format!("{} would not load after the change: {e}", file.display()))?;
     let tmp = file.with_extension("toml.tmp");
     std::fs::write(&tmp, &new).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    // The new file keeps the old one's mode and owner: a config readable
+    // only by the service's group must stay so.
+    if let Ok(meta) = std::fs::metadata(file) {
+        use std::os::unix::fs::MetadataExt;
+        let kept = std::fs::set_permissions(&tmp, meta.permissions())
+            .and_then(|_| std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid())));
+        if let Err(e) = kept {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("{}: keeping its mode and owner: {e}", file.display()).into());
+        }
+    }
     std::fs::rename(&tmp, file).map_err(|e| format!("{}: {e}", file.display()))?;
     Ok(())
 }
@@ -156,6 +167,31 @@ mod tests {
             set_hash("[http]\npassword_hash_old = 1\n", "H"),
             "[http]\npassword_hash_old = 1\npassword_hash = \"H\"\n"
         );
+    }
+
+    #[test]
+    fn the_config_file_keeps_its_mode_and_the_rest_of_its_text() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lwm2m-gw-passwd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("gw.toml");
+        std::fs::write(&f, "# site\n[coap]\nport = 5683\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let hash = auth::hash_password("long enough", &[3u8; 16], 10_000).unwrap();
+        write_hash(&f, &hash).unwrap();
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(text.starts_with("# site\n[coap]\nport = 5683\n"), "{text}");
+        assert!(text.contains(&hash));
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        // A file the config loader refuses is left alone.
+        std::fs::write(&f, "[coap]\nport = \"x\"\n").unwrap();
+        assert!(write_hash(&f, &hash).is_err());
+        assert_eq!(
+            std::fs::read_to_string(&f).unwrap(),
+            "[coap]\nport = \"x\"\n"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub struct Gateway {
     bootstrap: Option<bootstrap::Shell>,
     /// Firmware and software updates.
     ota: ota::Shell,
-    /// The web console, when `http.listen` is set.
+    /// The web console, when `http.enabled` or `http.listen` is set.
     console: Option<console::Console>,
 }
 
