@@ -16,12 +16,22 @@ use std::time::{Duration, Instant};
 pub const COOKIE: &str = "lwgw_session";
 
 /// What may log in.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
     /// The console password's stored hash.
     pub password: Option<PasswordHash>,
     /// A static token (`Authorization: Bearer`, or typed at the login).
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    // The token is a secret: settings are printed in debug logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("password", &self.password)
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .finish()
+    }
 }
 
 impl Credentials {
@@ -198,6 +208,15 @@ mod tests {
     }
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn credentials_never_print_their_token() {
+        let c = Credentials {
+            password: None,
+            token: Some("tok-secret-123456".into()),
+        };
+        assert!(!format!("{c:?}").contains("tok-secret"));
+    }
 
     #[test]
     fn only_loopback_host_names_pass_the_host_check() {
