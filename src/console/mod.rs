@@ -131,7 +131,8 @@ impl Gate {
 
     /// Checks a login body (`password` or `token`) from `ip`; on success
     /// opens a session under `cookie` with `csrf` (both fresh random values
-    /// from the caller) and gives back the CSRF token.
+    /// from the caller) and gives back the CSRF token. The HTTP server runs
+    /// the same three steps with the hashing on a blocking thread.
     pub fn login(
         &mut self,
         now: Instant,
@@ -140,28 +141,44 @@ impl Gate {
         cookie: String,
         csrf: String,
     ) -> Result<String, Refusal> {
+        let attempt = self.login_attempt(now, ip, body)?;
+        let ok = attempt.verify();
+        self.login_outcome(now, &attempt, ok, cookie, csrf)
+    }
+
+    /// The first step: the rate limit and the body, before any hashing.
+    pub fn login_attempt(
+        &mut self,
+        now: Instant,
+        ip: IpAddr,
+        body: &Json,
+    ) -> Result<LoginAttempt, Refusal> {
         if !self.limit.allow(now, ip) {
             return Err(refuse(429, "too many login attempts; wait a minute"));
         }
-        let text = |k: &str| body.get(k).and_then(Json::as_str);
-        let ok = match (text("password"), text("token")) {
-            (None, None) => return Err(refuse(400, "give \"password\" or \"token\"")),
-            (pw, tok) => {
-                let by_token = |t: &str| {
-                    self.creds
-                        .token
-                        .as_ref()
-                        .is_some_and(|x| auth::same(x.as_bytes(), t.as_bytes()))
-                };
-                let by_password = |p: &str| {
-                    self.creds.password.as_ref().is_some_and(|h| h.verify(p))
-                        // The login form has one field: a token typed there
-                        // works as well.
-                        || by_token(p)
-                };
-                !self.creds.any() || tok.is_some_and(by_token) || pw.is_some_and(by_password)
-            }
-        };
+        let text = |k: &str| body.get(k).and_then(Json::as_str).map(str::to_string);
+        let (password, token) = (text("password"), text("token"));
+        if password.is_none() && token.is_none() {
+            return Err(refuse(400, "give \"password\" or \"token\""));
+        }
+        Ok(LoginAttempt {
+            ip,
+            password,
+            token,
+            creds: self.creds.clone(),
+        })
+    }
+
+    /// The last step: a session for a verified attempt, else 401.
+    pub fn login_outcome(
+        &mut self,
+        now: Instant,
+        attempt: &LoginAttempt,
+        ok: bool,
+        cookie: String,
+        csrf: String,
+    ) -> Result<String, Refusal> {
+        let ip = attempt.ip;
         if !ok {
             log::warn!("console: failed login from {ip}");
             return Err(refuse(401, "wrong password"));
@@ -177,6 +194,39 @@ impl Gate {
         if let Some(c) = p.cookie {
             self.sessions.close(c);
         }
+    }
+}
+
+/// A login to verify: what was typed and what it must match. Verifying
+/// a password costs 200 000 rounds of HMAC-SHA256, a quarter of a second
+/// on a Raspberry Pi 3, so the HTTP server does it off its own thread.
+// No Debug: it holds what was typed.
+#[derive(Clone)]
+pub struct LoginAttempt {
+    ip: IpAddr,
+    password: Option<String>,
+    token: Option<String>,
+    creds: Credentials,
+}
+
+impl LoginAttempt {
+    /// Whether it matches the configured password or token.
+    pub fn verify(&self) -> bool {
+        let by_token = |t: &str| {
+            self.creds
+                .token
+                .as_ref()
+                .is_some_and(|x| auth::same(x.as_bytes(), t.as_bytes()))
+        };
+        let by_password = |p: &str| {
+            self.creds.password.as_ref().is_some_and(|h| h.verify(p))
+                // The login form has one field: a token typed there works
+                // as well.
+                || by_token(p)
+        };
+        !self.creds.any()
+            || self.token.as_deref().is_some_and(by_token)
+            || self.password.as_deref().is_some_and(by_password)
     }
 }
 

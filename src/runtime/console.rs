@@ -369,10 +369,21 @@ async fn respond(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> R
                     message: "no randomness for a session".into(),
                 });
             }
-            let res = shared
-                .gate
-                .borrow_mut()
-                .login(now, peer.ip(), &b, c.clone(), x);
+            let attempt = match shared.gate.borrow_mut().login_attempt(now, peer.ip(), &b) {
+                Ok(a) => a,
+                Err(e) => return refusal(e),
+            };
+            // The hashing must not stall the other connections (event
+            // streams among them).
+            let check = attempt.clone();
+            let ok = tokio::task::spawn_blocking(move || check.verify())
+                .await
+                .unwrap_or(false);
+            let res =
+                shared
+                    .gate
+                    .borrow_mut()
+                    .login_outcome(Instant::now(), &attempt, ok, c.clone(), x);
             match res {
                 Ok(csrf) => {
                     let mut r = json_response(200, &json!({"csrf": csrf}));
