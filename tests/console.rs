@@ -498,7 +498,9 @@ fn with_tls_the_console_speaks_https_with_the_gateways_certificate() {
     // Plain HTTP on the HTTPS port gets no page.
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    // The server may close on the first bytes that are no TLS record, so
+    // the write itself can fail (EPIPE); either way no page comes back.
+    let _ = write!(s, "GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     let mut got = Vec::new();
     let _ = s.read_to_end(&mut got);
     assert!(!String::from_utf8_lossy(&got).contains("<html"));

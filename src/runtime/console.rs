@@ -124,6 +124,8 @@ struct Shared {
     /// Cookies carry Secure: the console is served over HTTPS.
     secure: bool,
     gate: RefCell<Gate>,
+    /// Refused requests are logged within this bound.
+    refused_log: RefCell<crate::logging::LogLimit>,
     requests: Sender<CtlRequest>,
     in_flight: Arc<Semaphore>,
 }
@@ -161,6 +163,7 @@ fn serve(
                 cfg.session_idle,
                 Instant::now(),
             )),
+            refused_log: RefCell::new(crate::logging::LogLimit::new(50, Duration::from_secs(10))),
             requests,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         });
@@ -316,7 +319,13 @@ async fn respond(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> R
     if !creds {
         let host = header_str(&req, header::HOST).unwrap_or("");
         if !console::loopback_host(host) {
-            log::warn!("web console: request from {peer} for host {host:?} refused (no credentials, loopback names only)");
+            if let Some(held) = shared.refused_log.borrow_mut().check(now) {
+                log::warn!(
+                    "web console: request from {peer} for host {host:?} refused (no credentials, \
+                     loopback names only){}",
+                    crate::logging::held_note(held)
+                );
+            }
             return refusal(Refusal {
                 status: 421,
                 message: "without console credentials only localhost names are served".into(),
