@@ -74,7 +74,9 @@ if [ "$want_test" -eq 1 ]; then
     if [ ! -x .venv/bin/python ]; then
         python3 -m venv .venv
     fi
-    if ! .venv/bin/python -c 'import aiocoap' >/dev/null 2>&1; then
+    # The DTLS client matrix drives Debian's wolfSSL through ctypes.
+    ls /usr/lib/*/libwolfssl.so.* >/dev/null 2>&1 || apt_install libwolfssl35
+    if ! .venv/bin/python -c 'import aiocoap, mbedtls, DTLSSocket' >/dev/null 2>&1; then
         .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/peers/requirements.txt
     fi
     # The web console is tested in Debian's headless Chromium (no browser

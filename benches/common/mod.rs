@@ -286,8 +286,8 @@ pub fn psk_handshake(
     let suites = lwm2m_gw::dtls::Settings::default().suites;
     let rng = lwm2m_gw::dtls::identity::rng().ok()?;
     let key = lwm2m_gw::lwm2m::node::unhex(key_hex)?;
-    let cfg =
-        lwm2m_gw::dtls::identity::psk_client_config(&suites[..1], identity, &key, rng).ok()?;
+    let cfg = lwm2m_gw::dtls::identity::psk_client_config(&suites[..1], identity, &key, rng, None)
+        .ok()?;
     let mut s = Session::client(&cfg).ok()?;
     let ms = || epoch.elapsed().as_millis() as u64;
     s.start(ms(), &Keys::default());

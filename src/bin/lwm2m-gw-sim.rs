@@ -37,6 +37,10 @@ Usage: lwm2m-gw-sim [OPTIONS]
                      PSK identity is its endpoint name, the key is HEX;
                      --server is then the gateway's DTLS address (with
                      --bootstrap: the bootstrap server's key instead)
+  --dtls-min V       with --psk: the oldest version the DTLS client offers,
+                     ssl3, tls1.0, tls1.1 or tls1.2 (default tls1.2); Mbed
+                     TLS writes it into its first ClientHello's record
+                     version (ssl3: 254.0), as many devices' stacks do
   --bootstrap ADDR   bootstrap first from the bootstrap server at ADDR, then
                      register where the account it hands out says (over
                      DTLS with the generated key for a PSK account)
@@ -67,6 +71,7 @@ struct Opts {
     awake: Duration,
     update: Option<Duration>,
     psk: Option<Vec<u8>>,
+    dtls_min: Option<mbedtls::ssl::Version>,
     bootstrap: Option<SocketAddr>,
     bootstrap_pack: bool,
     lwm2m: Option<lwm2m_gw::lwm2m::Version>,
@@ -89,6 +94,7 @@ fn parse() -> Result<Opts, lexopt::Error> {
         awake: Duration::from_secs(2),
         update: None,
         psk: None,
+        dtls_min: None,
         bootstrap: None,
         bootstrap_pack: false,
         lwm2m: None,
@@ -130,6 +136,22 @@ fn parse() -> Result<Opts, lexopt::Error> {
                         .filter(|k| !k.is_empty())
                         .ok_or(format!("--psk {hex:?} is not hex"))?,
                 )
+            }
+            Long("dtls-min") => {
+                use mbedtls::ssl::Version;
+                let v = p.value()?.string()?;
+                o.dtls_min = Some(match v.as_str() {
+                    "ssl3" => Version::Ssl3,
+                    "tls1.0" => Version::Tls1_0,
+                    "tls1.1" => Version::Tls1_1,
+                    "tls1.2" => Version::Tls1_2,
+                    _ => {
+                        return Err(format!(
+                            "--dtls-min {v:?}: give ssl3, tls1.0, tls1.1 or tls1.2"
+                        )
+                        .into())
+                    }
+                })
             }
             Long("bootstrap") => o.bootstrap = Some(p.value()?.parse()?),
             Long("bootstrap-pack") => o.bootstrap_pack = true,
@@ -181,7 +203,21 @@ struct Device {
     bootstrap: Option<(SocketAddr, bool)>,
     /// With `--bootstrap`, the `--psk` key for the bootstrap server.
     bootstrap_psk: Option<Vec<u8>>,
+    /// `--dtls-min`.
+    dtls_min: Option<mbedtls::ssl::Version>,
     epoch: Instant,
+}
+
+/// A DTLS client session with one pre-shared key.
+fn psk_session(
+    identity: &str,
+    key: &[u8],
+    lowest: Option<mbedtls::ssl::Version>,
+) -> Result<Session, lwm2m_gw::dtls::DtlsError> {
+    let suites: Vec<_> = lwm2m_gw::dtls::Settings::default().suites;
+    lwm2m_gw::dtls::identity::rng()
+        .and_then(|rng| psk_client_config(&suites, identity, key, rng, lowest))
+        .and_then(|c| Session::client(&c))
 }
 
 impl Device {
@@ -254,11 +290,7 @@ impl Device {
     fn bootstrap_session(&self) -> Option<Session> {
         let key = self.bootstrap_psk.as_ref()?;
         let name = self.lock().endpoint().to_string();
-        let suites: Vec<_> = lwm2m_gw::dtls::Settings::default().suites;
-        match lwm2m_gw::dtls::identity::rng()
-            .and_then(|rng| psk_client_config(&suites, &name, key, rng))
-            .and_then(|c| Session::client(&c))
-        {
+        match psk_session(&name, key, self.dtls_min) {
             Ok(s) => Some(s),
             Err(e) => {
                 log::warn!("ep={name} bootstrap DTLS session: {e}");
@@ -339,12 +371,8 @@ async fn bootstrap(d: &Device, bs: SocketAddr, pack: bool) -> Result<(), String>
     d.lock().use_account(&account);
     let session = match account.mode {
         0 => {
-            let suites: Vec<_> = lwm2m_gw::dtls::Settings::default().suites;
             let identity = String::from_utf8_lossy(&account.identity).into_owned();
-            let s = lwm2m_gw::dtls::identity::rng()
-                .and_then(|rng| psk_client_config(&suites, &identity, &account.key, rng))
-                .and_then(|c| Session::client(&c))
-                .map_err(|e| e.to_string())?;
+            let s = psk_session(&identity, &account.key, d.dtls_min).map_err(|e| e.to_string())?;
             Some(s)
         }
         3 => None,
@@ -517,19 +545,13 @@ fn main() -> ExitCode {
             }
         };
         let tls = match &o.psk {
-            Some(key) => {
-                let suites: Vec<_> = lwm2m_gw::dtls::Settings::default().suites;
-                let session = lwm2m_gw::dtls::identity::rng()
-                    .and_then(|rng| psk_client_config(&suites, &name, key, rng))
-                    .and_then(|c| Session::client(&c));
-                match session {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        eprintln!("lwm2m-gw-sim: {e}");
-                        return ExitCode::FAILURE;
-                    }
+            Some(key) => match psk_session(&name, key, o.dtls_min) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("lwm2m-gw-sim: {e}");
+                    return ExitCode::FAILURE;
                 }
-            }
+            },
             None => None,
         };
         let d = Arc::new(Device {
@@ -539,6 +561,7 @@ fn main() -> ExitCode {
             server: Mutex::new(o.bootstrap.unwrap_or(o.server)),
             bootstrap: o.bootstrap.map(|b| (b, o.bootstrap_pack)),
             bootstrap_psk: o.psk.clone(),
+            dtls_min: o.dtls_min,
             epoch: started,
         });
         shares[i % o.threads].push(d.clone());

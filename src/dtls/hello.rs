@@ -92,11 +92,42 @@ pub fn parse_client_hello(d: &[u8]) -> Option<ClientHello<'_>> {
     })
 }
 
-/// Some clients send their first ClientHello with record version 0xFE00;
-/// the library only takes 0xFEFF or 0xFEFD, so the front rewrites it.
+/// Some clients send their first ClientHello with a record version other
+/// than 254.255 or 254.253 (Mbed TLS 2.x with a minimum below TLS 1.1
+/// writes 254.0); the library only takes those two, so the front rewrites
+/// the rest to 254.255.
 pub fn normalise_record_version(d: &mut [u8]) {
-    if d.len() >= RECORD_HEADER && d[0] == HANDSHAKE && d[1] == 0xFE && d[2] == 0x00 {
+    if d.len() >= RECORD_HEADER && d[0] == HANDSHAKE && d[1] == 0xFE && !matches!(d[2], 0xFD | 0xFF)
+    {
         d[2] = 0xFF;
+    }
+}
+
+/// Why a datagram is no DTLS record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotARecord {
+    /// Shorter than a record header.
+    Short,
+    /// A content type that DTLS 1.0 and 1.2 do not send.
+    ContentType,
+    /// A major version other than DTLS's 254.
+    Version,
+}
+
+/// Whether `d` starts with a DTLS 1.0/1.2 record header: content type 20
+/// to 23, or 25 (tls12_cid), and major version 254 with any minor. The
+/// minor is not checked: RFC 6347 4.1 tells a server not to rely on the
+/// record version of a ClientHello, and Mbed TLS 2.x clients write their
+/// configured minimum there (254.0 below TLS 1.1).
+pub fn record_header(d: &[u8]) -> Result<(), NotARecord> {
+    if d.len() < RECORD_HEADER {
+        Err(NotARecord::Short)
+    } else if !matches!(d[0], 20..=23 | 25) {
+        Err(NotARecord::ContentType)
+    } else if d[1] != 0xFE {
+        Err(NotARecord::Version)
+    } else {
+        Ok(())
     }
 }
 
@@ -293,6 +324,30 @@ pub(crate) mod tests {
         assert!(parse_client_hello(&d).is_some());
         normalise_record_version(&mut d);
         assert_eq!(&d[1..3], &[0xFE, 0xFF]);
+        let mut d = client_hello([0xFE, 0xFD], &[], false);
+        normalise_record_version(&mut d);
+        assert_eq!(&d[1..3], &[0xFE, 0xFD]);
+    }
+
+    #[test]
+    fn any_dtls_record_version_is_a_record_and_other_majors_are_not() {
+        // The first 16 bytes of an Mbed TLS 2.28 client's ClientHello
+        // with its minimum below TLS 1.1, then padded to a record.
+        let mut mbed = vec![0x16, 0xfe, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xdc, 1, 0, 0];
+        mbed.resize(60, 0);
+        assert_eq!(record_header(&mbed), Ok(()));
+        for minor in [0x00, 0x01, 0xfd, 0xfe, 0xff] {
+            mbed[2] = minor;
+            assert_eq!(record_header(&mbed), Ok(()), "254.{minor}");
+        }
+        mbed[1] = 0x03;
+        assert_eq!(record_header(&mbed), Err(NotARecord::Version));
+        mbed[1] = 0xfe;
+        mbed[0] = 24;
+        assert_eq!(record_header(&mbed), Err(NotARecord::ContentType));
+        mbed[0] = 25;
+        assert_eq!(record_header(&mbed[..12]), Err(NotARecord::Short));
+        assert_eq!(record_header(&mbed[..13]), Ok(()));
     }
 
     #[test]

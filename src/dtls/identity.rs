@@ -414,9 +414,16 @@ pub fn psk_client_config(
     identity: &str,
     key: &[u8],
     rng: Arc<CtrDrbg>,
+    lowest: Option<mbedtls::ssl::Version>,
 ) -> Result<Arc<Config>, DtlsError> {
     let mut c = mbed::config(Endpoint::Client, suites, (1000, 32_000))?;
     c.set_rng(rng);
+    if let Some(v) = lowest {
+        // Mbed TLS 2.x writes this minimum into its first ClientHello's
+        // record version: SSL 3.0 comes out as 254.0.
+        c.set_min_version(v)
+            .map_err(|e| DtlsError::Config(format!("min version: {e}")))?;
+    }
     c.set_psk(key, identity)
         .map_err(|e| DtlsError::Config(format!("psk: {e}")))?;
     Ok(Arc::new(c))

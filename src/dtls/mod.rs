@@ -139,7 +139,9 @@ impl Default for Settings {
     }
 }
 
-/// The suites LwM2M mandates first, then common AEAD and CBC ones.
+/// The suites LwM2M mandates first, then common AEAD and CBC ones, then
+/// ECDHE-PSK: the only PSK suites some builds of client stacks have
+/// (Debian's wolfSSL 5.5, for one).
 pub const DEFAULT_SUITES: &[&str] = &[
     "TLS_PSK_WITH_AES_128_CCM_8",
     "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8",
@@ -147,6 +149,7 @@ pub const DEFAULT_SUITES: &[&str] = &[
     "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
     "TLS_PSK_WITH_AES_128_CBC_SHA256",
     "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+    "TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256",
 ];
 
 /// What the DTLS layer tells the gateway.
@@ -200,14 +203,11 @@ pub struct Stats {
     pub garbage: u64,
 }
 
-/// Whether `d` starts with a DTLS 1.0/1.2 record header (content type 20
-/// to 25, version 254.255 or 254.253) whose length fits the datagram.
+/// Whether `d` starts with a DTLS record header whose length fits the
+/// datagram.
 fn is_dtls_record(d: &[u8]) -> bool {
-    d.len() >= 13
-        && (20..=25).contains(&d[0])
-        && d[1] == 0xfe
-        && matches!(d[2], 0xfd | 0xff)
-        && 13 + u16::from_be_bytes([d[11], d[12]]) as usize <= d.len()
+    hello::record_header(d).is_ok()
+        && hello::RECORD_HEADER + u16::from_be_bytes([d[11], d[12]]) as usize <= d.len()
 }
 
 /// A raw-public-key session, served by tinydtls.

@@ -53,7 +53,8 @@ impl Net {
         let start = Instant::now();
         let mut server = DtlsServer::new(cfg, settings.clone(), start);
         server.set_keys(Keys::from_credentials(creds));
-        let ccfg = identity::psk_client_config(&settings.suites[..1], identity, key, rng).unwrap();
+        let ccfg =
+            identity::psk_client_config(&settings.suites[..1], identity, key, rng, None).unwrap();
         let client = Session::client(&ccfg).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         Net {

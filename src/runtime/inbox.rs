@@ -9,6 +9,7 @@
 //! read, so the kernel's queue stays short, and a flooding source only
 //! delays and loses its own datagrams.
 
+use crate::dtls::hello::NotARecord;
 use crate::logging::LogLimit;
 use smol::channel::{Receiver, Sender};
 use std::collections::{HashMap, VecDeque};
@@ -46,22 +47,45 @@ pub enum Frames {
     Dtls,
 }
 
-impl Frames {
-    /// Whether `b` could be a frame at all. Only what RFC 7252 (and the
-    /// DTLS record layer) says to drop silently is dropped here; anything
-    /// that might earn an answer goes on to the loop.
-    pub fn plausible(self, b: &[u8]) -> bool {
+/// Why the first look dropped a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Junk {
+    /// Shorter than the protocol's header.
+    Short,
+    /// A DTLS content type DTLS 1.0/1.2 does not send.
+    ContentType,
+    /// A CoAP version other than 1, or a major version other than DTLS's.
+    Version,
+}
+
+impl Junk {
+    /// Every reason, in the order of [`Counters::junk`].
+    pub const ALL: [Junk; 3] = [Junk::Short, Junk::ContentType, Junk::Version];
+
+    /// The name under `junkBy` in `stats`.
+    pub fn name(self) -> &'static str {
         match self {
-            // Under 4 bytes, or a version other than 1: silently ignored.
-            Frames::Coap => b.len() >= 4 && b[0] >> 6 == 1,
-            // A DTLS 1.0/1.2 record header: content type (including
-            // tls12_cid), version 254.255 or 254.253.
-            Frames::Dtls => {
-                b.len() >= 13
-                    && matches!(b[0], 20..=23 | 25)
-                    && b[1] == 0xfe
-                    && matches!(b[2], 0xfd | 0xff)
-            }
+            Junk::Short => "short",
+            Junk::ContentType => "contentType",
+            Junk::Version => "version",
+        }
+    }
+}
+
+impl Frames {
+    /// Whether `b` could be a frame at all, or why not. Only what RFC 7252
+    /// (and the DTLS record layer) says to drop silently is dropped here;
+    /// anything that might earn an answer goes on to the loop.
+    pub fn look(self, b: &[u8]) -> Result<(), Junk> {
+        match self {
+            Frames::Coap if b.len() < 4 => Err(Junk::Short),
+            Frames::Coap if b[0] >> 6 != 1 => Err(Junk::Version),
+            Frames::Coap => Ok(()),
+            Frames::Dtls => crate::dtls::hello::record_header(b).map_err(|e| match e {
+                NotARecord::Short => Junk::Short,
+                NotARecord::ContentType => Junk::ContentType,
+                NotARecord::Version => Junk::Version,
+            }),
         }
     }
 
@@ -89,8 +113,8 @@ pub struct Datagram {
 pub struct Counters {
     /// Datagrams read from the kernel.
     pub received: AtomicU64,
-    /// Not a frame of this port's protocol.
-    pub junk: AtomicU64,
+    /// Not a frame of this port's protocol, by [`Junk::ALL`]'s reasons.
+    pub junk: [AtomicU64; 3],
     /// From a source over its rate, with the second lane full.
     pub limited: AtomicU64,
     /// From a source within its rate, with the first lane full.
@@ -443,8 +467,8 @@ impl Reader {
                     continue;
                 };
                 let bytes = &bufs[i * size..i * size + len];
-                if !self.setup.frames.plausible(bytes) {
-                    self.junk(now, peer, len);
+                if let Err(why) = self.setup.frames.look(bytes) {
+                    self.junk(now, peer, len, why);
                     continue;
                 }
                 let within = self.limiter.within(peer, now);
@@ -508,13 +532,14 @@ impl Reader {
         }
     }
 
-    fn junk(&mut self, now: Instant, peer: SocketAddr, len: usize) {
-        self.counters.junk.fetch_add(1, Ordering::Relaxed);
+    fn junk(&mut self, now: Instant, peer: SocketAddr, len: usize, why: Junk) {
+        self.counters.junk[why as usize].fetch_add(1, Ordering::Relaxed);
         if let Some(held) = self.junk_log.check(now) {
             log::info!(
-                "peer={peer} {}: datagram of {len} bytes is no {}; dropped{}",
+                "peer={peer} {}: datagram of {len} bytes is no {} ({}); dropped{}",
                 self.setup.what,
                 self.setup.frames.name(),
+                why.name(),
                 crate::logging::held_note(held)
             );
         }
@@ -584,20 +609,18 @@ fn program(frames: Frames) -> &'static [libc::sock_filter] {
         op(RET, 0, 0, KEEP),
         op(RET, 0, 0, 0),
     ];
-    const DTLS: [libc::sock_filter; 15] = [
+    // Any 254.x record version passes, as in `record_header`.
+    const DTLS: [libc::sock_filter; 12] = [
         op(LD_LEN, 0, 0, 0),
-        op(JGE, 0, 12, P + 13),
+        op(JGE, 0, 9, P + 13),
         op(LDB, 0, 0, P),
         op(JEQ, 4, 0, 20),
         op(JEQ, 3, 0, 21),
         op(JEQ, 2, 0, 22),
         op(JEQ, 1, 0, 23),
-        op(JEQ, 0, 6, 25),
+        op(JEQ, 0, 3, 25),
         op(LDB, 0, 0, P + 1),
-        op(JEQ, 0, 4, 0xfe),
-        op(LDB, 0, 0, P + 2),
-        op(JEQ, 1, 0, 0xfd),
-        op(JEQ, 0, 1, 0xff),
+        op(JEQ, 0, 1, 0xfe),
         op(RET, 0, 0, KEEP),
         op(RET, 0, 0, 0),
     ];
@@ -747,24 +770,33 @@ mod tests {
 
     #[test]
     fn only_what_the_rfcs_drop_silently_is_junk() {
-        assert!(!Frames::Coap.plausible(&[0x40, 0x01, 0x00]));
-        assert!(!Frames::Coap.plausible(&[0x80, 0x01, 0x00, 0x01]));
-        assert!(!Frames::Coap.plausible(&[0x00, 0x01, 0x00, 0x01]));
+        assert_eq!(Frames::Coap.look(&[0x40, 0x01, 0x00]), Err(Junk::Short));
+        assert_eq!(
+            Frames::Coap.look(&[0x80, 0x01, 0x00, 0x01]),
+            Err(Junk::Version)
+        );
+        assert_eq!(
+            Frames::Coap.look(&[0x00, 0x01, 0x00, 0x01]),
+            Err(Junk::Version)
+        );
         // A format error past the header still gets its RST from the loop.
-        assert!(Frames::Coap.plausible(&[0x49, 0x01, 0x00, 0x01]));
+        assert_eq!(Frames::Coap.look(&[0x49, 0x01, 0x00, 0x01]), Ok(()));
         let mut hello = vec![22, 0xfe, 0xfd];
         hello.resize(13, 0);
-        assert!(Frames::Dtls.plausible(&hello));
+        assert_eq!(Frames::Dtls.look(&hello), Ok(()));
         hello[2] = 0xff;
-        assert!(Frames::Dtls.plausible(&hello));
+        assert_eq!(Frames::Dtls.look(&hello), Ok(()));
+        // Mbed TLS 2.x with a minimum below TLS 1.1.
+        hello[2] = 0x00;
+        assert_eq!(Frames::Dtls.look(&hello), Ok(()));
         hello[0] = 25;
-        assert!(Frames::Dtls.plausible(&hello));
-        assert!(!Frames::Dtls.plausible(&hello[..12]));
+        assert_eq!(Frames::Dtls.look(&hello), Ok(()));
+        assert_eq!(Frames::Dtls.look(&hello[..12]), Err(Junk::Short));
         hello[0] = 24;
-        assert!(!Frames::Dtls.plausible(&hello));
+        assert_eq!(Frames::Dtls.look(&hello), Err(Junk::ContentType));
         hello[0] = 23;
         hello[1] = 3;
-        assert!(!Frames::Dtls.plausible(&hello));
+        assert_eq!(Frames::Dtls.look(&hello), Err(Junk::Version));
     }
 
     #[test]
