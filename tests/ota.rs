@@ -120,6 +120,52 @@ fn a_firmware_push_ends_updated_with_the_exact_image_on_the_device() {
     assert!(!dir.0.join("data/ota").join(&id).exists());
 }
 
+/// A device that reports Update Result 1 (success) but keeps another
+/// version in /3/0/3 (its platform's, or "v2.1.0" for "2.1") has updated:
+/// UPDATED with the mismatch reported; a profile with
+/// `require_version = true` keeps it FAILED.
+#[test]
+fn a_device_reporting_success_with_another_version_ends_updated_unless_the_version_is_required() {
+    let dir = TempDir::new("ota-mismatch");
+    let gw = Gateway::start(&dir.0, &common::config("127.0.0.1", ""));
+    common::provision(&gw, "vm-0", "lenient", "name = \"lenient\"\n");
+    common::provision(
+        &gw,
+        "vm-1",
+        "strict",
+        "name = \"strict\"\n[ota]\nrequire_version = true\n",
+    );
+    let _sim = Sim::start(gw.addr, 2, "vm-", "senml-cbor");
+    // The device runs "3.14.0" after it, the operator's label is "2.1".
+    let img = package(&dir.0, "fw.bin", "3.14.0", 3_000, true);
+    let id = add(&gw, &img, "firmware", "valve-fw", "2.1");
+    let (ok, out) = cli(&gw, &["ota", "start", "vm-0", &id, "--wait"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("vm-0: UPDATED, version unverified")
+            && out.contains("\"3.14.0\" after the update, not \"2.1\""),
+        "{out}"
+    );
+    let s = status(&gw, "vm-0");
+    assert_eq!(s["state"], "UPDATED", "{s}");
+    assert_eq!(s["versionVerified"], false, "{s}");
+    assert_eq!(s["currentVersion"], "3.14.0", "{s}");
+    assert_eq!(s["error"], Json::Null, "{s}");
+    assert!(gw.log_contains("ep=vm-0 firmware update to 2.1: the device reports version"));
+
+    let (ok, out) = cli(&gw, &["ota", "start", "vm-1", &id, "--wait"]);
+    assert!(!ok, "{out}");
+    let s = status(&gw, "vm-1");
+    assert_eq!(s["state"], "FAILED", "{s}");
+    assert!(
+        s["error"]
+            .as_str()
+            .unwrap()
+            .contains("(ota.require_version)"),
+        "{s}"
+    );
+}
+
 #[test]
 fn a_bad_package_fails_with_the_devices_reason_and_an_image_in_use_stays() {
     let dir = TempDir::new("ota-bad");

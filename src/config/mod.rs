@@ -107,6 +107,9 @@ pub struct OtaSection {
     pub poll_interval_s: u64,
     /// Bytes the image store may hold (`<data_dir>/ota/`).
     pub max_store_bytes: u64,
+    /// An update whose device reports success but another version than
+    /// the image's ends FAILED, not UPDATED with the mismatch reported.
+    pub require_version: bool,
 }
 
 impl Default for OtaSection {
@@ -117,6 +120,7 @@ impl Default for OtaSection {
             retries: 3,
             poll_interval_s: 10,
             max_store_bytes: 256 << 20,
+            require_version: false,
         }
     }
 }

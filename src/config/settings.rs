@@ -216,6 +216,7 @@ impl Config {
                 stall_timeout: Duration::from_secs(o.stall_timeout_s),
                 retries: o.retries,
                 poll_interval: Duration::from_secs(o.poll_interval_s),
+                require_version: o.require_version,
                 // Set by the runtime once the ports are bound.
                 pull_plain: None,
                 pull_secure: None,

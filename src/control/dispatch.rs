@@ -434,6 +434,7 @@ fn start_options(
         activate: activate || prof.as_ref().and_then(|o| o.sw_activate).unwrap_or(false),
         strategy,
         secure: s.credential(ep).is_some_and(|c| c.security.is_secure()),
+        require_version: prof.as_ref().and_then(|o| o.require_version),
     })
 }
 

@@ -233,10 +233,13 @@ pub fn print_update(r: &Json) {
 fn detail(r: &Json) -> String {
     match r["state"].as_str() {
         Some("FAILED") => r["error"].as_str().unwrap_or("").to_string(),
-        Some("UPDATED") => format!(
-            "done; the device runs {}",
-            r["currentVersion"].as_str().unwrap_or("?")
-        ),
+        Some("UPDATED") => match r["versionMismatch"].as_str() {
+            Some(why) => format!("done, the version unverified: {why}"),
+            None => format!(
+                "done; the device runs {}",
+                r["currentVersion"].as_str().unwrap_or("?")
+            ),
+        },
         _ => r["step"].as_str().unwrap_or("").to_string(),
     }
 }

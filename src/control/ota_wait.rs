@@ -78,10 +78,13 @@ pub fn wait(
         all &= state == "UPDATED";
         if !json {
             match state {
-                "UPDATED" => println!(
-                    "{ep}: UPDATED, runs {}",
-                    r["currentVersion"].as_str().unwrap_or("?")
-                ),
+                "UPDATED" => match r["versionMismatch"].as_str() {
+                    Some(why) => println!("{ep}: UPDATED, version unverified: {why}"),
+                    None => println!(
+                        "{ep}: UPDATED, runs {}",
+                        r["currentVersion"].as_str().unwrap_or("?")
+                    ),
+                },
                 s => println!("{ep}: {s}: {}", r["error"].as_str().unwrap_or("")),
             }
         }

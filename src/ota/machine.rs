@@ -28,6 +28,9 @@ pub struct OtaConfig {
     /// Longest pause between two reads of the device's state while it
     /// checks or installs a package (the first is 1 s, then doubling).
     pub poll_interval: Duration,
+    /// A device that reports success but another version than the image's
+    /// fails the update (else: UPDATED, the mismatch reported).
+    pub require_version: bool,
     /// Where devices pull from: `coap://HOST:PORT`, and over DTLS
     /// `coaps://HOST:PORT`; none: no pull that way.
     pub pull_plain: Option<String>,
@@ -42,6 +45,7 @@ impl Default for OtaConfig {
             stall_timeout: Duration::from_secs(60),
             retries: 3,
             poll_interval: Duration::from_secs(10),
+            require_version: false,
             pull_plain: None,
             pull_secure: None,
         }
@@ -59,6 +63,9 @@ pub struct StartOptions {
     pub strategy: Option<Strategy>,
     /// The device talks DTLS (its pull URL is coaps).
     pub secure: bool,
+    /// Fail when the device reports success but another version; none:
+    /// `OtaConfig::require_version`.
+    pub require_version: Option<bool>,
 }
 
 impl Default for StartOptions {
@@ -68,6 +75,7 @@ impl Default for StartOptions {
             activate: false,
             strategy: Some(Strategy::Push),
             secure: false,
+            require_version: None,
         }
     }
 }
@@ -187,6 +195,8 @@ struct Update {
     /// The device's delivery method and protocols were read (firmware;
     /// software has no such resources).
     delivery_checked: bool,
+    /// Firmware: the package version the device last reported (/5/0/7).
+    pkg_version: Option<String>,
 }
 
 /// The OTA machine of every device.
@@ -399,6 +409,8 @@ impl Ota {
             secure: opts.secure,
             token: None,
             url: None,
+            require_version: opts.require_version.unwrap_or(self.cfg.require_version),
+            version_mismatch: None,
         };
         log::info!(
             "ep={endpoint} {} update to {} {} queued ({} bytes, {b}-byte blocks)",
@@ -525,6 +537,8 @@ impl Ota {
             secure: false,
             token: None,
             url: None,
+            require_version: self.cfg.require_version,
+            version_mismatch: None,
         };
         if let Some(old) = self.updates.get(endpoint) {
             rec.current_version = old.rec.current_version.clone();
@@ -859,6 +873,30 @@ impl Ota {
         if phase.is_final() {
             self.promote_later();
         }
+    }
+
+    /// The device reports success with another version than the image's:
+    /// FAILED where the version is required, else UPDATED with the
+    /// mismatch kept and reported.
+    fn version_differs(&mut self, endpoint: &str, why: String) {
+        let Some(u) = self.updates.get_mut(endpoint) else {
+            return;
+        };
+        if u.rec.require_version {
+            self.fail(endpoint, format!("{why} (ota.require_version)"));
+            return;
+        }
+        log::warn!(
+            "ep={endpoint} {} update to {}: {why}; UPDATED as the device reports success",
+            u.rec.image.kind.name(),
+            u.rec.image.version
+        );
+        u.rec.version_mismatch = Some(why);
+        self.set_phase(
+            endpoint,
+            Phase::Updated,
+            "the device reports success, with another version",
+        );
     }
 
     fn fail(&mut self, endpoint: &str, why: String) {
@@ -1332,6 +1370,16 @@ impl Ota {
         if let Some(v) = vals.get(&version_r).and_then(Json::as_str) {
             u.rec.current_version = Some(v.to_string());
         }
+        if kind == Kind::Firmware {
+            if let Some(v) = vals
+                .get(&7)
+                .and_then(Json::as_str)
+                .filter(|v| !v.is_empty())
+            {
+                u.pkg_version = Some(v.to_string());
+            }
+        }
+
         if moved {
             u.rec.progress_ms = self.unix_ms;
             u.deadline = Some(now + self.cfg.stall_timeout);
@@ -1339,6 +1387,11 @@ impl Ota {
         let (state, result) = (u.rec.device_state, u.rec.device_result);
         let target = u.rec.image.version.clone();
         let version = u.rec.current_version.clone();
+        // Compared whole: 1.1.1 is not 1.1.10. Firmware's PkgVersion
+        // (/5/0/7) counts too: many devices keep a platform or library
+        // version in /3/0/3.
+        let verified = version.as_deref() == Some(target.as_str())
+            || (version.is_some() && u.pkg_version.as_deref() == Some(target.as_str()));
         let phase = u.rec.phase;
         let failed = |r: i64| match kind {
             Kind::Firmware => (2..=9).contains(&r),
@@ -1382,11 +1435,11 @@ impl Ota {
                 let asked = vals.contains_key(&version_r);
                 let idle_again = state == Some(0) && result == Some(0);
                 match version.as_deref() {
-                    // Compared whole: 1.1.1 is not 1.1.10.
-                    Some(v) if v == target => {
+                    Some(_) if verified => {
                         self.set_phase(ep, Phase::Updated, "the device runs the new version")
                     }
-                    Some(v) if asked && result == Some(1) => self.fail(
+                    // LwM2M defines success by the Update Result.
+                    Some(v) if asked && result == Some(1) => self.version_differs(
                         ep,
                         format!(
                             "the device reports version {v:?} after the update, not {target:?}"
@@ -1407,10 +1460,10 @@ impl Ota {
                 match version.as_deref() {
                     _ if !installed => {}
                     _ if wants_activate && !activated => self.activate(ep),
-                    Some(v) if v == target => {
+                    Some(_) if verified => {
                         self.set_phase(ep, Phase::Updated, "the device runs the new package")
                     }
-                    Some(v) => self.fail(
+                    Some(v) => self.version_differs(
                         ep,
                         format!(
                             "the device reports package version {v:?} after the install, not {target:?}"
@@ -1525,6 +1578,7 @@ impl Update {
             activated: false,
             observing: false,
             delivery_checked,
+            pkg_version: None,
         }
     }
 

@@ -5,6 +5,8 @@ use super::*;
 use crate::coap::BlockOpt;
 use crate::lwm2m::Path;
 use crate::server::command::Answer;
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 fn image(kind: Kind, size: u64, version: &str) -> Image {
@@ -44,6 +46,8 @@ struct Device {
     pulling: bool,
     /// /5/0/9 it reports: 0 pull only, 1 push only, 2 both.
     delivery: i64,
+    /// /5/0/7 (PkgVersion) it reports, if any.
+    pkg_version: Option<String>,
 }
 
 impl Device {
@@ -63,6 +67,7 @@ impl Device {
             served: None,
             pulling: false,
             delivery: 2,
+            pkg_version: None,
         }
     }
 
@@ -84,7 +89,12 @@ impl Device {
     fn state_map(&self) -> Json {
         match self.kind {
             Kind::Firmware => {
-                json!({"3": self.state, "5": self.result, "8": {"0": 0}, "9": self.delivery})
+                let mut m =
+                    json!({"3": self.state, "5": self.result, "8": {"0": 0}, "9": self.delivery});
+                if let Some(p) = &self.pkg_version {
+                    m["7"] = json!(p);
+                }
+                m
             }
             Kind::Software => {
                 json!({"0": "app", "1": self.version, "7": self.state, "9": self.result})
@@ -508,28 +518,113 @@ fn a_failed_integrity_check_is_failed_with_the_devices_reason() {
     );
 }
 
-#[test]
-fn versions_are_compared_whole() {
+/// Updates `d` from 1.0.0 to image version `target` while the device
+/// reports `reports` afterwards, with the machine's `require_version`.
+fn update_reporting(kind: Kind, target: &str, reports: &str, strict: Option<bool>) -> Record {
     let t = Instant::now();
     let mut ota = Ota::new(cfg(), t);
-    // The device comes back with 1.1.1 where 1.1.10 was sent.
-    let mut dev = Device::new(Kind::Firmware, bytes(500), "1.1.1");
-    ota.start(
-        t,
-        1,
-        "d",
-        image(Kind::Firmware, 500, "1.1.10"),
-        StartOptions::default(),
-    )
-    .unwrap();
+    let mut dev = Device::new(kind, bytes(500), reports);
+    let opts = StartOptions {
+        require_version: strict,
+        ..StartOptions::default()
+    };
+    ota.start(t, 1, "d", image(kind, 500, target), opts)
+        .unwrap();
     run(&mut ota, &mut [("d", &mut dev)], t, 1000);
-    let r = ota.record("d").unwrap();
+    ota.record("d").unwrap().clone()
+}
+
+#[test]
+fn versions_are_compared_whole() {
+    // The device comes back with 1.1.1 where 1.1.10 was sent.
+    let r = update_reporting(Kind::Firmware, "1.1.10", "1.1.1", Some(true));
     assert_eq!(r.phase, Phase::Failed);
     assert!(r
         .error
         .as_deref()
         .unwrap()
         .contains("\"1.1.1\" after the update, not \"1.1.10\""));
+    let r = update_reporting(Kind::Firmware, "1.1.10", "1.1.10", Some(true));
+    assert_eq!(r.phase, Phase::Updated);
+    assert_eq!(r.version_verified(), Some(true));
+}
+
+#[test]
+fn a_device_that_reports_success_with_another_version_ends_updated_with_the_mismatch_reported() {
+    // Many devices keep their platform version in /3/0/3: it never
+    // changes. Update Result 1 is success all the same.
+    for kind in [Kind::Firmware, Kind::Software] {
+        let r = update_reporting(kind, "2.1", "1.0.0", None);
+        assert_eq!(r.phase, Phase::Updated, "{kind:?}: {r:?}");
+        assert_eq!(r.error, None);
+        assert_eq!(r.version_verified(), Some(false));
+        let why = r.version_mismatch.clone().unwrap();
+        assert!(
+            why.contains("\"1.0.0\"") && why.contains("\"2.1\""),
+            "{why}"
+        );
+        let p = kind.prefix();
+        let nb: BTreeMap<String, Json> = r.northbound().into_iter().collect();
+        assert_eq!(nb[&format!("{p}_state")], "UPDATED");
+        assert_eq!(nb[&format!("{p}_verified")], false);
+        assert_eq!(nb[&format!("{p}_error")], json!(why));
+        assert_eq!(r.to_json(0)["versionVerified"], false);
+        // The strict setting keeps FAILED for operators who want it.
+        let r = update_reporting(kind, "2.1", "1.0.0", Some(true));
+        assert_eq!(r.phase, Phase::Failed, "{kind:?}: {r:?}");
+        assert!(r.error.unwrap().contains("ota.require_version"));
+    }
+    // The machine-wide setting is the default of an update.
+    let t = Instant::now();
+    let mut ota = Ota::new(
+        OtaConfig {
+            require_version: true,
+            ..cfg()
+        },
+        t,
+    );
+    let mut dev = Device::new(Kind::Firmware, bytes(500), "1.0.0");
+    let img = image(Kind::Firmware, 500, "2.1");
+    ota.start(t, 1, "d", img, StartOptions::default()).unwrap();
+    run(&mut ota, &mut [("d", &mut dev)], t, 1000);
+    assert_eq!(ota.record("d").unwrap().phase, Phase::Failed);
+}
+
+#[test]
+fn a_firmware_package_version_that_matches_verifies_the_update() {
+    let t = Instant::now();
+    let mut ota = Ota::new(cfg(), t);
+    let mut dev = Device::new(Kind::Firmware, bytes(500), "zephyr-3.5");
+    dev.pkg_version = Some("2.1".into());
+    let opts = StartOptions {
+        require_version: Some(true),
+        ..StartOptions::default()
+    };
+    let img = image(Kind::Firmware, 500, "2.1");
+    ota.start(t, 1, "d", img, opts).unwrap();
+    run(&mut ota, &mut [("d", &mut dev)], t, 1000);
+    let r = ota.record("d").unwrap();
+    assert_eq!(r.phase, Phase::Updated, "{r:?}");
+    assert_eq!(r.version_verified(), Some(true));
+}
+
+#[test]
+fn a_record_stored_before_the_version_fields_decodes_with_their_defaults() {
+    let t = Instant::now();
+    let mut ota = Ota::new(cfg(), t);
+    let img = image(Kind::Firmware, 500, "2.1");
+    let mut rec = ota.start(t, 1, "d", img, StartOptions::default()).unwrap();
+    let bytes = postcard::to_stdvec(&rec).unwrap();
+    // The two appended fields, false and None, are a byte each.
+    let old = &bytes[..bytes.len() - 2];
+    let back: Record = postcard::from_bytes(old).unwrap();
+    rec.require_version = false;
+    rec.version_mismatch = None;
+    assert_eq!(back, rec);
+    rec.version_mismatch = Some("x".into());
+    rec.require_version = true;
+    let again: Record = postcard::from_bytes(&postcard::to_stdvec(&rec).unwrap()).unwrap();
+    assert_eq!(again, rec);
 }
 
 #[test]

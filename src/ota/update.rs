@@ -104,6 +104,25 @@ pub struct Record {
     pub token: Option<String>,
     /// Pull: the URL written to the device.
     pub url: Option<String>,
+    /// A device that reports success with another version fails the
+    /// update (else it is UPDATED with `version_mismatch`).
+    #[serde(default, deserialize_with = "appended")]
+    pub require_version: bool,
+    /// UPDATED, but the device reports another version than the image's:
+    /// what it reports.
+    #[serde(default, deserialize_with = "appended")]
+    pub version_mismatch: Option<String>,
+}
+
+/// Fields appended to a stored record: postcard has no field names, so a
+/// record written before them ends where they begin; it decodes with
+/// their defaults instead of not at all.
+fn appended<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(T::deserialize(d).unwrap_or_default())
 }
 
 impl Record {
@@ -112,6 +131,12 @@ impl Record {
         (self.acked * 100)
             .checked_div(self.image.size)
             .map_or(100, |p| p.min(100) as u32)
+    }
+
+    /// UPDATED and the device reports the image's version: true; UPDATED
+    /// with another one: false; not UPDATED: none.
+    pub fn version_verified(&self) -> Option<bool> {
+        (self.phase == Phase::Updated).then_some(self.version_mismatch.is_none())
     }
 
     /// The meaning of the device's last update result.
@@ -149,6 +174,9 @@ impl Record {
             "deviceResult": self.device_result,
             "deviceResultText": self.result_text(),
             "currentVersion": self.current_version,
+            "versionVerified": self.version_verified(),
+            "versionMismatch": self.version_mismatch,
+            "requireVersion": self.require_version,
             "started": self.started_ms,
             "sinceProgressMs": now_ms.saturating_sub(self.progress_ms),
             "finished": self.finished_ms,
@@ -164,13 +192,22 @@ impl Record {
             (format!("{p}_progress"), Json::from(self.percent())),
             (
                 format!("{p}_error"),
-                Json::from(self.error.clone().unwrap_or_default()),
+                Json::from(
+                    self.error
+                        .clone()
+                        .or_else(|| self.version_mismatch.clone())
+                        .unwrap_or_default(),
+                ),
             ),
         ];
         if self.phase == Phase::Updated {
             v.push((
                 format!("current_{p}_title"),
                 self.image.title.clone().into(),
+            ));
+            v.push((
+                format!("{p}_verified"),
+                self.version_mismatch.is_none().into(),
             ));
         }
         if let Some(cv) = &self.current_version {

@@ -107,6 +107,10 @@ pub struct OtaSettings {
     /// Software: Activate (/9/0/10) after Install.
     #[serde(default)]
     pub sw_activate: Option<bool>,
+    /// A device that reports success with another version fails the
+    /// update; none: the gateway's `ota.require_version`.
+    #[serde(default)]
+    pub require_version: Option<bool>,
 }
 
 impl OtaSettings {

@@ -333,7 +333,8 @@ async function otaView(v) {
     const ul = (ups.body && ups.body.value) || [];
     updates.replaceChildren(...ul.map((u) => el('tr', { 'data-endpoint': u.endpoint },
       el('td', {}, u.endpoint), el('td', {}, `${u.title} ${u.version}`),
-      el('td', {}, u.state, u.error ? el('span', { class: 'error' }, ` ${u.error}`) : ''),
+      el('td', {}, u.state, u.error ? el('span', { class: 'error' }, ` ${u.error}`) : '',
+        u.versionMismatch ? el('span', { class: 'muted' }, ` (version unverified: ${u.versionMismatch})`) : ''),
       el('td', {}, el('span', { class: 'bar', role: 'progressbar', 'aria-valuenow': u.progress, 'aria-valuemin': 0, 'aria-valuemax': 100 }, el('div', { style: `width:${u.progress}%` })), ` ${u.progress}%`),
       el('td', {}, u.finished ? '' : el('button', {
         type: 'button',
