@@ -129,6 +129,93 @@ fn a_value_acknowledged_just_before_a_crash_reaches_the_broker_after_restart() {
     );
 }
 
+/// `systemctl stop` sends SIGTERM: the gateway stops reading, finishes its
+/// turn, flushes, closes MQTT with a DISCONNECT and exits 0 within
+/// `service.stop_timeout_s`, under a load of confirmable Sends; every
+/// acknowledged value reaches the broker, and the next start restores
+/// the registration.
+#[test]
+fn sigterm_under_confirmable_sends_stops_cleanly_within_the_bound_and_loses_nothing() {
+    let dir = TempDir::new("sigterm");
+    let broker = Broker::start(&dir.0);
+    let sub = Subscriber::start(&broker, "tb-sigterm");
+    let cfg = config(
+        "127.0.0.1",
+        &format!(
+            "[mqtt]\nurl = \"{}\"\nclient_id = \"gw-sigterm\"\n[service]\nstop_timeout_s = 5\n",
+            broker.url()
+        ),
+    );
+    let mut gw = Gateway::start(&dir.0, &cfg);
+    provision(&gw);
+    let port = gw.addr.port();
+    let mut dev = Client::new(gw.addr);
+    assert_eq!(
+        dev.register("d-1", &["lt=300"], b"</3303/0>").code,
+        Code::CREATED
+    );
+    // Sends one after another from a thread, until the gateway is gone.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let halt = stop.clone();
+    let (acked_tx, acked_rx) = std::sync::mpsc::channel();
+    let sender = std::thread::spawn(move || {
+        let mut acked = BTreeSet::new();
+        let mut next = 0u64;
+        while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+            next += 1;
+            if send(&mut dev, next as u16, next) {
+                acked.insert(next);
+                let _ = acked_tx.send(next);
+            }
+        }
+        acked
+    });
+    // Under load: 50 acknowledged, then SIGTERM.
+    for _ in 0..50 {
+        acked_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("Sends acknowledged under load");
+    }
+    let (status, took) = gw
+        .signal(libc::SIGTERM, Duration::from_secs(5))
+        .expect("the gateway ends within stop_timeout_s");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = sender.join().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        gw.log_contains("SIGTERM: stopping"),
+        "{:?}",
+        common::log_lines(&gw)
+    );
+    assert!(gw.log_contains("SIGTERM: stopped in"));
+    assert!(gw.log_contains("northbound: disconnected"));
+    // mosquitto's words for a DISCONNECT (a dropped socket reads
+    // "closed its connection"); its log is written on a timer.
+    let said = common::wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&broker.log)
+            .unwrap_or_default()
+            .contains("Client gw-sigterm disconnected")
+    });
+    assert!(said, "the broker saw no DISCONNECT");
+    println!(
+        "SIGTERM under load: exit 0 after {} ms, {} Sends acknowledged",
+        took.as_millis(),
+        acknowledged.len()
+    );
+
+    let gw = Gateway::start_on(&dir.0, &cfg, port);
+    assert!(
+        gw.log_contains("1 registrations restored"),
+        "{:?}",
+        common::log_lines(&gw)
+    );
+    let all = common::wait_until(Duration::from_secs(30), || {
+        acknowledged.is_subset(&delivered(&sub))
+    });
+    let lost: Vec<_> = acknowledged.difference(&delivered(&sub)).copied().collect();
+    assert!(all, "acknowledged values lost: {lost:?}");
+}
+
 fn stats(gw: &Gateway) -> Json {
     let out = gw.cli(&["stats", "--json"]);
     serde_json::from_slice::<Json>(&out.stdout).unwrap()["value"].clone()

@@ -41,6 +41,24 @@ pub struct Config {
     pub ota: OtaSection,
     /// The local web console.
     pub http: HttpSection,
+    /// How the gateway runs as a service.
+    pub service: ServiceSection,
+}
+
+/// `[service]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceSection {
+    /// On SIGTERM or SIGINT the gateway finishes its turn, flushes the
+    /// store and closes the MQTT session within this many seconds, else
+    /// it exits anyway.
+    pub stop_timeout_s: u64,
+}
+
+impl Default for ServiceSection {
+    fn default() -> Self {
+        ServiceSection { stop_timeout_s: 5 }
+    }
 }
 
 /// `[http]`: the local web console, off unless `enabled` or `listen` is set.
@@ -581,6 +599,10 @@ impl Config {
             ("ota.max_concurrent", self.ota.max_concurrent),
             ("ota.stall_timeout_s", self.ota.stall_timeout_s as usize),
             ("ota.poll_interval_s", self.ota.poll_interval_s as usize),
+            (
+                "service.stop_timeout_s",
+                self.service.stop_timeout_s as usize,
+            ),
             ("coap.max_block_transfers", c.max_block_transfers),
             (
                 "registration.max_registrations",

@@ -132,6 +132,8 @@ impl Status {
 pub struct Northbound {
     queue: Arc<UplinkQueue>,
     wake: Sender<()>,
+    /// Closed when the bridge thread ends.
+    ended: Receiver<()>,
     /// What the platform sends down.
     pub downlink: Receiver<Downlink>,
     /// Connection state and counters.
@@ -155,6 +157,7 @@ impl Northbound {
             );
         }
         let (wake, wake_rx) = smol::channel::bounded(1);
+        let (ended_tx, ended) = smol::channel::bounded::<()>(1);
         let (down_tx, downlink) = smol::channel::bounded(1024);
         let status = Arc::new(Status::default());
         let bridge = Bridge {
@@ -167,11 +170,15 @@ impl Northbound {
         };
         std::thread::Builder::new()
             .name("northbound".into())
-            .spawn(move || bridge.run())
+            .spawn(move || {
+                bridge.run();
+                drop(ended_tx);
+            })
             .map_err(|e| crate::store::StoreError::Io("northbound thread".into(), e))?;
         Ok(Northbound {
             queue,
             wake,
+            ended,
             downlink,
             status,
         })
@@ -191,7 +198,24 @@ impl Northbound {
     pub fn queue_stats(&self) -> QueueStats {
         self.queue.stats()
     }
+
+    /// Ends the bridge: what the broker has in flight gets up to a second
+    /// for its acknowledgement, then the session ends with a DISCONNECT.
+    /// Whatever is not acknowledged stays queued for the next start.
+    /// Waits at most `limit`; false when the bridge did not end by then.
+    pub async fn close(self, limit: std::time::Duration) -> bool {
+        self.wake.close();
+        let ended = self.ended.clone();
+        smol::future::or(async { ended.recv().await.is_err() }, async {
+            smol::Timer::after(limit).await;
+            false
+        })
+        .await
+    }
 }
+
+/// How long a closing bridge waits for acknowledgements in flight.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 struct Bridge {
     settings: MqttSettings,
@@ -279,6 +303,10 @@ impl Bridge {
                 failures += 1;
             }
             self.status.connected.store(false, Ordering::Relaxed);
+            if self.wake.is_closed() {
+                // The gateway stops: no back-off to sit out.
+                break;
+            }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
@@ -318,30 +346,8 @@ impl Bridge {
                             session.subscribe(t);
                         }
                     }
-                    Ok(Ev::Published(pkid)) => {
-                        if let Some(seq) = unassigned.pop_front() {
-                            if s.qos == 0 {
-                                let _ = self.queue.remove(seq);
-                            } else {
-                                by_pkid.insert(pkid, seq);
-                            }
-                            self.status.published.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Ok(Ev::Acked(pkid)) => {
-                        if let Some(seq) = by_pkid.remove(&pkid) {
-                            if let Err(e) = self.queue.remove(seq) {
-                                log::error!("northbound: uplink queue: {e}");
-                            }
-                        }
-                        if by_pkid.is_empty() && unassigned.is_empty() {
-                            // Caught up: make the removals durable, so a
-                            // restart does not publish them again.
-                            if let Err(e) = self.store.flush() {
-                                log::error!("northbound: uplink queue: {e}");
-                            }
-                        }
-                    }
+                    Ok(Ev::Published(pkid)) => self.published(pkid, &mut unassigned, &mut by_pkid),
+                    Ok(Ev::Acked(pkid)) => self.acked(pkid, &unassigned, &mut by_pkid),
                     Ok(Ev::Refused(pkid, why)) => {
                         // MQTT 5: the broker took the message but refused
                         // it (a quota, say). It stays queued; a new session
@@ -354,7 +360,7 @@ impl Bridge {
                         return connected;
                     }
                     Ok(Ev::Message(topic, payload)) => self.downlink(&topic, &payload),
-                    Ok(Ev::Other) => {}
+                    Ok(Ev::Other | Ev::Disconnected) => {}
                     Err(e) => {
                         if connected {
                             log::warn!(
@@ -376,11 +382,84 @@ impl Bridge {
                 },
                 r = self.wake.recv() => {
                     if r.is_err() {
-                        // The gateway is gone.
+                        // The gateway stops.
+                        if connected {
+                            self.close(&mut *session, &mut unassigned, &mut by_pkid).await;
+                        }
                         return connected;
                     }
                 }
             }
+        }
+    }
+
+    /// A publish went out with `pkid`.
+    fn published(
+        &self,
+        pkid: u16,
+        unassigned: &mut VecDeque<u64>,
+        by_pkid: &mut HashMap<u16, u64>,
+    ) {
+        if let Some(seq) = unassigned.pop_front() {
+            if self.settings.qos == 0 {
+                let _ = self.queue.remove(seq);
+            } else {
+                by_pkid.insert(pkid, seq);
+            }
+            self.status.published.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The broker acknowledged `pkid`: its message leaves the queue.
+    fn acked(&self, pkid: u16, unassigned: &VecDeque<u64>, by_pkid: &mut HashMap<u16, u64>) {
+        if let Some(seq) = by_pkid.remove(&pkid) {
+            if let Err(e) = self.queue.remove(seq) {
+                log::error!("northbound: uplink queue: {e}");
+            }
+        }
+        if by_pkid.is_empty() && unassigned.is_empty() {
+            // Caught up: make the removals durable, so a restart does not
+            // publish them again.
+            if let Err(e) = self.store.flush() {
+                log::error!("northbound: uplink queue: {e}");
+            }
+        }
+    }
+
+    /// The gateway stops: acknowledgements in flight get `CLOSE_WAIT`,
+    /// then a DISCONNECT ends the session, so the broker neither waits for
+    /// a keep-alive to run out nor sends a will.
+    async fn close(
+        &self,
+        session: &mut dyn SessionIo,
+        unassigned: &mut VecDeque<u64>,
+        by_pkid: &mut HashMap<u16, u64>,
+    ) {
+        let until = tokio::time::Instant::now() + CLOSE_WAIT;
+        while !(unassigned.is_empty() && by_pkid.is_empty()) {
+            match tokio::time::timeout_at(until, session.poll()).await {
+                Ok(Ok(Ev::Published(pkid))) => self.published(pkid, unassigned, by_pkid),
+                Ok(Ok(Ev::Acked(pkid))) => self.acked(pkid, unassigned, by_pkid),
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        session.disconnect();
+        let until = tokio::time::Instant::now() + CLOSE_WAIT;
+        let sent = loop {
+            match tokio::time::timeout_at(until, session.poll()).await {
+                Ok(Ok(Ev::Disconnected)) => break true,
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => break false,
+            }
+        };
+        let left = self.queue.stats().messages;
+        if sent {
+            log::info!("northbound: disconnected; {left} messages stay queued for the next start");
+        } else {
+            log::warn!(
+                "northbound: no DISCONNECT sent; {left} messages stay queued for the next start"
+            );
         }
     }
 
@@ -444,6 +523,8 @@ enum Ev {
     Refused(u16, String),
     /// A message from the platform.
     Message(String, Vec<u8>),
+    /// The DISCONNECT asked for went out.
+    Disconnected,
     Other,
 }
 
@@ -453,6 +534,8 @@ trait SessionIo {
     fn publish(&self, topic: String, qos1: bool, payload: Vec<u8>) -> bool;
     /// Subscribes with QoS 1.
     fn subscribe(&self, topic: &str);
+    /// Asks for a DISCONNECT; `poll` says when it went out.
+    fn disconnect(&self);
     /// The next event; an error ends the session.
     fn poll(
         &mut self,
@@ -475,6 +558,10 @@ impl SessionIo for V4 {
         let _ = self.0.try_subscribe(topic, QoS::AtLeastOnce);
     }
 
+    fn disconnect(&self) {
+        let _ = self.0.try_disconnect();
+    }
+
     fn poll(
         &mut self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Ev, String>> + '_>> {
@@ -485,6 +572,7 @@ impl SessionIo for V4 {
                 Event::Outgoing(Outgoing::Publish(pkid)) => Ev::Published(pkid),
                 Event::Incoming(Packet::PubAck(a)) => Ev::Acked(a.pkid),
                 Event::Incoming(Packet::Publish(p)) => Ev::Message(p.topic, p.payload.to_vec()),
+                Event::Outgoing(Outgoing::Disconnect) => Ev::Disconnected,
                 _ => Ev::Other,
             })
         })
@@ -510,6 +598,10 @@ impl SessionIo for V5 {
             .try_subscribe(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce);
     }
 
+    fn disconnect(&self) {
+        let _ = self.0.try_disconnect();
+    }
+
     fn poll(
         &mut self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Ev, String>> + '_>> {
@@ -529,6 +621,7 @@ impl SessionIo for V5 {
                     String::from_utf8_lossy(&p.topic).into_owned(),
                     p.payload.to_vec(),
                 ),
+                Event::Outgoing(Outgoing::Disconnect) => Ev::Disconnected,
                 _ => Ev::Other,
             })
         })

@@ -21,9 +21,11 @@ mod mqtt;
 mod ota;
 mod persist;
 mod stats;
+mod stop;
 mod udp;
 
 pub use error::RunError;
+pub use stop::Signals;
 
 use crate::config::Settings;
 use crate::control::socket::CtlRequest;
@@ -67,6 +69,8 @@ pub struct Gateway {
     ota: ota::Shell,
     /// The web console, when `http.enabled` or `http.listen` is set.
     console: Option<console::Console>,
+    /// SIGTERM and SIGINT, when the binary took them (`stop_on`).
+    signals: Option<Signals>,
 }
 
 impl Gateway {
@@ -207,6 +211,7 @@ impl Gateway {
             restoring: Some(restoring),
             bootstrap,
             ota,
+            signals: None,
         })
     }
 
@@ -249,7 +254,15 @@ impl Gateway {
         self.fanout.subscribe_reports(capacity)
     }
 
-    /// Serves until a socket error.
+    /// Stops cleanly on these signals: see [`Signals`].
+    pub fn stop_on(mut self, signals: Signals) -> Gateway {
+        self.signals = Some(signals);
+        self
+    }
+
+    /// Serves until a socket error, or until a stop signal: then it stops
+    /// reading datagrams, finishes the turn, flushes the store, closes the
+    /// MQTT session and returns.
     pub async fn run(mut self) -> Result<(), RunError> {
         let max = self.max_datagram;
         let mut buf = vec![0u8; max + 1];
@@ -260,7 +273,10 @@ impl Gateway {
             Control(CtlRequest),
             Downlink(Downlink),
             Added(ota::Added),
+            Stop(&'static str),
         }
+        let signals = self.signals.take();
+        let mut stopping: Option<(&'static str, Instant)> = None;
         let added_rx = self.ota.added();
         let down_rx = self.mqtt.as_ref().map(|m| m.downlink());
         let mut crash_point = CrashPoint::from_env();
@@ -342,8 +358,17 @@ impl Gateway {
                     Err(_) => std::future::pending().await,
                 }
             };
-            let wake =
-                smol::future::or(io, smol::future::or(ctl, smol::future::or(down, added))).await;
+            let stop = async {
+                match &signals {
+                    Some(s) => Wake::Stop(s.recv().await),
+                    None => std::future::pending().await,
+                }
+            };
+            let wake = smol::future::or(
+                stop,
+                smol::future::or(io, smol::future::or(ctl, smol::future::or(down, added))),
+            )
+            .await;
             let now = Instant::now();
             if let (Some(at), Some(every), Some(n)) = (next_ping, ping_every, &notifier) {
                 if now >= at {
@@ -359,6 +384,17 @@ impl Gateway {
                     self.deliver(handle, answer);
                 }
                 Wake::Io => {}
+                Wake::Stop(sig) => {
+                    log::info!(
+                        "{sig}: stopping (no more datagrams read; finishing this turn, flushing the store, closing MQTT)"
+                    );
+                    if let Some(n) = &notifier {
+                        if let Err(e) = n.send("STOPPING=1") {
+                            log::warn!("systemd notification failed: {e}");
+                        }
+                    }
+                    stopping = Some((sig, now));
+                }
             }
             if let Some(rx) = &down_rx {
                 for _ in 0..udp::BATCH {
@@ -375,16 +411,18 @@ impl Gateway {
                 }
             }
             let now = Instant::now();
-            self.udp.receive(&mut self.server, now, &mut buf, max);
-            if let Some(d) = &mut self.dtls {
-                d.receive(&mut self.server, now, &mut buf);
+            if stopping.is_none() {
+                self.udp.receive(&mut self.server, now, &mut buf, max);
+                if let Some(d) = &mut self.dtls {
+                    d.receive(&mut self.server, now, &mut buf);
+                }
             }
             if let Some(r) = &mut self.restoring {
                 if r.step(&mut self.server, &self.store, now, persist::RESTORE_STEP) {
                     self.restoring = None;
                 }
             }
-            if let Some(b) = &mut self.bootstrap {
+            if let Some(b) = self.bootstrap.as_mut().filter(|_| stopping.is_none()) {
                 b.receive(now, &mut buf, max);
             }
             self.server.handle_timeout(now);
@@ -399,7 +437,35 @@ impl Gateway {
             if let Some(m) = &mut self.mqtt {
                 m.flush_batch();
             }
+            if let (Some((sig, since)), Some(s)) = (stopping, &signals) {
+                return self.shut_down(sig, since, s.bound()).await;
+            }
         }
+    }
+
+    /// The end of a stop: the turn is finished; everything stored is
+    /// flushed, then the MQTT session is closed with what time is left.
+    async fn shut_down(
+        mut self,
+        sig: &str,
+        since: Instant,
+        bound: std::time::Duration,
+    ) -> Result<(), RunError> {
+        let store = self.store.clone();
+        if let Err(e) = smol::unblock(move || store.flush()).await {
+            return Err(stopped_by_store(&self.data_dir, e));
+        }
+        if let Some(m) = self.mqtt.take() {
+            // Half of what is left: the rest is for the process's own end.
+            let left = bound.saturating_sub(since.elapsed()) / 2;
+            m.close(left).await;
+        }
+        log::info!(
+            "{sig}: stopped in {} ms; {} registrations kept",
+            since.elapsed().as_millis(),
+            self.server.registry().len()
+        );
+        Ok(())
     }
 
     /// A control-socket request, through the one command path.

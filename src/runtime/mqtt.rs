@@ -60,6 +60,14 @@ impl Shell {
         })
     }
 
+    /// Ends the bridge with a DISCONNECT, waiting at most `limit`; what
+    /// the broker did not acknowledge stays queued.
+    pub async fn close(self, limit: std::time::Duration) {
+        if !self.northbound.close(limit).await {
+            log::warn!("northbound: the bridge did not end within {limit:?}");
+        }
+    }
+
     /// What the platform sends down.
     pub fn downlink(&self) -> Receiver<Downlink> {
         self.northbound.downlink.clone()

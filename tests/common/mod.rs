@@ -144,6 +144,27 @@ impl Gateway {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// Sends `signal` (SIGTERM, SIGINT) and waits up to `limit` for the
+    /// process to end: its exit status and how long it took, or None
+    /// when it still runs.
+    pub fn signal(
+        &mut self,
+        signal: libc::c_int,
+        limit: Duration,
+    ) -> Option<(std::process::ExitStatus, Duration)> {
+        let t0 = Instant::now();
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
+        while t0.elapsed() < limit {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some((s, t0.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
     /// Kills the process with SIGKILL (no clean shutdown) and waits for it.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
