@@ -76,7 +76,7 @@ if [ "$want_test" -eq 1 ]; then
     fi
     # The DTLS client matrix drives Debian's wolfSSL through ctypes.
     ls /usr/lib/*/libwolfssl.so.* >/dev/null 2>&1 || apt_install libwolfssl35
-    if ! .venv/bin/python -c 'import aiocoap, mbedtls, DTLSSocket' >/dev/null 2>&1; then
+    if ! .venv/bin/python -c 'import aiocoap, mbedtls, DTLSSocket, cbor2' >/dev/null 2>&1; then
         .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/peers/requirements.txt
     fi
     # The web console is tested in Debian's headless Chromium (no browser

@@ -96,6 +96,49 @@ fn a_nosec_bootstrap_hands_out_an_account_the_device_registers_with() {
     );
 }
 
+/// The Bootstrap-Pack as a client that is not ours reads it: aiocoap
+/// fetches it, cbor2 and Python's json decode it, and the SenML rules of a
+/// strict client resolve every name to a whole LwM2M path (a real client
+/// once refused names without their leading slash and fell back to the
+/// classic bootstrap).
+#[test]
+fn the_bootstrap_pack_is_read_by_an_independent_senml_decoder_in_cbor_and_json() {
+    let dir = TempDir::new("bs-pack-reader");
+    let s = site(&dir.0);
+    for fmt in ["cbor", "json"] {
+        let ep = format!("bs-pack-{fmt}");
+        let (ok, out) = cli(&s.gw, &["bootstrap", "add", &ep]);
+        assert!(ok, "{out}");
+        let out = Command::new(common::python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/peers/bspack_reader.py"
+            ))
+            .args([&s.plain.to_string(), &ep, fmt])
+            .output()
+            .unwrap();
+        let text = common::printed(&out);
+        let got: Json = serde_json::from_str(text.lines().last().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("{fmt}: {e}: {text}"));
+        let r = &got["records"];
+        assert!(r.is_object(), "{fmt}: {got}");
+        let uri = r["/0/1/0"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{fmt}: {got}"));
+        assert!(uri.starts_with("coap://127.0.0.1:"), "{fmt}: {got}");
+        assert_eq!(r["/0/1/1"], false, "{fmt}: not a bootstrap server: {got}");
+        assert_eq!(r["/0/1/2"], 3, "{fmt}: NoSec: {got}");
+        assert_eq!(r["/0/1/10"], r["/1/0/0"], "{fmt}: short server ids: {got}");
+        assert!(r["/1/0/1"].as_u64().is_some(), "{fmt}: lifetime: {got}");
+        assert_eq!(r["/1/0/7"], "U", "{fmt}: {got}");
+        assert_eq!(
+            got["format"],
+            if fmt == "cbor" { 112 } else { 110 },
+            "{got}"
+        );
+    }
+}
+
 #[test]
 fn a_psk_bootstrap_on_the_dtls_port_gives_a_key_the_dtls_register_is_accepted_with() {
     let dir = TempDir::new("bs-psk");

@@ -50,8 +50,15 @@ fn base_name(paths: &[&Path]) -> String {
     s
 }
 
+/// A record's name: relative to the base name when there is one, else
+/// the full path. Without a base name a name must be the whole path with
+/// its leading `/` (LwM2M 1.1 7.4.4); a strict SenML reader takes
+/// `0/1/0` for a name of its own, not for `/0/1/0`.
 fn relative(p: &Path, bn: &str) -> String {
     let full = p.to_string();
+    if bn.len() <= 1 {
+        return full;
+    }
     full.strip_prefix(bn).map(str::to_string).unwrap_or(full)
 }
 

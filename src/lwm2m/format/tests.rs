@@ -155,6 +155,41 @@ fn senml_cbor_with_base_name_decodes() {
 }
 
 #[test]
+fn senml_names_without_a_common_base_are_full_paths_and_old_relative_ones_still_decode() {
+    // Objects 0 and 1 share no prefix: no base name, so every name is a
+    // whole path with its leading slash, as a strict SenML reader needs.
+    let entries = vec![
+        (
+            Path::parse("/0/1/0").unwrap(),
+            Value::String("coap://gw".into()),
+        ),
+        (Path::parse("/1/0/1").unwrap(), Value::Integer(300)),
+    ];
+    let j: serde_json::Value =
+        serde_json::from_slice(&encode_entries(ContentFormat::SenmlJson, &entries).unwrap())
+            .unwrap();
+    assert_eq!(j[0]["n"], "/0/1/0", "{j}");
+    assert_eq!(j[1]["n"], "/1/0/1", "{j}");
+    assert!(j[0].get("bn").is_none(), "{j}");
+    let cbor = encode_entries(ContentFormat::SenmlCbor, &entries).unwrap();
+    // {0: "/0/1/0", ...}: the name's text starts with the slash.
+    assert_eq!(&cbor[..5], &[0x82, 0xA2, 0x00, 0x66, b'/'], "{cbor:02x?}");
+    for cf in [ContentFormat::SenmlJson, ContentFormat::SenmlCbor] {
+        let bytes = encode_entries(cf, &entries).unwrap();
+        assert_eq!(
+            decode_entries(cf, &bytes, &device_schema()).unwrap(),
+            entries
+        );
+    }
+    // What the gateway sent before: names without the slash and no base
+    // name. Some readers take them as paths; so does ours.
+    let old = br#"[{"n":"0/1/0","vs":"coap://gw"},{"n":"1/0/1","v":300}]"#;
+    let back = decode_entries(ContentFormat::SenmlJson, old, &device_schema()).unwrap();
+    assert_eq!(back[0].0, entries[0].0);
+    assert_eq!(back[1].0, entries[1].0);
+}
+
+#[test]
 fn lwm2m_cbor_accepts_array_keys() {
     // {[3, 0]: {0: "x", 9: 100}}
     let b = [
