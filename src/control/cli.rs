@@ -331,13 +331,27 @@ pub fn main(serve: Serve) -> ExitCode {
     }
 }
 
-/// Makes stdout and stderr blocking again. A program that shared our
-/// output before (libcoap's coap-client does this) may have left the pipe
-/// non-blocking, and a print then fails with EAGAIN instead of waiting.
+/// Makes stdout and stderr blocking, for good. A program that shares our
+/// output (libcoap's coap-client does this) may set the pipe non-blocking
+/// at any time, before we start or while we print, and a print then fails
+/// with EAGAIN instead of waiting. The flag belongs to the open pipe that
+/// both programs hold, so a pipe is opened anew through /proc: ours alone,
+/// blocking. Anything else (a terminal, a file) is only made blocking now.
 fn blocking_output() {
     for fd in [1, 2] {
-        // SAFETY: fcntl on our own standard descriptors, with no pointers.
+        // SAFETY: fstat, open, dup2, close and fcntl on our own standard
+        // descriptors; `st` and `path` outlive the calls.
         unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO {
+                let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL");
+                let own = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if own >= 0 {
+                    libc::dup2(own, fd);
+                    libc::close(own);
+                    continue;
+                }
+            }
             let flags = libc::fcntl(fd, libc::F_GETFL);
             if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
                 libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
