@@ -22,10 +22,11 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// The `model list` row of an object id.
+/// The `model list` row of an object id (its newest version: models/
+/// ships older ones too, listed first).
 fn list_row<'a>(list: &'a str, id: &str) -> &'a str {
     list.lines()
-        .find(|l| l.trim_start().starts_with(id))
+        .rfind(|l| l.split_whitespace().next() == Some(id))
         .unwrap_or_else(|| panic!("no row for {id} in {list}"))
 }
 

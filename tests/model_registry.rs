@@ -70,7 +70,7 @@ fn shipped_models_agree_with_the_registry() {
     let Some(dir) = registry() else { return };
     let lib = ModelLibrary::embedded();
     for (entry, _) in lib.list() {
-        let ours = &entry.model;
+        let ours = entry.model().unwrap();
         let theirs = ddf::parse_file(&dir.join(format!("{}.xml", ours.id)))
             .unwrap()
             .objects
@@ -141,4 +141,41 @@ fn a_broken_registry_file_is_reported_with_file_and_line() {
             .starts_with(&format!("{}:{line}:", tmp.display())),
         "{e}"
     );
+}
+
+/// models/ ships the registry's OMA and IPSO objects and the older versions
+/// of the built-in ones (scripts/import-registry-models.py): each an
+/// unchanged copy, licence header and all.
+#[test]
+fn registry_files_in_models_are_unchanged_copies() {
+    let Some(dir) = registry() else { return };
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let builtin: Vec<&str> = lwm2m_gw::lwm2m::library::EMBEDDED
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    let mut copies = 0;
+    for f in std::fs::read_dir(&models).unwrap() {
+        let f = f.unwrap().path();
+        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        if builtin.contains(&name.as_str()) {
+            continue;
+        }
+        let theirs = [dir.join(&name), dir.join("version_history").join(&name)]
+            .into_iter()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("models/{name} is in no registry file"));
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            std::fs::read(&theirs).unwrap(),
+            "models/{name}"
+        );
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            text.contains("Redistribution and use"),
+            "models/{name}: licence header"
+        );
+        copies += 1;
+    }
+    assert!(copies > 90, "{copies} registry files in models/");
 }

@@ -504,12 +504,13 @@ fn run(cmd: Command, serve: Serve) -> Result<bool, Box<dyn std::error::Error>> {
                 } else {
                     e.layer.to_string()
                 };
+                let name = e.model().map_or("(does not parse)", |m| m.name.as_str());
                 println!(
                     "{:>6}  {:<7}  {:<6}  {:<40}  {}",
-                    e.model.id,
-                    e.model.version.to_string(),
+                    e.id,
+                    e.version.to_string(),
                     layer,
-                    e.model.name,
+                    name,
                     e.source.display()
                 );
             }

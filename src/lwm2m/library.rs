@@ -6,6 +6,10 @@
 //! data directory; a site model hides the system model of the same id and
 //! version, and removing it brings the system model back. System models
 //! cannot be removed.
+//!
+//! Models are parsed when first asked for: at start only each file's head
+//! is read for its object id and version, so a models directory with the
+//! whole registry costs the gateway what its devices use, not every file.
 
 use super::ddf::{self, DdfError};
 use super::model::{ObjectModel, ResourceModel, ResourceType, Version};
@@ -13,7 +17,7 @@ use super::node::Schema;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The models shipped with the gateway (the repository's `models/`).
 pub const EMBEDDED: &[(&str, &str)] = &[
@@ -51,12 +55,126 @@ impl fmt::Display for Layer {
 /// A model and where it came from.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// The model.
-    pub model: Arc<ObjectModel>,
+    /// Object id.
+    pub id: u16,
+    /// Object version.
+    pub version: Version,
     /// Its layer.
     pub layer: Layer,
     /// File it was read from (`embedded:NAME` for built-in models).
     pub source: PathBuf,
+    /// The built-in text; none: the file at `source`.
+    text: Option<&'static str>,
+    /// Parsed on first use; none when the text no longer parses.
+    model: OnceLock<Option<Arc<ObjectModel>>>,
+}
+
+impl Entry {
+    fn parsed(m: Arc<ObjectModel>, layer: Layer, source: PathBuf) -> Entry {
+        Entry {
+            id: m.id,
+            version: m.version,
+            layer,
+            source,
+            text: None,
+            model: OnceLock::from(Some(m)),
+        }
+    }
+
+    /// The model, parsed on first use. None when its file changed since
+    /// start and no longer holds it (logged once).
+    pub fn model(&self) -> Option<&Arc<ObjectModel>> {
+        self.model
+            .get_or_init(|| {
+                let file = match self.text {
+                    Some(t) => ddf::parse(t),
+                    None => ddf::parse_file(&self.source),
+                };
+                let found = file.map(|f| {
+                    f.objects
+                        .into_iter()
+                        .find(|m| m.id == self.id && m.version == self.version)
+                });
+                match found {
+                    Ok(Some(m)) => Some(Arc::new(m)),
+                    Ok(None) => {
+                        log::error!(
+                            "model {} {}: {} no longer defines it; the object has no model",
+                            self.id,
+                            self.version,
+                            self.source.display()
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        log::error!(
+                            "model {} {}: {e}; the object has no model",
+                            self.id,
+                            self.version
+                        );
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+}
+
+/// The id and version of the one object a DDF text defines, from its
+/// head, without parsing it; none when that is not plain (several objects,
+/// no id): the caller parses the whole file then.
+fn peek(text: &str) -> Option<(u16, Version)> {
+    // Comments (the licence header) may mention anything.
+    let mut body = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("<!--") {
+        body.push_str(&rest[..i]);
+        rest = &rest[i..];
+        rest = &rest[rest.find("-->")? + 3..];
+    }
+    body.push_str(rest);
+    let objects = body.match_indices("<Object").filter(|(i, _)| {
+        matches!(
+            body.as_bytes().get(i + 7),
+            Some(b'>' | b' ' | b'\t' | b'\r' | b'\n')
+        )
+    });
+    if objects.count() != 1 {
+        return None;
+    }
+    let element = |tag: &str| {
+        let open = format!("<{tag}>");
+        let start = body.find(&open)? + open.len();
+        let end = start + body[start..].find('<')?;
+        Some(body[start..end].trim().to_string())
+    };
+    let id = element("ObjectID")?.parse().ok()?;
+    let resources = body.find("<Resources").unwrap_or(body.len());
+    let version = match body.find("<ObjectVersion>") {
+        Some(i) if i < resources => Version::parse(&element("ObjectVersion")?)?,
+        _ => Version::new(1, 0),
+    };
+    Some((id, version))
+}
+
+/// The head of a DDF file: up to its resources, where the object's id and
+/// version have been said; at most 64 KiB.
+fn read_head(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 8192];
+    while head.len() < 64 << 10 {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.windows(10).any(|w| w == b"<Resources") {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
 }
 
 /// Errors of library operations.
@@ -108,11 +226,19 @@ impl ModelLibrary {
     pub fn embedded() -> ModelLibrary {
         let mut lib = ModelLibrary::default();
         for (name, text) in EMBEDDED {
+            let source = PathBuf::from(format!("embedded:{name}"));
             // Built-in models are checked by a unit test; a broken one is a build defect.
-            let file = ddf::parse(text).unwrap_or_else(|e| panic!("built-in model {name}: {e}"));
-            for m in file.objects {
-                lib.insert(Layer::System, m, PathBuf::from(format!("embedded:{name}")));
-            }
+            let (id, version) =
+                peek(text).unwrap_or_else(|| panic!("built-in model {name}: no single object"));
+            let entry = Entry {
+                id,
+                version,
+                layer: Layer::System,
+                source,
+                text: Some(text),
+                model: OnceLock::new(),
+            };
+            lib.system.insert((id, version), entry);
         }
         lib
     }
@@ -153,6 +279,23 @@ impl ModelLibrary {
     fn load_dir(&mut self, layer: Layer, dir: &Path) -> Vec<DdfError> {
         let mut errors = Vec::new();
         for path in xml_files(dir) {
+            if let Some((id, version)) = read_head(&path).ok().as_deref().and_then(peek) {
+                let entry = Entry {
+                    id,
+                    version,
+                    layer,
+                    source: path,
+                    text: None,
+                    model: OnceLock::new(),
+                };
+                match layer {
+                    Layer::System => self.system.insert((id, version), entry),
+                    Layer::Site => self.site.insert((id, version), entry),
+                };
+                continue;
+            }
+            // Not plain from its head: parsed now, and a broken file is
+            // reported with its line.
             match ddf::parse_file(&path) {
                 Ok(f) => {
                     for m in f.objects {
@@ -167,11 +310,7 @@ impl ModelLibrary {
 
     fn insert(&mut self, layer: Layer, m: ObjectModel, source: PathBuf) {
         let key = (m.id, m.version);
-        let entry = Entry {
-            model: Arc::new(m),
-            layer,
-            source,
-        };
+        let entry = Entry::parsed(Arc::new(m), layer, source);
         match layer {
             Layer::System => self.system.insert(key, entry),
             Layer::Site => self.site.insert(key, entry),
@@ -181,7 +320,38 @@ impl ModelLibrary {
     /// The model in force for an object: the given version, or the highest
     /// version known when none is given. Site models win over system ones.
     pub fn get(&self, id: u16, version: Option<Version>) -> Option<&Arc<ObjectModel>> {
-        self.entry(id, version).map(|e| &e.model)
+        self.entry(id, version)?.model()
+    }
+
+    /// The model for a device that announced `version` of object `id`: that
+    /// version, else the newest one below it of the same major version
+    /// (minor versions only add to an object), else the oldest one above
+    /// it of that major (whose extra resources the device will not have),
+    /// else none.
+    pub fn get_compatible(&self, id: u16, version: Version) -> Option<&Arc<ObjectModel>> {
+        if let Some(m) = self.get(id, Some(version)) {
+            return Some(m);
+        }
+        let floor = Version::new(version.major, 0);
+        let ceiling = Version::new(version.major, u8::MAX);
+        let below = |m: &BTreeMap<(u16, Version), Entry>| {
+            m.range((id, floor)..(id, version))
+                .next_back()
+                .map(|(k, _)| k.1)
+        };
+        let above = |m: &BTreeMap<(u16, Version), Entry>| {
+            m.range((id, version)..=(id, ceiling))
+                .next()
+                .map(|(k, _)| k.1)
+        };
+        let v = match below(&self.site).max(below(&self.system)) {
+            Some(v) => v,
+            None => match (above(&self.site), above(&self.system)) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b)?,
+            },
+        };
+        self.get(id, Some(v))
     }
 
     /// A resource of the newest model of `object`.
@@ -265,8 +435,9 @@ impl ModelLibrary {
             let path = site_dir.join(site_file_name(m.id, m.version));
             write_atomically(&path, ddf::write(&m).as_bytes())
                 .map_err(|e| LibraryError::Io(path.clone(), e))?;
-            self.insert(Layer::Site, m, path);
-            out.push(self.site[&key].model.clone());
+            let m = Arc::new(m);
+            out.push(m.clone());
+            self.site.insert(key, Entry::parsed(m, Layer::Site, path));
         }
         Ok(out)
     }
@@ -369,7 +540,7 @@ mod tests {
                 .entry(id, None)
                 .unwrap_or_else(|| panic!("object {id} missing"));
             assert_eq!(e.layer, Layer::System);
-            assert!(!e.model.resources.is_empty());
+            assert!(!e.model().unwrap().resources.is_empty());
         }
         assert_eq!(
             lib.get(3, None).unwrap().resource(9).unwrap().name,
@@ -398,7 +569,7 @@ mod tests {
         assert!(lib
             .list()
             .iter()
-            .any(|(e, hides)| e.model.id == 3303 && *hides && e.layer == Layer::Site));
+            .any(|(e, hides)| e.id == 3303 && *hides && e.layer == Layer::Site));
         // A fresh library reading the same directories sees the same thing.
         let mut again = ModelLibrary::embedded();
         assert!(again.load_site_dir(&site).is_empty());
@@ -442,6 +613,67 @@ mod tests {
             lib.get(3, None).unwrap().version,
             newest.max(Version::new(1, 0))
         );
+    }
+
+    #[test]
+    fn a_models_directory_is_indexed_at_start_and_parsed_when_used() {
+        let dir = tmpdir("lazy");
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        for f in xml_files(&shipped) {
+            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+        let mut lib = ModelLibrary::embedded();
+        assert!(lib.load_system_dir(&dir).is_empty());
+        assert!(lib.len() > 90, "{}", lib.len());
+        assert!(
+            lib.system.values().all(|e| e.model.get().is_none()),
+            "nothing parsed yet"
+        );
+        // Object 3347 (IPSO Push button) comes from the directory.
+        let m = lib.get(3347, None).unwrap();
+        assert_eq!((m.id, m.name.as_str()), (3347, "Push button"));
+        let parsed = lib
+            .system
+            .values()
+            .filter(|e| e.model.get().is_some())
+            .count();
+        assert_eq!(parsed, 1);
+        // Each older version of a core object is its own model.
+        for (id, v) in [(3, (1, 0)), (3, (1, 1)), (1, (1, 1)), (5, (1, 0))] {
+            let v = Version::new(v.0, v.1);
+            assert_eq!(lib.get(id, Some(v)).unwrap().version, v);
+        }
+        // A file that changes under the gateway into something else is no
+        // model, said in the log, not a panic.
+        std::fs::write(dir.join("3348.xml"), "<LWM2M><Object>").unwrap();
+        assert!(lib.get(3348, None).is_none());
+    }
+
+    #[test]
+    fn an_unknown_minor_version_takes_the_newest_model_below_it_of_its_major() {
+        let lib = ModelLibrary::embedded();
+        let m = lib.get_compatible(19, Version::new(1, 1)).unwrap();
+        assert_eq!(m.version, Version::new(1, 0));
+        assert!(lib.get_compatible(19, Version::new(2, 0)).is_none());
+        assert!(lib.get_compatible(3, Version::new(0, 9)).is_none());
+        // Only 1.2 built in: a 1.0 device gets it (it lacks what 1.2 added).
+        let m = lib.get_compatible(3, Version::new(1, 0)).unwrap();
+        assert_eq!(m.version, Version::new(1, 2));
+    }
+
+    #[test]
+    fn the_id_and_version_come_from_a_files_head_not_its_comments() {
+        let text = "<?xml version=\"1.0\"?>\n<!-- <Object><ObjectID>99</ObjectID> -->\n\
+            <LWM2M><Object ObjectType=\"MODefinition\"><Name>x</Name>\
+            <ObjectID> 3303 </ObjectID><ObjectVersion>1.1</ObjectVersion>\
+            <Resources></Resources></Object></LWM2M>";
+        assert_eq!(peek(text), Some((3303, Version::new(1, 1))));
+        let no_version = text.replace("<ObjectVersion>1.1</ObjectVersion>", "");
+        assert_eq!(peek(&no_version), Some((3303, Version::new(1, 0))));
+        let two = text.replace("</Object></LWM2M>", "</Object><Object></Object></LWM2M>");
+        assert_eq!(peek(&two), None);
+        assert_eq!(peek("<LWM2M><Object>"), None);
+        assert_eq!(peek("<!-- unterminated"), None);
     }
 
     #[test]
