@@ -46,6 +46,9 @@ Usage: lwm2m-gw-sim [OPTIONS]
                      DTLS with the generated key for a PSK account)
   --bootstrap-pack   ask GET /bspack first (LwM2M 1.2), classic on 4.04
   --lwm2m VERSION    LwM2M version to speak: 1.0 (TLV only), 1.1, 1.2
+  --object-version O=V[,O=V..]
+                     announce object O as version V (`</O>;ver=V`); the
+                     others are announced without ver (version 1.0)
   --ota-fail KIND    objects 5 and 9 fail the way a device does: storage,
                      memory, integrity, unsupported, connection or install
   --ota-max-block N  largest package block taken; larger ones are answered
@@ -75,6 +78,7 @@ struct Opts {
     bootstrap: Option<SocketAddr>,
     bootstrap_pack: bool,
     lwm2m: Option<lwm2m_gw::lwm2m::Version>,
+    object_versions: Vec<(u16, lwm2m_gw::lwm2m::Version)>,
     ota: lwm2m_gw::sim::OtaSimConfig,
 }
 
@@ -98,6 +102,7 @@ fn parse() -> Result<Opts, lexopt::Error> {
         bootstrap: None,
         bootstrap_pack: false,
         lwm2m: None,
+        object_versions: Vec::new(),
         ota: lwm2m_gw::sim::OtaSimConfig::default(),
     };
     let ms = |p: &mut lexopt::Parser| -> Result<Duration, lexopt::Error> {
@@ -161,6 +166,17 @@ fn parse() -> Result<Opts, lexopt::Error> {
                     lwm2m_gw::lwm2m::Version::parse(&v)
                         .ok_or(format!("--lwm2m {v:?}: give 1.0, 1.1 or 1.2"))?,
                 )
+            }
+            Long("object-version") => {
+                let list = p.value()?.string()?;
+                for item in list.split(',') {
+                    let parsed = item.split_once('=').and_then(|(o, v)| {
+                        Some((o.trim().parse().ok()?, lwm2m_gw::lwm2m::Version::parse(v)?))
+                    });
+                    o.object_versions.push(parsed.ok_or(format!(
+                        "--object-version {item:?}: give OBJECT=MAJOR.MINOR"
+                    ))?);
+                }
             }
             Long("ota-fail") => {
                 let v = p.value()?.string()?;
@@ -527,6 +543,7 @@ fn main() -> ExitCode {
         cfg.awake = o.awake;
         cfg.update_every = o.update;
         cfg.ota = o.ota.clone();
+        cfg.object_versions = o.object_versions.clone();
         if let Some(v) = o.lwm2m {
             cfg.lwm2m_version = v;
         }

@@ -463,7 +463,13 @@ impl Node {
         };
         let resource = |r: u16, j: &Json| -> Result<Resource, FormatError> {
             let (t, multiple) = rtype(r)?;
-            if multiple {
+            if multiple && !j.is_object() {
+                // One value for a multiple resource: its instance 0, as
+                // ThingsBoard's WriteReplace of /19/0/0 with "0081" means.
+                let mut m = BTreeMap::new();
+                m.insert(0, Value::from_json(j, t)?);
+                Ok(Resource::Multiple(m))
+            } else if multiple {
                 let mut m = BTreeMap::new();
                 for (k, v) in object(at, j)? {
                     m.insert(id(k)?, Value::from_json(v, t)?);

@@ -151,9 +151,8 @@ impl<'a> DeviceSchema<'a> {
             .iter()
             .find(|o| o.object == object)
             .and_then(|o| o.version);
-        let m = self
-            .lib
-            .get(object, ver)
+        let m = ver
+            .and_then(|v| self.lib.get_compatible(object, v))
             .or_else(|| self.lib.get(object, None));
         self.last.set(Some((object, m)));
         m
@@ -684,7 +683,21 @@ impl Params<'_> {
             ));
         }
         if let Some(v) = version {
-            if self.lib.get(path.object, Some(v)).is_none() {
+            // An object announced without `ver` is version 1.0.
+            let announced = self
+                .reg
+                .objects
+                .iter()
+                .find(|o| o.object == path.object)
+                .and_then(|o| o.version)
+                .unwrap_or(Version::new(1, 0));
+            if v != announced {
+                return Err(format!(
+                    "{s} names object {} version {v}; the device registered version {announced}",
+                    path.object
+                ));
+            }
+            if self.lib.get_compatible(path.object, v).is_none() {
                 return Err(format!("no model for object {} version {v}", path.object));
             }
         }
@@ -707,7 +720,7 @@ impl Params<'_> {
 
     fn model_for(&self, object: u16, version: Option<Version>) -> Option<&Arc<ObjectModel>> {
         match version {
-            Some(v) => self.lib.get(object, Some(v)),
+            Some(v) => self.lib.get_compatible(object, v),
             None => self.schema.model(object),
         }
     }

@@ -18,7 +18,17 @@ fn every_command_in(format: ContentFormat) {
         a["value"].as_i64().is_some_and(|v| (1..=100).contains(&v)),
         "{f}: {a}"
     );
-    ok(&p.rpc("Read", json!({"id": "/3_1.2/0/0"})), "CONTENT");
+    // The device announced /3/0 without `ver`: version 1.0.
+    ok(&p.rpc("Read", json!({"id": "/3_1.0/0/0"})), "CONTENT");
+    let a = p.rpc("Read", json!({"id": "/3_1.2/0/0"}));
+    ok(&a, "BAD_REQUEST");
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .contains("registered version 1.0"),
+        "{a}"
+    );
     let a = p.rpc("Read", json!({"key": "manufacturer"}));
     assert_eq!(a["value"], "lwm2m-gw simulator", "{f}");
     let a = p.rpc("Read", json!({"id": "/3/0"}));

@@ -43,6 +43,9 @@ pub struct SimConfig {
     pub observe: bool,
     /// How objects 5 and 9 behave.
     pub ota: OtaSimConfig,
+    /// Object versions announced with `ver` in the Register; the others
+    /// go without, so as version 1.0.
+    pub object_versions: Vec<(u16, Version)>,
 }
 
 impl SimConfig {
@@ -61,6 +64,7 @@ impl SimConfig {
             queue_mode: false,
             awake: Duration::from_secs(2),
             update_every: None,
+            object_versions: Vec::new(),
             observe: true,
             ota: OtaSimConfig::default(),
         }
@@ -169,6 +173,9 @@ fn initial_data(endpoint: &str) -> Vec<(&'static str, serde_json::Value)> {
         ("/9/0/8", json!(false)),
         ("/9/0/9", json!(0)),
         ("/9/0/12", json!(false)),
+        // BinaryAppDataContainer: two instances of application data.
+        ("/19/0/0", json!({"0": "0102"})),
+        ("/19/1/0", json!({"0": "0a0b0c"})),
         ("/3303/0/5601", json!(21.0)),
         ("/3303/0/5602", json!(21.0)),
         ("/3303/0/5603", json!(-40.0)),
@@ -329,6 +336,9 @@ impl SimDevice {
         let cts: Vec<String> = cts.iter().map(u16::to_string).collect();
         let mut s = format!("</>;rt=\"oma.lwm2m\";ct=\"{}\"", cts.join(" "));
         for (o, insts) in &self.objects {
+            if let Some((_, v)) = self.cfg.object_versions.iter().find(|(id, _)| id == o) {
+                s.push_str(&format!(",</{o}>;ver={v}"));
+            }
             for i in insts.keys() {
                 s.push_str(&format!(",</{o}/{i}>"));
             }
@@ -630,6 +640,26 @@ impl SimDevice {
                     || msg.content_format() == Some(ContentFormat::Opaque.code())) =>
             {
                 ("package", self.package_block(now, &p, msg))
+            }
+            // A whole package written in one request in a structured
+            // format (TLV, SenML): the package is its opaque value.
+            (Code::PUT, Some(p))
+                if matches!(
+                    (p.object, p.instance, p.resource),
+                    (5, Some(0), Some(0)) | (9, Some(0), Some(2))
+                ) && msg.content_format().is_some() =>
+            {
+                let whole = match self.decode_payload(&p, msg) {
+                    Ok(Node::Resource(Resource::Single(Value::Opaque(b)))) => Ok(b),
+                    Ok(_) => refuse(Code::BAD_REQUEST, "a package is one opaque value"),
+                    Err(e) => Err(e),
+                };
+                let answer = whole.and_then(|b| {
+                    let mut m = msg.clone();
+                    m.payload = b;
+                    self.package_block(now, &p, &m)
+                });
+                ("package", answer)
             }
             (Code::PUT, Some(p)) if msg.payload.is_empty() && msg.content_format().is_none() => {
                 ("write-attributes", self.write_attributes(&p, msg))
