@@ -8,6 +8,7 @@ pub mod dispatch;
 pub mod http_cli;
 pub mod ota_cli;
 mod ota_wait;
+mod remote;
 pub mod request;
 pub mod socket;
 

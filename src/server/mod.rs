@@ -12,6 +12,7 @@ pub mod packages;
 mod provision;
 pub mod queue;
 pub mod registry;
+mod schema;
 pub mod transport_log;
 
 use crate::coap::{
