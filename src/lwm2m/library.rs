@@ -647,6 +647,7 @@ mod tests {
         // model, said in the log, not a panic.
         std::fs::write(dir.join("3348.xml"), "<LWM2M><Object>").unwrap();
         assert!(lib.get(3348, None).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
