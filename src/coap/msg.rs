@@ -259,7 +259,61 @@ pub struct CoapOption {
     /// Option number.
     pub number: u16,
     /// Raw option value.
-    pub value: Vec<u8>,
+    pub value: OptValue,
+}
+
+/// Bytes of an option value kept inside [`OptValue`] itself.
+const INLINE: usize = 22;
+
+/// An option value: up to 22 bytes (Uri-Path segments, queries, numbers,
+/// ETags) inside the option, longer ones on the heap. The gateway holds a
+/// request per observation, hundreds of thousands of them, and an
+/// allocation per path segment cost more than the segment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OptValue(Repr);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Repr {
+    Inline(u8, [u8; INLINE]),
+    Heap(Box<[u8]>),
+}
+
+impl From<&[u8]> for OptValue {
+    fn from(b: &[u8]) -> OptValue {
+        if b.len() <= INLINE {
+            let mut bytes = [0u8; INLINE];
+            bytes[..b.len()].copy_from_slice(b);
+            OptValue(Repr::Inline(b.len() as u8, bytes))
+        } else {
+            OptValue(Repr::Heap(b.into()))
+        }
+    }
+}
+
+impl From<Vec<u8>> for OptValue {
+    fn from(v: Vec<u8>) -> OptValue {
+        if v.len() <= INLINE {
+            OptValue::from(v.as_slice())
+        } else {
+            OptValue(Repr::Heap(v.into_boxed_slice()))
+        }
+    }
+}
+
+impl std::ops::Deref for OptValue {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline(len, bytes) => &bytes[..usize::from(*len)],
+            Repr::Heap(b) => b,
+        }
+    }
+}
+
+impl fmt::Debug for OptValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
 }
 
 /// Block1/Block2 option value (RFC 7959 section 2.2).
@@ -449,7 +503,7 @@ impl Message {
             }
             options.push(CoapOption {
                 number: number as u16,
-                value: b[pos..pos + len].to_vec(),
+                value: OptValue::from(&b[pos..pos + len]),
             });
             pos += len;
         }
@@ -510,7 +564,20 @@ impl Message {
     /// Adds an option, keeping the list sorted (stable for repeats).
     pub fn add_option(&mut self, number: u16, value: Vec<u8>) {
         let at = self.options.partition_point(|o| o.number <= number);
-        self.options.insert(at, CoapOption { number, value });
+        self.options.insert(
+            at,
+            CoapOption {
+                number,
+                value: value.into(),
+            },
+        );
+    }
+
+    /// Gives back spare capacity, for a message kept a long time (an
+    /// observation's request).
+    pub fn shrink_to_fit(&mut self) {
+        self.options.shrink_to_fit();
+        self.payload.shrink_to_fit();
     }
 
     /// Replaces every instance of an option with one value.
@@ -534,7 +601,7 @@ impl Message {
         self.options
             .iter()
             .find(|o| o.number == number)
-            .map(|o| o.value.as_slice())
+            .map(|o| &*o.value)
     }
 
     /// Every value of a repeatable option, in order.
@@ -542,7 +609,7 @@ impl Message {
         self.options
             .iter()
             .filter(move |o| o.number == number)
-            .map(|o| o.value.as_slice())
+            .map(|o| &*o.value)
     }
 
     /// An unsigned-integer option; `None` when absent or longer than 8 bytes.

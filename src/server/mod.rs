@@ -22,13 +22,13 @@ use crate::coap::{
 use crate::credentials::Authenticated;
 use crate::lwm2m::ModelLibrary;
 use command::{Action, Answer, DeviceSchema, Expect, Method};
-use observe::{ObsKey, Observation};
+use observe::Observation;
 pub use observe::{ObservationRecord, Origin, Reading, Report, ReportStats};
 use queue::{DeviceQueue, Queued};
 pub use queue::{QueueConfig, QueuedRecord};
 pub use registry::{Binding, ObjectLink, RegError, RegId, Registration, Registry};
 use serde_json::Value as Json;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -147,7 +147,7 @@ pub struct Server {
     pending: HashMap<RequestId, Pending>,
     answers: VecDeque<(u64, Answer)>,
     observations: HashMap<RequestId, Observation>,
-    observed: HashMap<Box<str>, BTreeMap<ObsKey, RequestId>>,
+    observed: HashMap<Box<str>, observe::ObsSet>,
     /// Recent transport log lines of devices whose profile asks for them.
     transport_lines: transport_log::TransportLog,
     reports: VecDeque<Arc<Report>>,

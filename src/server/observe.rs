@@ -91,6 +91,53 @@ pub struct ObservationRecord {
 /// What an observation covers: composite or not, and its paths.
 pub(super) type ObsKey = (bool, Vec<Path>);
 
+/// One device's observations by what they cover, in key order. A sorted
+/// vector, not a BTreeMap: a device has a handful, and a BTreeMap's first
+/// node costs half a kilobyte for each of a gateway's many devices.
+#[derive(Default)]
+pub(super) struct ObsSet(Vec<(ObsKey, RequestId)>);
+
+impl ObsSet {
+    fn find(&self, key: &ObsKey) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.cmp(key))
+    }
+
+    /// Adds or replaces; the replaced observation.
+    pub(super) fn insert(&mut self, key: ObsKey, id: RequestId) -> Option<RequestId> {
+        match self.find(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, id)),
+            Err(i) => {
+                self.0.insert(i, (key, id));
+                None
+            }
+        }
+    }
+
+    pub(super) fn get(&self, key: &ObsKey) -> Option<&RequestId> {
+        self.find(key).ok().map(|i| &self.0[i].1)
+    }
+
+    pub(super) fn contains_key(&self, key: &ObsKey) -> bool {
+        self.find(key).is_ok()
+    }
+
+    pub(super) fn remove(&mut self, key: &ObsKey) -> Option<RequestId> {
+        self.find(key).ok().map(|i| self.0.remove(i).1)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&ObsKey, &RequestId)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    pub(super) fn keys(&self) -> impl Iterator<Item = &ObsKey> {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    pub(super) fn into_values(self) -> impl Iterator<Item = RequestId> {
+        self.0.into_iter().map(|(_, v)| v)
+    }
+}
+
 /// A live observation.
 pub(super) struct Observation {
     pub(super) endpoint: Arc<str>,

@@ -139,6 +139,11 @@ impl Gateway {
             .unwrap()
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process has ended (by itself: a crash point, an abort).
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))

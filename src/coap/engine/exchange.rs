@@ -18,7 +18,10 @@ pub(super) struct Exchange {
     pub(super) mid: Option<u16>,
     pub(super) started: bool,
     pub(super) block1: Option<(u8, usize)>,
-    pub(super) block2_acc: Option<(Vec<u8>, Message)>,
+    /// A Block2 download under way: the body so far and the first block's
+    /// message. Boxed: every established observation is an exchange, and
+    /// few exchanges are downloads.
+    pub(super) block2_acc: Option<Box<(Vec<u8>, Message)>>,
     pub(super) next_block2: Option<BlockOpt>,
     pub(super) observe: bool,
     pub(super) established: bool,
@@ -84,7 +87,7 @@ impl Engine {
         let token = msg.token;
         let observe = follow.is_none() && msg.observe() == Some(0);
         let (follows, block2_acc, next_block2) = match follow {
-            Some(f) => (Some(f.observation), Some(f.acc), Some(f.next)),
+            Some(f) => (Some(f.observation), Some(Box::new(f.acc)), Some(f.next)),
             None => (None, None, None),
         };
         let id = self.next_exchange;
@@ -293,14 +296,15 @@ impl Engine {
                 }
                 let acc = x
                     .block2_acc
-                    .get_or_insert_with(|| (Vec::new(), msg.clone()));
+                    .get_or_insert_with(|| Box::new((Vec::new(), msg.clone())));
                 acc.0.extend_from_slice(&msg.payload);
                 x.next_block2 = Some(BlockOpt::new(b2.num + 1, false, b2.szx));
                 return self.transmit_exchange(now, id);
             }
         }
         let mut msg = msg;
-        if let Some((mut body, first)) = x.block2_acc.take() {
+        if let Some(acc) = x.block2_acc.take() {
+            let (mut body, first) = *acc;
             body.extend_from_slice(&msg.payload);
             let code = msg.code;
             msg = first;
@@ -328,6 +332,8 @@ impl Engine {
         if keep {
             // From now on it is an observation: it leaves the NSTART count.
             x.established = true;
+            // Held as long as the observation lives: no spare capacity.
+            x.request.shrink_to_fit();
             x.last_seq = msg.observe().map(|v| (v, now));
             x.started = false;
             self.established += 1;

@@ -17,8 +17,9 @@ impl Engine {
     pub fn adopt_observation(
         &mut self,
         peer: SocketAddr,
-        request: Message,
+        mut request: Message,
     ) -> Result<RequestId, EngineError> {
+        request.shrink_to_fit();
         if !request.code.is_request() {
             return Err(EngineError::NotARequest);
         }
