@@ -4,6 +4,7 @@
 
 pub mod bootstrap_cli;
 pub mod cli;
+mod common;
 pub mod dispatch;
 pub mod http_cli;
 pub mod ota_cli;

@@ -2,7 +2,7 @@
 //! socket: rpc, devices, watch, stats and the admin requests (credentials,
 //! profiles, bootstrap entries, updates), and how their answers print.
 
-use super::cli::Common;
+use super::common::Common;
 use crate::control::socket::Client;
 use serde_json::Value as Json;
 use std::time::Duration;

@@ -128,6 +128,49 @@ def connected_socket(host, port):
     return s
 
 
+def sockaddr_in(host, port):
+    """A struct sockaddr_in, as the C libraries take a peer."""
+    return struct.pack("<H", socket.AF_INET) + struct.pack("!H", port) + socket.inet_aton(host) + bytes(8)
+
+
+def psk_callback(identity, key):
+    """A PSK client callback of the OpenSSL shape (wolfSSL's is the same):
+    (ssl, hint, identity_out, max_identity, psk_out, max_psk) -> psk length."""
+    vp, cp, ui = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint
+
+    @ctypes.CFUNCTYPE(ui, vp, cp, vp, ui, vp, ui)
+    def cb(_ssl, _hint, ident, max_ident, psk, max_psk):
+        ident_b = identity.encode() + b"\0"
+        if len(ident_b) > max_ident or len(key) > max_psk:
+            return 0
+        ctypes.memmove(ident, ident_b, len(ident_b))
+        ctypes.memmove(psk, key, len(key))
+        return len(key)
+
+    return cb
+
+
+def serve_ssl_api(lib, prefix, ssl, sock, endpoint, name):
+    """Serves over a connected session of an OpenSSL-shaped API whose
+    functions are named PREFIX + write, read, pending and get_error."""
+    write, read = getattr(lib, prefix + "write"), getattr(lib, prefix + "read")
+    pending, get_error = getattr(lib, prefix + "pending"), getattr(lib, prefix + "get_error")
+    buf = ctypes.create_string_buffer(2048)
+
+    def send(d):
+        write(ssl, d, len(d))
+
+    def recv(timeout):
+        if pending(ssl) == 0 and not select.select([sock], [], [], timeout)[0]:
+            return None
+        n = read(ssl, buf, len(buf))
+        if n <= 0:
+            fail(f"{name} read error {get_error(ssl, n)}")
+        return buf.raw[:n]
+
+    serve_records(send, recv, endpoint)
+
+
 # --- OpenSSL (libssl3) ----------------------------------------------------
 
 def run_openssl(host, port, endpoint, identity, key):
@@ -153,14 +196,7 @@ def run_openssl(host, port, endpoint, identity, key):
         f.restype, f.argtypes = res, args
     print(lib.OpenSSL_version(0).decode(), file=sys.stderr, flush=True)
 
-    @ctypes.CFUNCTYPE(ui, vp, cp, vp, ui, vp, ui)
-    def psk_cb(_ssl, _hint, ident, max_ident, psk, max_psk):
-        ident_b = identity.encode() + b"\0"
-        if len(ident_b) > max_ident or len(key) > max_psk:
-            return 0
-        ctypes.memmove(ident, ident_b, len(ident_b))
-        ctypes.memmove(psk, key, len(key))
-        return len(key)
+    psk_cb = psk_callback(identity, key)
 
     ctx = lib.SSL_CTX_new(lib.DTLS_client_method())
     # CCM_8, LwM2M's suite, sits below OpenSSL 3's default security level.
@@ -169,25 +205,11 @@ def run_openssl(host, port, endpoint, identity, key):
     ssl = lib.SSL_new(ctx)
     s = connected_socket(host, port)
     bio = lib.BIO_new_dgram(s.fileno(), 0)
-    peer = struct.pack("<H", socket.AF_INET) + struct.pack("!H", port) + socket.inet_aton(host) + bytes(8)
-    lib.BIO_ctrl(bio, 32, 0, ctypes.c_char_p(peer))  # BIO_CTRL_DGRAM_SET_CONNECTED
+    lib.BIO_ctrl(bio, 32, 0, ctypes.c_char_p(sockaddr_in(host, port)))  # BIO_CTRL_DGRAM_SET_CONNECTED
     lib.SSL_set_bio(ssl, bio, bio)
     if lib.SSL_connect(ssl) != 1:
         fail("OpenSSL handshake failed")
-    buf = ctypes.create_string_buffer(2048)
-
-    def send(d):
-        lib.SSL_write(ssl, d, len(d))
-
-    def recv(timeout):
-        if lib.SSL_pending(ssl) == 0 and not select.select([s], [], [], timeout)[0]:
-            return None
-        n = lib.SSL_read(ssl, buf, len(buf))
-        if n <= 0:
-            fail(f"OpenSSL read error {lib.SSL_get_error(ssl, n)}")
-        return buf.raw[:n]
-
-    serve_records(send, recv, endpoint)
+    serve_ssl_api(lib, "SSL_", ssl, s, endpoint, "OpenSSL")
 
 
 # --- GnuTLS (libgnutls30) -------------------------------------------------
@@ -271,16 +293,7 @@ def run_wolfssl(host, port, endpoint, identity, key):
         f.restype, f.argtypes = res, args
     print("wolfSSL " + lib.wolfSSL_lib_version().decode(), file=sys.stderr, flush=True)
     lib.wolfSSL_Init()
-
-    @ctypes.CFUNCTYPE(ui, vp, cp, vp, ui, vp, ui)
-    def psk_cb(_ssl, _hint, ident, max_ident, psk, max_psk):
-        ident_b = identity.encode() + b"\0"
-        if len(ident_b) > max_ident or len(key) > max_psk:
-            return 0
-        ctypes.memmove(ident, ident_b, len(ident_b))
-        ctypes.memmove(psk, key, len(key))
-        return len(key)
-
+    psk_cb = psk_callback(identity, key)
     ctx = lib.wolfSSL_CTX_new(lib.wolfDTLSv1_2_client_method())
     # Debian's build has no plain PSK suite the gateway offers.
     if lib.wolfSSL_CTX_set_cipher_list(ctx, b"ECDHE-PSK-AES128-CBC-SHA256") != 1:
@@ -288,25 +301,12 @@ def run_wolfssl(host, port, endpoint, identity, key):
     lib.wolfSSL_CTX_set_psk_client_callback(ctx, ctypes.cast(psk_cb, vp))
     ssl = lib.wolfSSL_new(ctx)
     s = connected_socket(host, port)
-    peer = struct.pack("<H", socket.AF_INET) + struct.pack("!H", port) + socket.inet_aton(host) + bytes(8)
+    peer = sockaddr_in(host, port)
     lib.wolfSSL_dtls_set_peer(ssl, peer, len(peer))
     lib.wolfSSL_set_fd(ssl, s.fileno())
     if lib.wolfSSL_connect(ssl) != 1:
         fail(f"wolfSSL handshake failed ({lib.wolfSSL_get_error(ssl, 0)})")
-    buf = ctypes.create_string_buffer(2048)
-
-    def send(d):
-        lib.wolfSSL_write(ssl, d, len(d))
-
-    def recv(timeout):
-        if lib.wolfSSL_pending(ssl) == 0 and not select.select([s], [], [], timeout)[0]:
-            return None
-        n = lib.wolfSSL_read(ssl, buf, len(buf))
-        if n <= 0:
-            fail(f"wolfSSL read error {lib.wolfSSL_get_error(ssl, n)}")
-        return buf.raw[:n]
-
-    serve_records(send, recv, endpoint)
+    serve_ssl_api(lib, "wolfSSL_", ssl, s, endpoint, "wolfSSL")
 
 
 # --- Mbed TLS (python-mbedtls) --------------------------------------------
