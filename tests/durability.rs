@@ -216,6 +216,37 @@ fn sigterm_under_confirmable_sends_stops_cleanly_within_the_bound_and_loses_noth
     assert!(all, "acknowledged values lost: {lost:?}");
 }
 
+/// With the broker unreachable the bridge sits in its reconnect back-off;
+/// a stop does not wait that out.
+#[test]
+fn sigterm_with_the_broker_down_does_not_wait_for_the_reconnect_back_off() {
+    let dir = TempDir::new("sigterm-no-broker");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Nothing listens there once the listener above is gone.
+    let cfg = config(
+        "127.0.0.1",
+        &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n"),
+    );
+    let mut gw = Gateway::start(&dir.0, &cfg);
+    // After the 4th failed attempt the back-off is 4 s, longer than the
+    // half of stop_timeout_s (5) the stop gives the bridge.
+    assert!(gw.wait_log("(4 attempts)", Duration::from_secs(15)));
+    let (status, took) = gw
+        .signal(libc::SIGTERM, Duration::from_secs(5))
+        .expect("the gateway ends");
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(2), "stopped after {took:?}");
+    assert!(
+        !gw.log_contains("did not end"),
+        "{:?}",
+        common::log_lines(&gw)
+    );
+}
+
 fn stats(gw: &Gateway) -> Json {
     let out = gw.cli(&["stats", "--json"]);
     serde_json::from_slice::<Json>(&out.stdout).unwrap()["value"].clone()

@@ -307,7 +307,17 @@ impl Bridge {
                 // The gateway stops: no back-off to sit out.
                 break;
             }
-            tokio::time::sleep(backoff).await;
+            // The back-off, cut short only when the gateway stops: a
+            // message queued meanwhile waits for the next connection.
+            let until = tokio::time::Instant::now() + backoff;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => break,
+                    r = self.wake.recv() => if r.is_err() {
+                        return;
+                    },
+                }
+            }
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
