@@ -627,10 +627,7 @@ impl Params<'_> {
             // An object announced without `ver` is version 1.0.
             let announced = self
                 .reg
-                .objects
-                .iter()
-                .find(|o| o.object == path.object)
-                .and_then(|o| o.version)
+                .object_version(path.object)
                 .unwrap_or(Version::new(1, 0));
             if v != announced {
                 return Err(format!(

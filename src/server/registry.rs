@@ -134,6 +134,15 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// The version the device announced for `object` (`ver=` on any of
+    /// its links, `</3>;ver=1.1` or `</3/0>;ver=1.1`), if it gave one.
+    pub fn object_version(&self, object: u16) -> Option<Version> {
+        self.objects
+            .iter()
+            .filter(|o| o.object == object)
+            .find_map(|o| o.version)
+    }
+
     /// The root path objects live under (`/` unless the client set another).
     pub fn root_path(&self) -> &str {
         self.alternate_root.as_deref().unwrap_or("/")
@@ -645,6 +654,21 @@ mod tests {
         }
         let long = format!("ep={}", "x".repeat(MAX_ENDPOINT_LEN + 1));
         assert!(parse_params(&q(&[&long])).is_err());
+    }
+
+    #[test]
+    fn an_objects_version_is_found_on_any_of_its_links_in_any_order() {
+        let mut r = Registry::new(10, Duration::from_secs(1), 7);
+        let p = parse_params(&q(&["ep=v"])).unwrap();
+        let objects = parse_object_list(b"</3/0>,</3>;ver=1.1,</1/0>;ver=1.2,</5/0>").unwrap();
+        let reg = r
+            .register(Instant::now(), 1_000, peer(), p, objects)
+            .unwrap()
+            .0;
+        assert_eq!(reg.object_version(3), Some(Version::new(1, 1)));
+        assert_eq!(reg.object_version(1), Some(Version::new(1, 2)));
+        assert_eq!(reg.object_version(5), None);
+        assert_eq!(reg.object_version(9), None);
     }
 
     #[test]

@@ -45,13 +45,9 @@ impl<'a> DeviceSchema<'a> {
                 return m;
             }
         }
-        let ver = self
+        let m = self
             .reg
-            .objects
-            .iter()
-            .find(|o| o.object == object)
-            .and_then(|o| o.version);
-        let m = ver
+            .object_version(object)
             .and_then(|v| self.lib.get_compatible(object, v))
             .or_else(|| self.lib.get(object, None));
         self.last.set(Some((object, m)));
